@@ -1,0 +1,49 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv on first use.
+PIPELINE ?= pipelines/demo.yaml
+OVERRIDES ?=
+SYSTEM_PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAGE_ARGS = --pipeline $(PIPELINE) $(OVERRIDES)
+
+.PHONY: install demo stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench lint clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned, so that pip takes the CPU wheel instead of resolving a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	@! $(PY) -m pip show torchaudio >/dev/null 2>&1 || (echo "torchaudio got installed; it breaks transformers here" && exit 1)
+	touch $@
+
+stage-0: install
+	$(PY) -m stages.stage0_corpus $(STAGE_ARGS)
+
+stage-1: stage-0
+	$(PY) -m stages.stage1_semantic $(STAGE_ARGS)
+
+stage-2 stage-3 stage-4:
+	@echo "$@ is not implemented yet (acoustic codec: issue 3; language models and continuation: issue 4)"; exit 2
+
+demo: PIPELINE = pipelines/demo.yaml
+demo: stage-1
+	@echo "demo: stages 0-1 done (corpus and semantic tokens in runs/demo/)."
+	@echo "demo: next to come: stage 2 (acoustic codec), stage 3 (language models), stage 4 (continuation)."
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) -m benchmarks.semantic_throughput
+
+lint: install
+	$(VENV)/bin/ruff check audiolm stages tests benchmarks
+
+clean:
+	rm -rf runs

@@ -1,0 +1,118 @@
+"""Audio I/O: the only module that reads, writes or resamples audio.
+
+Every waveform inside the library is float32, mono, shape [n], at a known sample rate.
+Bad input raises `AudioError`, whose message names the file and the problem, so a
+command line can print it as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used, with the file (or source) and the problem in the message."""
+
+    def __init__(self, source: str | os.PathLike, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+def to_mono(wav: np.ndarray) -> np.ndarray:
+    """[n] or [n, channels] (soundfile's layout) -> [n], averaging channels."""
+    if wav.ndim == 1:
+        return wav
+    if wav.ndim == 2:
+        return wav.mean(axis=1)
+    raise ValueError(f"expected [n] or [n, channels] audio, got shape {wav.shape}")
+
+
+def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Band-limited resampling of mono float audio (soxr, high quality)."""
+    if from_rate == to_rate:
+        return wav
+    return soxr.resample(wav, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def check_waveform(wav: np.ndarray, source: str | os.PathLike, min_seconds: float = 0.0, sample_rate: int = 16000) -> np.ndarray:
+    """Reject empty, non-finite or too-short audio with an error naming `source`."""
+    if wav.size == 0:
+        raise AudioError(source, "empty audio (0 samples)")
+    if not np.isfinite(wav).all():
+        raise AudioError(source, "audio contains NaN or infinite samples")
+    if wav.shape[-1] < min_seconds * sample_rate:
+        have = wav.shape[-1] / sample_rate
+        raise AudioError(source, f"audio too short: {have:.3f} s, need at least {min_seconds:.3f} s")
+    return wav
+
+
+def prepare(wav: np.ndarray, rate: int, target_rate: int, source: str | os.PathLike = "<array>") -> np.ndarray:
+    """Any channel layout and rate -> float32 mono at `target_rate`, checked."""
+    wav = to_mono(np.asarray(wav, dtype=np.float32))
+    check_waveform(wav, source)
+    return resample(wav, rate, target_rate).astype(np.float32, copy=False)
+
+
+def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 mono; resample to `sample_rate` when given.
+
+    Returns (wav [n], rate). Any file soundfile (libsndfile) reads works: wav, flac, ogg, mp3.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "no such file")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    try:
+        wav, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    except sf.LibsndfileError as err:
+        raise AudioError(path, f"not a readable audio file ({_short(err)})") from None
+    except (RuntimeError, ValueError) as err:
+        raise AudioError(path, f"corrupt audio ({_short(err)})") from None
+    return _finish(wav, rate, path, sample_rate)
+
+
+def decode_bytes(data: bytes, source: str, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode an encoded audio file held in memory (e.g. a Hub dataset's FLAC bytes)."""
+    import io
+
+    try:
+        wav, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioError(source, f"not a readable audio file ({_short(err)})") from None
+    return _finish(wav, rate, source, sample_rate)
+
+
+def _finish(wav: np.ndarray, rate: int, source, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    wav = to_mono(wav)
+    check_waveform(wav, source)
+    if sample_rate is not None:
+        wav, rate = resample(wav, rate, sample_rate), sample_rate
+    return wav, rate
+
+
+def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM wav atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return text.split(": ", 1)[-1] if "Error opening" in text else text

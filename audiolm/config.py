@@ -1,0 +1,196 @@
+"""One config system for the library, the stages and the CLI.
+
+Dataclasses hold the defaults, one per concern. A pipeline YAML overrides them, and
+`key=value` pairs from the command line override the YAML (`semantic.num_clusters=200`).
+An unknown key or a value of the wrong type is a `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key or file."""
+
+
+@dataclass
+class DemoCorpusConfig:
+    """The built-in corpus, synthesized offline with eSpeak NG (see audiolm.data.demo)."""
+
+    voices: int = 8  # distinct speakers; each held-out sentence is spoken by all of them
+    sentences: int = 360  # distinct sentences in total (train + held-out)
+    heldout_sentences: int = 40
+    voices_per_train_sentence: int = 2
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus comes from and how clips are filtered."""
+
+    # "demo" (synthesized offline), a Hugging Face dataset id, a folder of audio files,
+    # or a manifest (.csv/.tsv/.jsonl with a `path` column, optional `text`, `speaker`, `split`).
+    source: str = "demo"
+    sample_rate: int = 16000  # every clip is converted to this rate, mono
+    min_seconds: float = 0.5
+    max_seconds: float = 20.0
+    max_utterances: int = 0  # per split; 0 = all
+    heldout_fraction: float = 0.05  # for folders/manifests without a split column
+    # Hugging Face datasets only:
+    hub_config: str = ""
+    train_split: str = "train"
+    heldout_split: str = "validation"
+    audio_column: str = "audio"
+    text_column: str = "text"
+    speaker_column: str = "speaker_id"
+    id_column: str = "id"
+    demo: DemoCorpusConfig = field(default_factory=DemoCorpusConfig)
+
+
+@dataclass
+class SemanticConfig:
+    """Stage 1: features from a speech encoder (or a spectral front end), then k-means."""
+
+    # "mfcc" / "logmel": spectral front ends that need no download (offline demo);
+    # "ssl": a transformers speech encoder (WavLM, HuBERT, Wav2Vec2, Wav2Vec2-BERT).
+    backend: str = "mfcc"
+    model: str = ""  # Hub id or local folder, for backend "ssl"
+    layer: int = 6  # output of this transformer block (1-based)
+    utterance_norm: bool = True  # subtract each utterance's feature mean (removes channel/voice offset)
+    num_clusters: int = 100
+    kmeans_frames: int = 100_000  # frames sampled from the train split to fit k-means
+    kmeans_steps: int = 300
+    kmeans_batch_size: int = 8192
+    batch_seconds: float = 60.0  # audio per feature-extraction batch
+    dedup: bool = False  # also store ids with consecutive repeats removed
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "demo"
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (nested) dict, checking every key and type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _convert(hints[key], value, prefix + key)
+    base = cls()
+    return dataclasses.replace(base, **kwargs)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}' expects {hint}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return origin(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"config key '{key}' expects {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'semantic.num_clusters=200' -> (['semantic', 'num_clusters'], 200). Values are YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def merge_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{'.'.join(path)}': '{part}' is not a section")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: type = PipelineConfig) -> Any:
+    """Defaults <- YAML file <- key=value overrides, validated."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such pipeline config")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML ({err})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a pipeline config must be a mapping")
+        if cls is PipelineConfig:
+            tree.setdefault("name", path.stem)
+    for text in overrides:
+        merge_override(tree, *parse_override(text))
+    return from_dict(cls, tree)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(*parts: Any) -> str:
+    """A stable short hash of config sections; a stage is up to date when its hash matches."""
+    blob = json.dumps([to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

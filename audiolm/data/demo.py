@@ -1,0 +1,103 @@
+"""The built-in demo corpus: varied English sentences read by distinct eSpeak NG voices.
+
+Deterministic from a seed. The held-out split has its own sentences, each read by every
+voice, so "same words, other voice" and "same voice, other words" can be compared; train
+sentences are each read by a few voices, rotating so that every voice gets a fair share.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from audiolm.config import DemoCorpusConfig
+from audiolm.data.espeak import Voice
+
+# Distinct accents, variants (formant sets), pitches and speeds; ordered so that the first six
+# already span male/female, low/high and slow/fast.
+VOICES: tuple[Voice, ...] = (
+    Voice("en-us+m3", pitch=35, pitch_range=40, rate=150),
+    Voice("en-gb-x-rp+f2", pitch=72, pitch_range=60, rate=165),
+    Voice("en-gb-scotland+m7", pitch=50, pitch_range=55, rate=140),
+    Voice("en-us+f4", pitch=62, pitch_range=70, rate=175),
+    Voice("en-029+m1", pitch=42, pitch_range=45, rate=158),
+    Voice("en-us-nyc+f5", pitch=80, pitch_range=50, rate=150),
+    Voice("en-us+klatt", pitch=55, pitch_range=35, rate=170),
+    Voice("en+m5", pitch=28, pitch_range=60, rate=145),
+    Voice("en-us+f1", pitch=68, pitch_range=40, rate=185),
+    Voice("en-gb-x-gbclan+m2", pitch=46, pitch_range=50, rate=155),
+)
+
+_NAMES = "Anna Boris Clara David Elena Felix Grace Hugo Irene Jonas Karen Leo Maria Nora Oscar Paula".split()
+_ADJECTIVES = "old small bright quiet heavy yellow narrow warm broken gentle famous empty clever wooden".split()
+_NOUNS = (
+    "river garden window teacher engine letter kitchen bottle mountain pencil doctor village "
+    "basket ticket market island blanket camera ladder harbour".split()
+)
+_PLACES = "the station|the library|the bakery|the old bridge|the school|the museum|the harbour|the forest".split("|")
+_TIMES = "this morning|last winter|after dinner|before noon|on Sunday|every evening|at midnight|next week".split("|")
+_VERBS_PAST = "found|carried|painted|opened|repaired|noticed|borrowed|cleaned|described|forgot".split("|")
+_VERBS = "find|carry|paint|open|repair|notice|borrow|clean|describe|visit".split("|")
+
+_TEMPLATES = (
+    "The {adj} {noun} {past} near {place} {time}.",
+    "{name} {past} a {adj} {noun} {time}.",
+    "Did {name} {verb} the {noun} at {place}?",
+    "We will {verb} the {adj} {noun} and the {noun2} {time}.",
+    "{name} and {name2} walked to {place} to {verb} a {noun}.",
+    "Nobody {past} the {noun} because it was too {adj}.",
+    "Why is the {noun} at {place} so {adj} {time}?",
+    "{name} said that the {noun2} was {adj}, but the {noun} was not.",
+    "Please {verb} the {adj} {noun} before {name} comes back.",
+    "After the {noun} broke, {name} {past} a {adj} {noun2} from {place}.",
+)
+
+
+@dataclass(frozen=True)
+class DemoUtterance:
+    id: str
+    speaker: str
+    voice: Voice
+    text: str
+    split: str
+
+
+def sentences(count: int, seed: int) -> list[str]:
+    """`count` distinct sentences from the templates, deterministic for `seed`."""
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    for _ in range(count * 200):
+        if len(seen) == count:
+            break
+        name, name2 = rng.sample(_NAMES, 2)
+        noun, noun2 = rng.sample(_NOUNS, 2)
+        text = rng.choice(_TEMPLATES).format(
+            name=name, name2=name2, noun=noun, noun2=noun2, adj=rng.choice(_ADJECTIVES),
+            place=rng.choice(_PLACES), time=rng.choice(_TIMES),
+            past=rng.choice(_VERBS_PAST), verb=rng.choice(_VERBS),
+        )
+        seen.setdefault(text, None)
+    if len(seen) < count:
+        raise ValueError(f"the demo grammar yields only {len(seen)} distinct sentences, {count} asked")
+    return list(seen)
+
+
+def demo_utterances(cfg: DemoCorpusConfig) -> Iterator[DemoUtterance]:
+    """Every utterance of the demo corpus, held-out first, in a fixed order."""
+    if not 1 <= cfg.voices <= len(VOICES):
+        raise ValueError(f"data.demo.voices must be between 1 and {len(VOICES)}, got {cfg.voices}")
+    if not 0 < cfg.heldout_sentences < cfg.sentences:
+        raise ValueError("data.demo.heldout_sentences must be positive and below data.demo.sentences")
+    if not 1 <= cfg.voices_per_train_sentence <= cfg.voices:
+        raise ValueError("data.demo.voices_per_train_sentence must be between 1 and data.demo.voices")
+    texts = sentences(cfg.sentences, cfg.seed)
+    heldout, train = texts[: cfg.heldout_sentences], texts[cfg.heldout_sentences :]
+    voices = VOICES[: cfg.voices]
+    for s, text in enumerate(heldout):
+        for v, voice in enumerate(voices):
+            yield DemoUtterance(f"heldout_s{s:04d}_v{v:02d}", f"v{v:02d}", voice, text, "heldout")
+    for s, text in enumerate(train):
+        for j in range(cfg.voices_per_train_sentence):
+            v = (s + j) % cfg.voices
+            yield DemoUtterance(f"train_s{s:04d}_v{v:02d}", f"v{v:02d}", voices[v], text, "train")

@@ -1,0 +1,31 @@
+"""The command-line shell shared by every stage: `--pipeline`, `--force`, `key=value` overrides,
+and one-line errors (no traceback) for the mistakes a user can fix."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from audiolm.audio import AudioError
+from audiolm.config import ConfigError, PipelineConfig, load_config
+
+USER_ERRORS = (ConfigError, AudioError, FileNotFoundError, ValueError)
+
+
+def stage_main(run: Callable[[PipelineConfig, bool], Path], description: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--pipeline", default="pipelines/demo.yaml", help="pipeline YAML (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="redo the stage even if its output is up to date")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. semantic.num_clusters=200")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.pipeline, args.overrides)
+        run(cfg, args.force)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,70 @@
+"""Run folders: each stage output carries a `stage.json` with the hash of the config that made
+it, so a rerun with the same config is a no-op and a changed config redoes the work. Outputs are
+written to a temporary sibling and renamed into place, so a killed stage never leaves a
+half-written output under the real name."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from audiolm.config import dump_yaml
+
+MARKER = "stage.json"
+
+
+def read_marker(output: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((output / MARKER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_up_to_date(output: Path, config_hash: str) -> bool:
+    marker = read_marker(output)
+    return marker is not None and marker.get("config_hash") == config_hash
+
+
+def write_marker(output: Path, config_hash: str, **info: Any) -> None:
+    atomic_write_text(output / MARKER, json.dumps({"config_hash": config_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}, indent=2) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder to its final name, replacing an older one."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def save_dataset(ds: datasets.Dataset | datasets.DatasetDict, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        ds.save_to_disk(str(tmp))
+        replace_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_resolved_config(cfg: Any, folder: Path) -> None:
+    atomic_write_text(folder / "config.yaml", dump_yaml(cfg))

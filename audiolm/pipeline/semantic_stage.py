@@ -1,0 +1,147 @@
+"""Stage 1: fit the semantic tokenizer on the train split, then tokenize every utterance.
+
+Outputs: `runs/<name>/semantic/` (the tokenizer, loadable with `SemanticTokenizer.from_pretrained`)
+and `runs/<name>/tokens/` (Arrow, train/heldout: id, speaker, text, duration, semantic ids).
+Tokenization goes shard by shard into `runs/<name>/.tokens.partial/`, so a killed run resumes
+at the first unfinished shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from audiolm import audio
+from audiolm.config import PipelineConfig, SemanticConfig, config_hash
+from audiolm.pipeline import corpus_stage, rundir
+from audiolm.semantic.features import build_features
+from audiolm.semantic.metrics import voice_consistency
+from audiolm.semantic.tokenizer import SemanticTokenizer
+from audiolm.tokens import dedup
+
+SHARD_SIZE = 256
+
+
+def resolve_device(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def tokenizer_hash(cfg: PipelineConfig) -> str:
+    # Where and how fast it runs does not change the result.
+    fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items() if k not in ("device", "dedup")}
+    return config_hash("semantic-tokenizer", fitted, corpus_stage.corpus_hash(cfg))
+
+
+def wav_batches(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate: int,
+                batch_seconds: float, sort: bool = True) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """Batches of (row indices, wavs at `to_rate`), at most `batch_seconds` of padded audio each;
+    sorted by length within the given indices so little of a batch is padding."""
+    durations = ds.select_columns(["duration"])[indices]["duration"] if indices else []
+    order = sorted(range(len(indices)), key=lambda i: durations[i]) if sort else range(len(indices))
+    table = ds.select_columns(["audio"]).with_format("numpy")
+
+    def load(batch: list[int]) -> list[np.ndarray]:
+        return [audio.resample(table[i]["audio"], from_rate, to_rate) for i in batch]
+
+    batch: list[int] = []
+    longest = 0.0
+    for pos in order:
+        if batch and max(longest, durations[pos]) * (len(batch) + 1) > batch_seconds:
+            yield batch, load(batch)
+            batch, longest = [], 0.0
+        batch.append(indices[pos])
+        longest = max(longest, durations[pos])
+    if batch:
+        yield batch, load(batch)
+
+
+def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int) -> SemanticTokenizer:
+    out = cfg.run_dir / "semantic"
+    digest = tokenizer_hash(cfg)
+    device = resolve_device(cfg.semantic.device)
+    if rundir.is_up_to_date(out, digest):
+        return SemanticTokenizer.from_pretrained(out, device=device)
+    s: SemanticConfig = cfg.semantic
+    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate)
+    train = corpus["train"]
+    order = np.random.default_rng(s.seed).permutation(train.num_rows).tolist()
+    print(f"stage 1 (semantic): fitting k-means (K={s.num_clusters}) on up to {s.kmeans_frames} frames of "
+          f"{s.backend}{' ' + s.model + ' layer ' + str(s.layer) if s.backend == 'ssl' else ''} features")
+    batches = (wavs for _, wavs in wav_batches(train, order, corpus_rate, features.sample_rate, s.batch_seconds, sort=False))
+    tokenizer = SemanticTokenizer.fit(
+        features, tqdm(batches, desc="features for k-means", unit="batch", leave=False),
+        backend=s.backend, model=s.model, layer=s.layer, num_clusters=s.num_clusters,
+        utterance_norm=s.utterance_norm, max_frames=s.kmeans_frames, steps=s.kmeans_steps,
+        batch_size=s.kmeans_batch_size, seed=s.seed,
+    )
+    tokenizer.save_pretrained(out)
+    rundir.write_marker(out, digest, stage="semantic-tokenizer")
+    return tokenizer
+
+
+def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Dataset, corpus_rate: int,
+                    partial: Path, batch_seconds: float, dedup_ids: bool, progress: tqdm) -> datasets.Dataset:
+    shards = []
+    for start in range(0, ds.num_rows, SHARD_SIZE):
+        shard_dir = partial / f"{split}-{start // SHARD_SIZE:05d}"
+        indices = list(range(start, min(start + SHARD_SIZE, ds.num_rows)))
+        if not shard_dir.exists():
+            ids: dict[int, np.ndarray] = {}
+            for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
+                ids.update(zip(batch, tokenizer.encode(wavs)))
+                progress.update(sum(len(w) for w in wavs) / tokenizer.sample_rate)
+            meta = ds.select(indices).remove_columns(["audio"])
+            meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
+            if dedup_ids:
+                meta = meta.add_column("semantic_dedup", [dedup(ids[i]).tolist() for i in indices])
+            rundir.save_dataset(meta, shard_dir)
+        else:
+            progress.update(sum(ds.select_columns(["duration"])[indices]["duration"]))
+        shards.append(datasets.load_from_disk(str(shard_dir)))
+    return datasets.concatenate_datasets(shards)
+
+
+def run(cfg: PipelineConfig, force: bool = False) -> Path:
+    corpus = corpus_stage.load(cfg)
+    corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
+    out = cfg.run_dir / "tokens"
+    digest = config_hash("semantic-tokens", tokenizer_hash(cfg), cfg.semantic.dedup)
+    if not force and rundir.is_up_to_date(out, digest):
+        print(f"stage 1 (semantic): {out} is up to date")
+        return out
+    tokenizer = fit_or_load_tokenizer(cfg, corpus, corpus_rate)
+    partial = cfg.run_dir / ".tokens.partial"
+    if not rundir.is_up_to_date(partial, digest):  # shards of another config are of no use
+        shutil.rmtree(partial, ignore_errors=True)
+        rundir.write_marker(partial, digest, stage="semantic-tokens (partial)")
+    total = sum(sum(corpus[s]["duration"]) for s in corpus)
+    with tqdm(total=round(total), desc="stage 1: tokenizing", unit="s audio",
+              bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
+        parts = {split: _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial,
+                                        cfg.semantic.batch_seconds, cfg.semantic.dedup, progress)
+                 for split in corpus}
+    tokens = datasets.DatasetDict(parts)
+    heldout = tokens["heldout"]
+    info = {"stage": "semantic-tokens", "semantic_frame_rate": tokenizer.frame_rate,
+            "semantic_vocab_size": tokenizer.num_clusters, "semantic_tokenizer": "semantic"}
+    try:
+        vc = voice_consistency([np.asarray(x) for x in heldout["semantic"]], heldout["text"], heldout["speaker"])
+        info["heldout_voice_consistency"] = dataclasses.asdict(vc)
+        print(f"  held-out edit distance of deduplicated tokens: same sentence, other voice "
+              f"{vc.same_text_other_voice:.3f}; other sentence, same voice {vc.other_text_same_voice:.3f}")
+    except ValueError as err:  # corpora without repeated sentences across voices
+        print(f"  (no voice-consistency check: {err})")
+    rundir.save_dataset(tokens, out)
+    rundir.write_marker(out, digest, **info)
+    rundir.write_resolved_config(cfg, out)
+    shutil.rmtree(partial, ignore_errors=True)
+    counts = ", ".join(f"{s} {tokens[s].num_rows}" for s in tokens)
+    print(f"stage 1 (semantic): wrote {out} ({counts} utterances, {tokenizer.frame_rate:g} Hz, K={tokenizer.num_clusters})")
+    return out

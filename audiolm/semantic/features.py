@@ -1,0 +1,147 @@
+"""Frame features for semantic tokens: a transformers speech encoder, or a spectral front end.
+
+Both produce 50 Hz frames at 16 kHz on the same grid as HuBERT/WavLM (25 ms window, 20 ms hop,
+no padding: frame i covers samples [320 i, 320 i + 400)), so the tokens of either backend line
+up in time with each other and with a 50 Hz codec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class FrameFeatures(Protocol):
+    """wavs (float32 mono at `sample_rate`) -> one [t, dim] float32 tensor each."""
+
+    sample_rate: int
+    frame_rate: float
+    dim: int
+
+    def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]: ...
+
+
+def num_frames(num_samples: int, sample_rate: int) -> int:
+    """Frames of the 25 ms / 20 ms grid (HuBERT's conv stack gives the same count at 16 kHz)."""
+    win, hop = round(0.025 * sample_rate), round(0.020 * sample_rate)
+    return max(0, (num_samples - win) // hop + 1)
+
+
+class SpectralFeatures:
+    """Log-mel (80 bands) or MFCC (13 cepstra + deltas + delta-deltas = 39, HuBERT's iteration-1
+    input). No download, so the offline demo works; they carry voice as much as content."""
+
+    def __init__(self, kind: str = "mfcc", sample_rate: int = 16000, num_mels: int = 80, num_ceps: int = 13):
+        from transformers.audio_utils import mel_filter_bank
+
+        if kind not in ("mfcc", "logmel"):
+            raise ValueError(f"unknown spectral feature kind '{kind}' (use 'mfcc' or 'logmel')")
+        self.kind, self.sample_rate = kind, sample_rate
+        self.win, self.hop = round(0.025 * sample_rate), round(0.020 * sample_rate)
+        self.n_fft = 2 ** math.ceil(math.log2(self.win))
+        self.frame_rate = sample_rate / self.hop
+        fbank = mel_filter_bank(
+            num_frequency_bins=self.n_fft // 2 + 1, num_mel_filters=num_mels, min_frequency=20.0,
+            max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney",
+        )
+        self.fbank = torch.from_numpy(fbank).float()  # [freq, mels]
+        self.window = torch.hann_window(self.win)
+        # Orthonormal DCT-II rows 0..num_ceps-1: cepstra from log-mel energies.
+        n = torch.arange(num_mels).float()
+        dct = torch.cos(math.pi / num_mels * (n + 0.5).unsqueeze(0) * torch.arange(num_ceps).float().unsqueeze(1))
+        dct[0] *= 1 / math.sqrt(2)
+        self.dct = dct * math.sqrt(2 / num_mels)  # [ceps, mels]
+        self.dim = 3 * num_ceps if kind == "mfcc" else num_mels
+
+    def _one(self, wav: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+        t = num_frames(x.shape[0], self.sample_rate)
+        if t == 0:
+            return torch.zeros(0, self.dim)
+        frames = x[: (t - 1) * self.hop + self.win].unfold(0, self.win, self.hop) * self.window  # [t, win]
+        power = torch.fft.rfft(frames, n=self.n_fft).abs().pow(2)  # [t, freq]
+        logmel = torch.log(power @ self.fbank + 1e-6)  # [t, mels]
+        if self.kind == "logmel":
+            return logmel
+        ceps = logmel @ self.dct.T  # [t, ceps]
+        d1 = _deltas(ceps)
+        return torch.cat([ceps, d1, _deltas(d1)], dim=-1)
+
+    def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        return [self._one(w) for w in wavs]
+
+
+def _deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """HTK regression deltas over +-width frames, edges repeated: [t, d] -> [t, d]."""
+    if x.shape[0] == 0:
+        return x
+    taps = torch.arange(-width, width + 1, dtype=x.dtype)
+    kernel = (taps / (2 * (taps[width + 1 :] ** 2).sum())).view(1, 1, -1)
+    padded = F.pad(x.T.unsqueeze(1), (width, width), mode="replicate")  # [d, 1, t + 2w]
+    return F.conv1d(padded, kernel.flip(-1)).squeeze(1).T
+
+
+class EncoderFeatures:
+    """Hidden states of one transformer block of a `transformers` speech encoder.
+
+    `model` is a Hub id or a local folder; both go through the same `from_pretrained` call.
+    Weights are loaded from safetensors only, and no remote code is run. Blocks after `layer`
+    are dropped, since they would be computed and thrown away.
+    """
+
+    def __init__(self, model: str, layer: int, device: str = "cpu", sample_rate: int = 16000):
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+
+        config = AutoConfig.from_pretrained(model)
+        self.model = AutoModel.from_pretrained(model, config=config, use_safetensors=True).eval().to(device)
+        try:
+            self.processor = AutoFeatureExtractor.from_pretrained(model)
+        except OSError:  # a bare model folder: the wav2vec2-family defaults
+            self.processor = Wav2Vec2FeatureExtractor(sampling_rate=sample_rate, do_normalize=True, return_attention_mask=True)
+        blocks = self.model.encoder.layers
+        if not 1 <= layer <= len(blocks):
+            raise ValueError(f"{model}: layer {layer} does not exist (the encoder has blocks 1..{len(blocks)})")
+        self.model.encoder.layers = blocks[:layer]
+        self._captured: torch.Tensor | None = None
+        blocks[layer - 1].register_forward_hook(self._capture)
+        self.device, self.sample_rate = device, self.processor.sampling_rate
+        if self.sample_rate != sample_rate:
+            raise ValueError(f"{model}: expects {self.sample_rate} Hz audio, the pipeline gives {sample_rate} Hz")
+        if hasattr(config, "conv_stride"):
+            self.frame_rate = self.sample_rate / math.prod(config.conv_stride)
+        else:  # w2v-BERT: 100 Hz filterbanks stacked by the processor's stride
+            self.frame_rate = 100.0 / getattr(self.processor, "stride", 1)
+        self.dim = config.hidden_size
+
+    def _capture(self, module, args, output) -> None:
+        self._captured = output[0] if isinstance(output, tuple) else output
+
+    @torch.inference_mode()
+    def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        inputs = self.processor(
+            [np.asarray(w, dtype=np.float32) for w in wavs], sampling_rate=self.sample_rate,
+            return_tensors="pt", padding=True,
+        )
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        self.model(**inputs)
+        hidden = self._captured.float().cpu()  # [b, t, d]
+        if "input_values" in inputs:
+            lengths = self.model._get_feat_extract_output_lengths(torch.tensor([len(w) for w in wavs]))
+        else:
+            lengths = inputs["attention_mask"].sum(-1).cpu()
+        return [hidden[i, : int(n)] for i, n in enumerate(lengths)]
+
+
+def build_features(backend: str, model: str = "", layer: int = 6, device: str = "cpu", sample_rate: int = 16000) -> FrameFeatures:
+    if backend in ("mfcc", "logmel"):
+        return SpectralFeatures(backend, sample_rate)
+    if backend == "ssl":
+        if not model:
+            raise ValueError("semantic.backend 'ssl' needs semantic.model (a Hub id or a local folder)")
+        return EncoderFeatures(model, layer, device, sample_rate)
+    raise ValueError(f"unknown semantic.backend '{backend}' (use 'mfcc', 'logmel' or 'ssl')")

@@ -1,0 +1,133 @@
+"""`SemanticTokenizer`: frame features -> normalisation -> nearest k-means centroid -> ids.
+
+A saved tokenizer is a folder: `semantic_tokenizer.json` (backend, model, layer, K, rates,
+normalisation) and `kmeans.safetensors` (centroids and the per-dimension mean/std the
+features were standardised with, as AudioLM does before k-means). The feature model itself
+is referenced by its Hub id or path, and the layer is checked against the centroids' width.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from audiolm.semantic.features import FrameFeatures, build_features
+from audiolm.semantic.kmeans import assign, fit_kmeans
+
+CONFIG_NAME = "semantic_tokenizer.json"
+WEIGHTS_NAME = "kmeans.safetensors"
+
+
+@dataclass
+class SemanticTokenizerConfig:
+    backend: str
+    model: str
+    layer: int
+    num_clusters: int
+    sample_rate: int
+    frame_rate: float
+    feature_dim: int
+    utterance_norm: bool
+    format_version: int = 1
+
+
+class SemanticTokenizer:
+    def __init__(self, config: SemanticTokenizerConfig, features: FrameFeatures, centroids: torch.Tensor,
+                 mean: torch.Tensor, std: torch.Tensor):
+        if centroids.shape != (config.num_clusters, features.dim):
+            raise ValueError(
+                f"centroids of shape {tuple(centroids.shape)} do not fit {config.num_clusters} clusters of "
+                f"{features.dim}-dim features ({config.backend} {config.model} layer {config.layer})"
+            )
+        self.config, self.features = config, features
+        self.centroids, self.mean, self.std = centroids.float(), mean.float(), std.float()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def num_clusters(self) -> int:
+        return self.config.num_clusters
+
+    # -- features -------------------------------------------------------------------------
+    @staticmethod
+    def _utterance_normalize(feats: list[torch.Tensor], enabled: bool) -> list[torch.Tensor]:
+        return [f - f.mean(0, keepdim=True) if enabled and f.shape[0] else f for f in feats]
+
+    def normalized_features(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        feats = self._utterance_normalize(self.features(wavs), self.config.utterance_norm)
+        return [(f - self.mean) / self.std for f in feats]
+
+    def encode(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Mono float32 wavs at `sample_rate` -> one int64 id array per wav (frames at `frame_rate`)."""
+        feats = self.normalized_features(wavs)
+        lengths = [f.shape[0] for f in feats]
+        ids = assign(torch.cat(feats), self.centroids) if sum(lengths) else torch.zeros(0, dtype=torch.long)
+        return [part.numpy().astype(np.int64) for part in ids.split(lengths)]
+
+    # -- fitting --------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, features: FrameFeatures, batches: Iterable[Sequence[np.ndarray]], *, backend: str, model: str,
+            layer: int, num_clusters: int, utterance_norm: bool, max_frames: int, steps: int,
+            batch_size: int, seed: int) -> SemanticTokenizer:
+        """Collect up to `max_frames` frames from `batches` of wavs, standardise, fit k-means."""
+        chunks, total = [], 0
+        for wavs in batches:
+            for f in cls._utterance_normalize(features(wavs), utterance_norm):
+                chunks.append(f)
+                total += f.shape[0]
+            if total >= max_frames:
+                break
+        if not chunks:
+            raise ValueError("no audio to fit the semantic tokenizer on")
+        x = torch.cat(chunks)
+        if x.shape[0] > max_frames:
+            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
+        centroids = fit_kmeans((x - mean) / std, num_clusters, steps=steps, batch_size=batch_size, seed=seed)
+        config = SemanticTokenizerConfig(
+            backend=backend, model=model, layer=layer, num_clusters=num_clusters,
+            sample_rate=features.sample_rate, frame_rate=features.frame_rate, feature_dim=features.dim,
+            utterance_norm=utterance_norm,
+        )
+        return cls(config, features, centroids, mean, std)
+
+    # -- persistence ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the folder atomically: a half-written tokenizer never appears under its name."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(tmp / WEIGHTS_NAME))
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu") -> SemanticTokenizer:
+        directory = Path(directory)
+        config_file = directory / CONFIG_NAME
+        if not config_file.exists():
+            raise FileNotFoundError(f"{directory}: not a semantic tokenizer folder (no {CONFIG_NAME})")
+        config = SemanticTokenizerConfig(**json.loads(config_file.read_text()))
+        tensors = load_file(str(directory / WEIGHTS_NAME))
+        features = build_features(config.backend, config.model, config.layer, device, config.sample_rate)
+        return cls(config, features, tensors["centroids"], tensors["mean"], tensors["std"])
