@@ -63,10 +63,11 @@ class SemanticConfig:
 
     # "mfcc" / "logmel": spectral front ends that need no download (offline demo);
     # "ssl": a transformers speech encoder (WavLM, HuBERT, Wav2Vec2, Wav2Vec2-BERT).
-    backend: str = "mfcc"
+    backend: str = "logmel"
     model: str = ""  # Hub id or local folder, for backend "ssl"
     layer: int = 6  # output of this transformer block (1-based)
-    utterance_norm: bool = True  # subtract each utterance's feature mean (removes channel/voice offset)
+    utterance_norm: bool = True  # per-utterance mean/variance normalisation (removes channel, some voice)
+    context_frames: int = 4  # spectral backends: stack +-N neighbouring frames (+-80 ms at 4)
     num_clusters: int = 100
     kmeans_frames: int = 100_000  # frames sampled from the train split to fit k-means
     kmeans_steps: int = 300

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import datasets
+
 from audiolm.audio import AudioError
 from audiolm.config import ConfigError, PipelineConfig, load_config
 
@@ -22,6 +24,7 @@ def stage_main(run: Callable[[PipelineConfig, bool], Path], description: str, ar
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. semantic.num_clusters=200")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars only add noise
     try:
         cfg = load_config(args.pipeline, args.overrides)
         run(cfg, args.force)

@@ -33,7 +33,8 @@ def is_up_to_date(output: Path, config_hash: str) -> bool:
 
 
 def write_marker(output: Path, config_hash: str, **info: Any) -> None:
-    atomic_write_text(output / MARKER, json.dumps({"config_hash": config_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}, indent=2) + "\n")
+    marker = {"config_hash": config_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    atomic_write_text(output / MARKER, json.dumps(marker, indent=2) + "\n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

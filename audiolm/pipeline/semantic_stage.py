@@ -69,18 +69,13 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     if rundir.is_up_to_date(out, digest):
         return SemanticTokenizer.from_pretrained(out, device=device)
     s: SemanticConfig = cfg.semantic
-    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate)
+    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames)
     train = corpus["train"]
     order = np.random.default_rng(s.seed).permutation(train.num_rows).tolist()
     print(f"stage 1 (semantic): fitting k-means (K={s.num_clusters}) on up to {s.kmeans_frames} frames of "
           f"{s.backend}{' ' + s.model + ' layer ' + str(s.layer) if s.backend == 'ssl' else ''} features")
     batches = (wavs for _, wavs in wav_batches(train, order, corpus_rate, features.sample_rate, s.batch_seconds, sort=False))
-    tokenizer = SemanticTokenizer.fit(
-        features, tqdm(batches, desc="features for k-means", unit="batch", leave=False),
-        backend=s.backend, model=s.model, layer=s.layer, num_clusters=s.num_clusters,
-        utterance_norm=s.utterance_norm, max_frames=s.kmeans_frames, steps=s.kmeans_steps,
-        batch_size=s.kmeans_batch_size, seed=s.seed,
-    )
+    tokenizer = SemanticTokenizer.fit(s, features, tqdm(batches, desc="features for k-means", unit="batch", leave=False))
     tokenizer.save_pretrained(out)
     rundir.write_marker(out, digest, stage="semantic-tokenizer")
     return tokenizer
@@ -95,7 +90,7 @@ def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Datas
         if not shard_dir.exists():
             ids: dict[int, np.ndarray] = {}
             for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
-                ids.update(zip(batch, tokenizer.encode(wavs)))
+                ids.update(zip(batch, tokenizer.encode(wavs), strict=True))
                 progress.update(sum(len(w) for w in wavs) / tokenizer.sample_rate)
             meta = ds.select(indices).remove_columns(["audio"])
             meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
@@ -122,7 +117,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         rundir.write_marker(partial, digest, stage="semantic-tokens (partial)")
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
-    with tqdm(total=round(total), desc="stage 1: tokenizing", unit="s audio",
+    with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio",
               bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
         parts = {split: _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial,
                                         cfg.semantic.batch_seconds, cfg.semantic.dedup, progress)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from audiolm.config import SemanticConfig
 from audiolm.semantic.features import FrameFeatures, build_features
 from audiolm.semantic.kmeans import assign, fit_kmeans
 
@@ -37,6 +38,7 @@ class SemanticTokenizerConfig:
     frame_rate: float
     feature_dim: int
     utterance_norm: bool
+    context_frames: int = 0
     format_version: int = 1
 
 
@@ -66,7 +68,11 @@ class SemanticTokenizer:
     # -- features -------------------------------------------------------------------------
     @staticmethod
     def _utterance_normalize(feats: list[torch.Tensor], enabled: bool) -> list[torch.Tensor]:
-        return [f - f.mean(0, keepdim=True) if enabled and f.shape[0] else f for f in feats]
+        """Per-utterance mean and variance normalisation (CMVN): removes the channel and much of
+        the voice's spectral tilt before k-means sees the frames."""
+        if not enabled:
+            return feats
+        return [(f - f.mean(0)) / f.std(0, correction=0).clamp_min(1e-3) if f.shape[0] > 1 else f for f in feats]
 
     def normalized_features(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
         feats = self._utterance_normalize(self.features(wavs), self.config.utterance_norm)
@@ -81,28 +87,29 @@ class SemanticTokenizer:
 
     # -- fitting --------------------------------------------------------------------------
     @classmethod
-    def fit(cls, features: FrameFeatures, batches: Iterable[Sequence[np.ndarray]], *, backend: str, model: str,
-            layer: int, num_clusters: int, utterance_norm: bool, max_frames: int, steps: int,
-            batch_size: int, seed: int) -> SemanticTokenizer:
-        """Collect up to `max_frames` frames from `batches` of wavs, standardise, fit k-means."""
+    def fit(cls, cfg: SemanticConfig, features: FrameFeatures, batches: Iterable[Sequence[np.ndarray]]) -> SemanticTokenizer:
+        """Collect up to `cfg.kmeans_frames` frames from `batches` of wavs, standardise, fit k-means."""
         chunks, total = [], 0
         for wavs in batches:
-            for f in cls._utterance_normalize(features(wavs), utterance_norm):
+            for f in cls._utterance_normalize(features(wavs), cfg.utterance_norm):
                 chunks.append(f)
                 total += f.shape[0]
-            if total >= max_frames:
+            if total >= cfg.kmeans_frames:
                 break
         if not chunks:
             raise ValueError("no audio to fit the semantic tokenizer on")
         x = torch.cat(chunks)
-        if x.shape[0] > max_frames:
-            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
+        if x.shape[0] > cfg.kmeans_frames:
+            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[: cfg.kmeans_frames]]
         mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
-        centroids = fit_kmeans((x - mean) / std, num_clusters, steps=steps, batch_size=batch_size, seed=seed)
+        centroids = fit_kmeans((x - mean) / std, cfg.num_clusters, steps=cfg.kmeans_steps,
+                               batch_size=cfg.kmeans_batch_size, seed=cfg.seed)
+        spectral = cfg.backend != "ssl"
         config = SemanticTokenizerConfig(
-            backend=backend, model=model, layer=layer, num_clusters=num_clusters,
-            sample_rate=features.sample_rate, frame_rate=features.frame_rate, feature_dim=features.dim,
-            utterance_norm=utterance_norm,
+            backend=cfg.backend, model=cfg.model if not spectral else "", layer=cfg.layer if not spectral else 0,
+            num_clusters=cfg.num_clusters, sample_rate=features.sample_rate, frame_rate=features.frame_rate,
+            feature_dim=features.dim, utterance_norm=cfg.utterance_norm,
+            context_frames=cfg.context_frames if spectral else 0,
         )
         return cls(config, features, centroids, mean, std)
 
@@ -129,5 +136,6 @@ class SemanticTokenizer:
             raise FileNotFoundError(f"{directory}: not a semantic tokenizer folder (no {CONFIG_NAME})")
         config = SemanticTokenizerConfig(**json.loads(config_file.read_text()))
         tensors = load_file(str(directory / WEIGHTS_NAME))
-        features = build_features(config.backend, config.model, config.layer, device, config.sample_rate)
+        features = build_features(config.backend, config.model, config.layer, device, config.sample_rate,
+                                  config.context_frames)
         return cls(config, features, tensors["centroids"], tensors["mean"], tensors["std"])
