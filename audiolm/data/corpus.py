@@ -56,13 +56,11 @@ def _raw_utterances(cfg: DataConfig, split: str) -> Iterator[dict]:
     kind = describe_source(cfg)
     if kind == "demo":
         from audiolm.data.demo import demo_utterances
-        from audiolm.data.espeak import Synthesizer
+        from audiolm.data.espeak import synthesize
 
-        synth = Synthesizer.get()
-        for utt in demo_utterances(cfg.demo):
-            if utt.split == split:
-                out = synth.speak(utt.text, utt.voice)
-                yield {"id": utt.id, "speaker": utt.speaker, "text": utt.text, "wav": out.wav, "rate": out.sample_rate}
+        utts = [u for u in demo_utterances(cfg.demo) if u.split == split]
+        for utt, out in zip(utts, synthesize([(u.text, u.voice) for u in utts]), strict=True):
+            yield {"id": utt.id, "speaker": utt.speaker, "text": utt.text, "wav": out.wav, "rate": out.sample_rate}
     elif kind == "hub":
         yield from _hub_utterances(cfg, split)
     else:
@@ -175,15 +173,19 @@ def build_corpus(cfg: DataConfig, cache_dir: Path) -> tuple[datasets.DatasetDict
     for split in SPLITS:
         counts: Counter = Counter()
         failures: list[str] = []
-        parts[split] = datasets.Dataset.from_generator(
-            _split_rows,
-            gen_kwargs={"cfg": cfg, "split": split, "counts": counts, "failures": failures},
-            features=FEATURES,
-            cache_dir=str(cache_dir),
-        )
+        try:
+            parts[split] = datasets.Dataset.from_generator(
+                _split_rows,
+                gen_kwargs={"cfg": cfg, "split": split, "counts": counts, "failures": failures},
+                features=FEATURES,
+                cache_dir=str(cache_dir),
+            )
+        except ValueError:
+            if counts["kept"]:
+                raise
         report[split] = {k: counts.get(k, 0) for k in ("kept", "too short", "too long", "unreadable")}
         for line in failures[:5]:
             log.warning("skipped %s", line)
-        if parts[split].num_rows == 0:
+        if not counts["kept"]:
             raise ValueError(f"{cfg.source}: split '{split}' has no usable clips ({report[split]})")
     return datasets.DatasetDict(parts), report

@@ -3,13 +3,18 @@
 The wheel carries `libespeak-ng.so` and its voice data but no executable, so we call the C API
 with ctypes: synchronous mode, a callback that collects 16-bit samples, and phoneme events
 (each phoneme's name and sample position), which later issues use as frame-level labels.
-eSpeak NG keeps global state, so one `Synthesizer` per process is all there is.
+eSpeak NG keeps global state, so one `Synthesizer` per process is all there is. That state also
+carries from one utterance into the next (the same sentence comes out a few samples different
+the second time), so `synthesize` gives every chunk of utterances a fresh worker process: the
+audio then depends only on the chunk, and a corpus is bit-identical however often it is built.
 """
 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +86,9 @@ class Synthesizer:
         self._phonemes: list[tuple[str, int]] = []
         self._callback = _Callback(self._collect)  # kept alive on self: ctypes does not hold it
         lib.espeak_SetSynthCallback(self._callback)
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed(0)
+        ctypes.CDLL(None).srand(0)  # some voice variants draw noise from libc's rand()
 
     @classmethod
     def get(cls) -> Synthesizer:
@@ -115,3 +123,17 @@ class Synthesizer:
             lib.espeak_Synchronize()
             pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
             return Synthesis(pcm.astype(np.float32) / 32768.0, self.sample_rate, list(self._phonemes))
+
+
+def _synthesize_chunk(items: Sequence[tuple[str, Voice]]) -> list[Synthesis]:
+    synth = Synthesizer.get()
+    return [synth.speak(text, voice) for text, voice in items]
+
+
+def synthesize(items: Sequence[tuple[str, Voice]], chunk_size: int = 64, workers: int = 2) -> Iterator[Synthesis]:
+    """Speak (text, voice) pairs in order, each chunk in a fresh process (see the module docstring)."""
+    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes=max(1, min(workers, len(chunks))), maxtasksperchild=1) as pool:
+        for chunk in pool.imap(_synthesize_chunk, chunks):
+            yield from chunk

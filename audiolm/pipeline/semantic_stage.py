@@ -84,6 +84,7 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
 def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Dataset, corpus_rate: int,
                     partial: Path, batch_seconds: float, dedup_ids: bool, progress: tqdm) -> datasets.Dataset:
     shards = []
+    durations = ds["duration"]
     for start in range(0, ds.num_rows, SHARD_SIZE):
         shard_dir = partial / f"{split}-{start // SHARD_SIZE:05d}"
         indices = list(range(start, min(start + SHARD_SIZE, ds.num_rows)))
@@ -91,14 +92,14 @@ def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Datas
             ids: dict[int, np.ndarray] = {}
             for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
                 ids.update(zip(batch, tokenizer.encode(wavs), strict=True))
-                progress.update(sum(len(w) for w in wavs) / tokenizer.sample_rate)
+                progress.update(sum(durations[i] for i in batch))
             meta = ds.select(indices).remove_columns(["audio"])
             meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
             if dedup_ids:
                 meta = meta.add_column("semantic_dedup", [dedup(ids[i]).tolist() for i in indices])
             rundir.save_dataset(meta, shard_dir)
         else:
-            progress.update(sum(ds.select_columns(["duration"])[indices]["duration"]))
+            progress.update(sum(durations[i] for i in indices))
         shards.append(datasets.load_from_disk(str(shard_dir)))
     return datasets.concatenate_datasets(shards)
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: small real audio made here (eSpeak NG), and one tiny pipeline run per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiolm.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `network` need the Hugging Face Hub: they run only with AUDIOLM_TEST_NETWORK=1."""
+    if os.environ.get("AUDIOLM_TEST_NETWORK") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs the Hugging Face Hub; set AUDIOLM_TEST_NETWORK=1 to run")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def speech() -> tuple[np.ndarray, int]:
+    """About 2 s of synthesized speech at eSpeak NG's native rate (22.05 kHz)."""
+    from audiolm.data.demo import VOICES
+    from audiolm.data.espeak import Synthesizer
+
+    out = Synthesizer.get().speak("The old river garden was quiet this morning.", VOICES[0])
+    return out.wav, out.sample_rate
+
+
+@pytest.fixture
+def speech_wav(tmp_path, speech) -> Path:
+    wav, rate = speech
+    path = tmp_path / "speech.wav"
+    sf.write(path, wav, rate)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """Stages 0 and 1 of pipelines/tiny.yaml in a temporary runs folder; returns the config."""
+    from audiolm.pipeline import corpus_stage, semantic_stage
+
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={runs}"])
+    corpus_stage.run(cfg)
+    semantic_stage.run(cfg)
+    return cfg

@@ -1,0 +1,107 @@
+"""Feature backends. The transformers path is tested with tiny random models saved to a folder and
+loaded by path: exactly the `from_pretrained` call that loads a Hub id."""
+
+import pytest
+import torch
+import transformers
+
+from audiolm.audio import resample
+from audiolm.semantic.features import EncoderFeatures, SpectralFeatures, build_features, num_frames
+
+
+@pytest.fixture(scope="module")
+def speech16k(speech):
+    wav, rate = speech
+    return resample(wav, rate, 16000)
+
+
+@pytest.mark.parametrize("kind, base_dim", [("mfcc", 39), ("logmel", 80)])
+@pytest.mark.parametrize("context", [0, 2])
+def test_spectral_shapes_and_frame_grid(speech16k, kind, base_dim, context):
+    feats = SpectralFeatures(kind, 16000, context)
+    (f,) = feats([speech16k])
+    assert feats.frame_rate == 50.0
+    assert f.shape == (num_frames(len(speech16k), 16000), base_dim * (2 * context + 1)) and feats.dim == f.shape[1]
+    assert torch.isfinite(f).all()
+    if context:  # the centre slice of a stacked frame is the frame itself
+        (plain,) = SpectralFeatures(kind, 16000, 0)([speech16k])
+        assert torch.allclose(f[:, context * base_dim : (context + 1) * base_dim], plain)
+
+
+def test_spectral_frame_count_matches_hubert_conv_stack():
+    for n in (400, 719, 720, 16000, 16001):
+        assert num_frames(n, 16000) == (n - 400) // 320 + 1
+    assert num_frames(399, 16000) == 0
+
+
+def _tiny_config(kind):
+    common = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                  conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
+                  do_stable_layer_norm=kind == "wav2vec2")
+    if kind == "wavlm":
+        return transformers.WavLMConfig(**common, num_buckets=16, max_bucket_distance=40)
+    if kind == "hubert":
+        return transformers.HubertConfig(**common)
+    return transformers.Wav2Vec2Config(**common)
+
+
+@pytest.fixture(scope="module", params=["wavlm", "hubert", "wav2vec2"])
+def tiny_encoder_dir(request, tmp_path_factory):
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(_tiny_config(request.param)).eval()
+    folder = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(folder)
+    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True)
+    extractor.save_pretrained(folder)
+    return folder, model
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_encoder_layer_is_that_blocks_output(tiny_encoder_dir, speech16k, layer):
+    folder, full = tiny_encoder_dir
+    feats = build_features("ssl", str(folder), layer)
+    assert isinstance(feats, EncoderFeatures) and len(feats.model.encoder.layers) == layer
+    (f,) = feats([speech16k])
+    x = torch.from_numpy(speech16k)
+    x = ((x - x.mean()) / torch.sqrt(x.var(correction=0) + 1e-7)).unsqueeze(0)  # the feature extractor's normalisation
+    with torch.no_grad():
+        states = full(x, output_hidden_states=True).hidden_states
+    expected = states[layer][0]
+    if layer == full.config.num_hidden_layers and full.config.do_stable_layer_norm:
+        expected = states[layer - 1][0]  # the last entry has the final norm; compare one block earlier instead
+        (f,) = build_features("ssl", str(folder), layer - 1)([speech16k])
+    assert feats.frame_rate == 50.0 and f.shape == expected.shape
+    assert torch.allclose(f, expected, atol=1e-4)
+
+
+def test_encoder_batches_with_attention_masks(tiny_encoder_dir, speech16k):
+    folder, _ = tiny_encoder_dir
+    feats = build_features("ssl", str(folder), 2)
+    short = speech16k[: len(speech16k) // 2]
+    batched = feats([speech16k, short])
+    alone = [feats([speech16k])[0], feats([short])[0]]
+    for b, a in zip(batched, alone, strict=True):
+        assert b.shape == a.shape
+        assert torch.allclose(b, a, atol=1e-4)
+
+
+def test_encoder_rejects_a_layer_it_does_not_have(tiny_encoder_dir):
+    folder, _ = tiny_encoder_dir
+    with pytest.raises(ValueError, match="layer 7 does not exist"):
+        build_features("ssl", str(folder), 7)
+
+
+def test_unknown_backend_and_missing_model():
+    with pytest.raises(ValueError, match="unknown semantic.backend"):
+        build_features("fbank")
+    with pytest.raises(ValueError, match="needs semantic.model"):
+        build_features("ssl", "")
+
+
+@pytest.mark.network
+def test_hub_wavlm_base_plus_loads(speech16k):
+    """The real Hub path (AUDIOLM_TEST_NETWORK=1 to run it)."""
+    feats = build_features("ssl", "microsoft/wavlm-base-plus", 6)
+    (f,) = feats([speech16k])
+    assert f.shape[1] == 768 and abs(f.shape[0] - len(speech16k) / 320) <= 1
