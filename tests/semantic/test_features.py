@@ -105,3 +105,18 @@ def test_hub_wavlm_base_plus_loads(speech16k):
     feats = build_features("ssl", "microsoft/wavlm-base-plus", 6)
     (f,) = feats([speech16k])
     assert f.shape[1] == 768 and abs(f.shape[0] - len(speech16k) / 320) <= 1
+
+
+def test_w2v_bert_takes_filterbanks_and_keeps_the_50hz_grid(tmp_path, speech16k):
+    """Wav2Vec2-BERT's processor gives stacked filterbanks (input_features), not raw samples."""
+    torch.manual_seed(0)
+    config = transformers.Wav2Vec2BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                             intermediate_size=64, conv_depthwise_kernel_size=5, add_adapter=False)
+    transformers.Wav2Vec2BertModel(config).save_pretrained(tmp_path)
+    transformers.SeamlessM4TFeatureExtractor().save_pretrained(tmp_path)
+    feats = build_features("ssl", str(tmp_path), 2)
+    short = speech16k[:16000]
+    both = feats([speech16k, short])
+    assert feats.frame_rate == 50.0 and feats.dim == 32
+    assert abs(both[0].shape[0] - num_frames(len(speech16k), 16000)) <= 1 and both[1].shape[0] == 49
+    assert torch.allclose(feats([short])[0], both[1], atol=1e-4)
