@@ -108,3 +108,15 @@ def test_demo_pipeline_content_margin(tmp_path):
     semantic_stage.run(cfg)
     marker = rundir.read_marker(cfg.run_dir / "tokens")["heldout_voice_consistency"]
     assert marker["same_text_other_voice"] + 0.25 < marker["other_text_same_voice"]
+
+
+def test_dedup_option_adds_repeat_free_ids_and_reuses_the_tokenizer(tiny_run, tmp_path):
+    cfg = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={tmp_path}", "semantic.dedup=true"])
+    shutil.copytree(tiny_run.run_dir / "corpus", cfg.run_dir / "corpus")
+    shutil.copytree(tiny_run.run_dir / "semantic", cfg.run_dir / "semantic")
+    before = (cfg.run_dir / "semantic" / "kmeans.safetensors").stat().st_mtime_ns
+    semantic_stage.run(cfg)
+    assert (cfg.run_dir / "semantic" / "kmeans.safetensors").stat().st_mtime_ns == before  # not refitted
+    row = datasets.load_from_disk(str(cfg.run_dir / "tokens"))["heldout"][0]
+    raw, short = row["semantic"], row["semantic_dedup"]
+    assert short == [x for i, x in enumerate(raw) if i == 0 or raw[i - 1] != x] and len(short) < len(raw)

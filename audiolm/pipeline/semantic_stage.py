@@ -119,7 +119,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         rundir.write_marker(partial, digest, stage="semantic-tokens (partial)")
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
     with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio",
-              bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
+              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
         parts = {split: _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial,
                                         cfg.semantic.batch_seconds, cfg.semantic.dedup, progress)
                  for split in corpus}
