@@ -116,3 +116,13 @@ def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> None:
 def _short(err: Exception) -> str:
     text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     return text.split(": ", 1)[-1] if "Error opening" in text else text
+
+
+def mel_filters(sample_rate: int, n_fft: int, num_mels: int, min_hz: float = 20.0):
+    """Slaney mel filterbank as a torch tensor [n_fft // 2 + 1, num_mels] (transformers' implementation)."""
+    import torch
+    from transformers.audio_utils import mel_filter_bank
+
+    bank = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=num_mels, min_frequency=min_hz,
+                           max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney")
+    return torch.from_numpy(bank).float()

@@ -79,11 +79,59 @@ class SemanticConfig:
 
 
 @dataclass
+class TrainConfig:
+    """The one trainer's settings (codec now, the language models later)."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    learning_rate: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
+    ema_decay: float = 0.0  # 0 = no EMA of weights
+    checkpoint_every: int = 200
+    eval_every: int = 200
+    log_every: int = 10
+    max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0 = no limit
+    seed: int = 0
+
+
+@dataclass
+class CodecConfig:
+    """Stage 2: the acoustic codec, ours (`seanet`) or a pretrained one by Hub id or folder."""
+
+    # "seanet": ours, trained in stage 2; or a pretrained transformers codec ("facebook/encodec_24khz",
+    # "descript/dac_16khz", "kyutai/mimi", or a local folder of one).
+    model: str = "seanet"
+    revision: str = ""
+    num_codebooks: int = 8  # codebooks used when encoding (a pretrained codec's bandwidth)
+    # our codec's architecture
+    sample_rate: int = 16000
+    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])  # encoder strides; product = hop
+    num_filters: int = 32
+    latent_dim: int = 128
+    lstm_layers: int = 2
+    codebook_size: int = 1024
+    quantizer_dropout: bool = True  # train with a random number of codebooks: one model, several bitrates
+    commitment_weight: float = 1.0
+    # losses (documented fixed weights, as in DAC): see audiolm/codec/losses.py
+    mel_weight: float = 15.0
+    adversarial_weight: float = 1.0
+    feature_weight: float = 2.0
+    adversarial_start_step: int = 500  # reconstruction-only warm-up before the discriminator starts
+    segment_seconds: float = 1.0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
 class PipelineConfig:
     name: str = "demo"
     runs_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
 
     @property
     def run_dir(self) -> Path:

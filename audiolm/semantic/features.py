@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from audiolm.audio import mel_filters
+
 
 class FrameFeatures(Protocol):
     """wavs (float32 mono at `sample_rate`) -> one [t, dim] float32 tensor each."""
@@ -41,19 +43,13 @@ class SpectralFeatures:
 
     def __init__(self, kind: str = "mfcc", sample_rate: int = 16000, context: int = 4, num_mels: int = 80,
                  num_ceps: int = 13):
-        from transformers.audio_utils import mel_filter_bank
-
         if kind not in ("mfcc", "logmel"):
             raise ValueError(f"unknown spectral feature kind '{kind}' (use 'mfcc' or 'logmel')")
         self.kind, self.sample_rate = kind, sample_rate
         self.win, self.hop = round(0.025 * sample_rate), round(0.020 * sample_rate)
         self.n_fft = 2 ** math.ceil(math.log2(self.win))
         self.frame_rate = sample_rate / self.hop
-        fbank = mel_filter_bank(
-            num_frequency_bins=self.n_fft // 2 + 1, num_mel_filters=num_mels, min_frequency=20.0,
-            max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney",
-        )
-        self.fbank = torch.from_numpy(fbank).float()  # [freq, mels]
+        self.fbank = mel_filters(sample_rate, self.n_fft, num_mels)  # [freq, mels]
         self.window = torch.hann_window(self.win)
         # Orthonormal DCT-II rows 0..num_ceps-1: cepstra from log-mel energies.
         n = torch.arange(num_mels).float()
