@@ -25,13 +25,16 @@ stage-0: install
 stage-1: stage-0
 	$(PY) -m stages.stage1_semantic $(STAGE_ARGS)
 
-stage-2 stage-3 stage-4:
-	@echo "$@ is not implemented yet (acoustic codec: issue 3; language models and continuation: issue 4)"; exit 2
+stage-2: stage-1
+	$(PY) -m stages.stage2_codec $(STAGE_ARGS)
+
+stage-3 stage-4:
+	@echo "$@ is not implemented yet (language models and continuation: issue 4)"; exit 2
 
 demo: PIPELINE = pipelines/demo.yaml
-demo: stage-1
-	@echo "demo: stages 0-1 done (corpus and semantic tokens in runs/demo/)."
-	@echo "demo: next to come: stage 2 (acoustic codec), stage 3 (language models), stage 4 (continuation)."
+demo: stage-2
+	@echo "demo: stages 0-2 done (corpus, semantic tokens, codec and acoustic codes in runs/demo/)."
+	@echo "demo: next to come: stage 3 (language models), stage 4 (continuation)."
 
 test: install
 	$(PY) -m pytest -q -m "not slow"

@@ -34,7 +34,8 @@ class MultiResolutionMelLoss(nn.Module):
 
 
 def discriminator_hinge_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits, strict=True)) / len(real_logits)
+    pairs = zip(real_logits, fake_logits, strict=True)
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in pairs) / len(real_logits)
 
 
 def generator_adversarial_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import datasets
@@ -69,3 +70,27 @@ def save_dataset(ds: datasets.Dataset | datasets.DatasetDict, final: Path) -> No
 
 def write_resolved_config(cfg: Any, folder: Path) -> None:
     atomic_write_text(folder / "config.yaml", dump_yaml(cfg))
+
+
+def prepare_partial(partial: Path, config_hash: str, stage: str) -> None:
+    """A folder for finished shards of an unfinished stage; shards of another config are dropped."""
+    if not is_up_to_date(partial, config_hash):
+        shutil.rmtree(partial, ignore_errors=True)
+        write_marker(partial, config_hash, stage=f"{stage} (partial)")
+
+
+def sharded(num_rows: int, split: str, partial: Path, shard_size: int,
+            make_shard: Callable[[list[int]], datasets.Dataset],
+            skipped: Callable[[list[int]], None] = lambda indices: None) -> datasets.Dataset:
+    """Build a dataset shard by shard under `partial`; shards already there (from a killed run) are
+    loaded instead of recomputed, and `skipped` is told which rows they cover (for progress bars)."""
+    shards = []
+    for start in range(0, num_rows, shard_size):
+        shard_dir = partial / f"{split}-{start // shard_size:05d}"
+        indices = list(range(start, min(start + shard_size, num_rows)))
+        if shard_dir.exists():
+            skipped(indices)
+        else:
+            save_dataset(make_shard(indices), shard_dir)
+        shards.append(datasets.load_from_disk(str(shard_dir)))
+    return datasets.concatenate_datasets(shards)

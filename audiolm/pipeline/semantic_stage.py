@@ -83,25 +83,21 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
 
 def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Dataset, corpus_rate: int,
                     partial: Path, batch_seconds: float, dedup_ids: bool, progress: tqdm) -> datasets.Dataset:
-    shards = []
     durations = ds["duration"]
-    for start in range(0, ds.num_rows, SHARD_SIZE):
-        shard_dir = partial / f"{split}-{start // SHARD_SIZE:05d}"
-        indices = list(range(start, min(start + SHARD_SIZE, ds.num_rows)))
-        if not shard_dir.exists():
-            ids: dict[int, np.ndarray] = {}
-            for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
-                ids.update(zip(batch, tokenizer.encode(wavs), strict=True))
-                progress.update(sum(durations[i] for i in batch))
-            meta = ds.select(indices).remove_columns(["audio"])
-            meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
-            if dedup_ids:
-                meta = meta.add_column("semantic_dedup", [dedup(ids[i]).tolist() for i in indices])
-            rundir.save_dataset(meta, shard_dir)
-        else:
-            progress.update(sum(durations[i] for i in indices))
-        shards.append(datasets.load_from_disk(str(shard_dir)))
-    return datasets.concatenate_datasets(shards)
+
+    def make_shard(indices: list[int]) -> datasets.Dataset:
+        ids: dict[int, np.ndarray] = {}
+        for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
+            ids.update(zip(batch, tokenizer.encode(wavs), strict=True))
+            progress.update(sum(durations[i] for i in batch))
+        meta = ds.select(indices).remove_columns(["audio"])
+        meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
+        if dedup_ids:
+            meta = meta.add_column("semantic_dedup", [dedup(ids[i]).tolist() for i in indices])
+        return meta
+
+    return rundir.sharded(ds.num_rows, split, partial, SHARD_SIZE, make_shard,
+                          lambda indices: progress.update(sum(durations[i] for i in indices)))
 
 
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
@@ -114,9 +110,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         return out
     tokenizer = fit_or_load_tokenizer(cfg, corpus, corpus_rate)
     partial = cfg.run_dir / ".tokens.partial"
-    if not rundir.is_up_to_date(partial, digest):  # shards of another config are of no use
-        shutil.rmtree(partial, ignore_errors=True)
-        rundir.write_marker(partial, digest, stage="semantic-tokens (partial)")
+    rundir.prepare_partial(partial, digest, "semantic-tokens")
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
     with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio",
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:

@@ -1,0 +1,94 @@
+"""Training checkpoints as safetensors + JSON only (no pickles): model weights, optimizer state,
+EMA weights, RNG state and the step, in one folder written atomically (`step-000200/`), with
+`latest` naming the newest. Resume reads the step from the checkpoint itself, not a file name."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = opt.state_dict()
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for idx, entry in state["state"].items():
+        meta["state"][str(idx)] = {}
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{idx}.{key}"] = value.detach().cpu().contiguous()
+                meta["state"][str(idx)][key] = "tensor"
+            else:
+                meta["state"][str(idx)][key] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str) -> dict[str, Any]:
+    state = {}
+    for idx, entry in meta["state"].items():
+        state[int(idx)] = {k: tensors[f"{prefix}.{idx}.{k}"] if v == "tensor" else v for k, v in entry.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(folder: Path, step: int, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                    ema: dict[str, dict[str, torch.Tensor]] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".step-"))
+    try:
+        meta: dict[str, Any] = {"step": step, "optimizers": {}, "extra": extra or {}}
+        for name, model in models.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+        opt_tensors: dict[str, torch.Tensor] = {}
+        for name, opt in optimizers.items():
+            tensors, meta["optimizers"][name] = _flatten_optimizer(opt, name)
+            opt_tensors.update(tensors)
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        save_file({**opt_tensors, **{f"rng.{k}": v for k, v in rng.items()}}, str(tmp / "trainer_state.safetensors"))
+        for name, weights in (ema or {}).items():
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / f"{name}.ema.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    latest = folder / ".latest.tmp"
+    latest.write_text(final.name)
+    os.replace(latest, folder / "latest")
+    return final
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    pointer = folder / "latest"
+    if not pointer.exists():
+        return None
+    path = folder / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").exists() else None
+
+
+def load_checkpoint(path: Path, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                    ema: dict[str, dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    meta = json.loads((path / "trainer_state.json").read_text())
+    for name, model in models.items():
+        model.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+    tensors = load_file(str(path / "trainer_state.safetensors"))
+    for name, opt in optimizers.items():
+        opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizers"][name], name))
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda"))]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    for name in ema or {}:
+        ema[name] = load_file(str(path / f"{name}.ema.safetensors"))
+    return meta

@@ -1,0 +1,167 @@
+"""The one trainer: accelerate (devices, mixed precision, gradient accumulation, several GPUs),
+warm-up + cosine learning rate, gradient clipping, optional EMA of weights, safetensors checkpoints
+every N steps with resume after a kill, TensorBoard + JSONL logs, periodic evaluation, a progress bar.
+
+What a step does is injected: a `Task` builds the batch for a step (a pure function of the step and
+the seed, so a resumed run sees the same data), computes its losses and hands each to `update(name,
+loss)`, which backpropagates into the model of that name and steps its optimizer once every
+`grad_accum` micro-batches. A task with two networks (the codec and its discriminator) calls
+`update` once per network, in the order its algorithm needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+
+from audiolm.config import TrainConfig
+from audiolm.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+Update = Callable[[str, torch.Tensor], None]
+
+
+class Task(Protocol):
+    models: dict[str, nn.Module]
+
+    def batch(self, step: int, micro: int) -> Any: ...
+
+    def step(self, batch: Any, step: int, update: Update) -> dict[str, float]: ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+class Trainer:
+    def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, learning_rates: dict[str, float] | None = None):
+        self.task, self.cfg, self.out_dir = task, cfg, Path(out_dir)
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                                       cpu=not torch.cuda.is_available())
+        names = list(task.models)  # one optimizer per model
+        self.optimizers = {
+            n: torch.optim.AdamW(task.models[n].parameters(), lr=(learning_rates or {}).get(n, cfg.learning_rate),
+                                 betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
+            for n in names
+        }
+        for n in names:
+            task.models[n], self.optimizers[n] = self.accelerator.prepare(task.models[n], self.optimizers[n])
+        self.schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(cfg)) for n, o in self.optimizers.items()}
+        self.ema: dict[str, dict[str, torch.Tensor]] = {}
+        self.step = 0
+        self.best: float | None = None
+        self._writer = None
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _unwrapped(self) -> dict[str, nn.Module]:
+        return {n: self.accelerator.unwrap_model(m) for n, m in self.task.models.items()}
+
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.out_dir / "checkpoints")
+        if path is None:
+            return False
+        meta = load_checkpoint(path, self._unwrapped(), self.optimizers, self.ema if self.cfg.ema_decay else None)
+        self.step = meta["step"]
+        self.best = meta["extra"].get("best")
+        for sched in self.schedulers.values():
+            sched.last_epoch = self.step - 1
+            sched.step()
+        return True
+
+    def save(self) -> Path:
+        return save_checkpoint(self.out_dir / "checkpoints", self.step, self._unwrapped(), self.optimizers,
+                               self.ema if self.cfg.ema_decay else None, {"best": self.best})
+
+    def _log(self, values: dict[str, float]) -> None:
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:  # TensorBoard missing: the JSONL log still has everything
+                self._writer = False
+        if self._writer:
+            for k, v in values.items():
+                self._writer.add_scalar(k, v, self.step)
+        with open(self.out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **values}) + "\n")
+
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema_decay
+        for name, model in self._unwrapped().items():
+            params = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+            if name not in self.ema:
+                self.ema[name] = {k: v.clone() for k, v in params.items()}
+            else:
+                for k, v in params.items():
+                    if v.is_floating_point():
+                        self.ema[name][k].mul_(decay).add_(v, alpha=1 - decay)
+                    else:  # counters and codebook bookkeeping follow the model
+                        self.ema[name][k].copy_(v)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _update(self, name: str, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss / self.cfg.grad_accum)
+        if not self._last_micro:
+            return
+        model, opt = self.task.models[name], self.optimizers[name]
+        if self.cfg.grad_clip:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.schedulers[name].step()
+
+    def fit(self, on_eval: Callable[[dict[str, float]], None] | None = None) -> int:
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume():
+            print(f"  resuming from step {self.step}")
+        start = time.monotonic()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step")
+        for model in self.task.models.values():
+            model.train()
+        while self.step < cfg.steps:
+            logs: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                self._last_micro = micro == cfg.grad_accum - 1
+                logs = self.task.step(self.task.batch(self.step, micro), self.step, self._update)
+            self.step += 1
+            if cfg.ema_decay:
+                self._update_ema()
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items()})
+            if self.step % cfg.log_every == 0:
+                self._log(logs)
+            out_of_time = cfg.max_minutes and (time.monotonic() - start) / 60 > cfg.max_minutes
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps or out_of_time:
+                metrics = self.task.evaluate()
+                self._log({f"eval/{k}": v for k, v in metrics.items()})
+                if on_eval:
+                    on_eval(metrics)
+                for model in self.task.models.values():
+                    model.train()
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or out_of_time:
+                self.save()
+            if out_of_time:
+                print(f"  stopping at step {self.step}: training.max_minutes={cfg.max_minutes} reached")
+                break
+        bar.close()
+        if self._writer:
+            self._writer.close()
+        return self.step
