@@ -1,6 +1,9 @@
 """`audiolm` console script: one-off use of trained components on audio files.
 
     audiolm tokenize semantic --model runs/demo/semantic IN.wav [IN2.wav ...] -o OUTDIR
+    audiolm encode --codec runs/demo/codec IN.wav [...] -o OUTDIR [--num-codebooks K]
+    audiolm decode --codec runs/demo/codec CODES.npy [...] -o OUTDIR
+    audiolm codec-eval --codec runs/demo/codec --data runs/demo/corpus [--num-codebooks 1 2 4 8]
 
 Bad input files are reported one line each (file and problem) and the command exits
 non-zero; the files that were fine are still written.
@@ -46,6 +49,79 @@ def _tokenize_semantic(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _load_codec(args: argparse.Namespace):
+    from audiolm.codec import load_codec
+
+    return load_codec(args.codec, args.revision, getattr(args, "num_codebooks", None) if args.command == "encode" else None)
+
+
+def _write_atomic(target: Path, write) -> None:
+    tmp = target.with_name(f".{target.name}.tmp{target.suffix}")
+    write(tmp)
+    tmp.replace(target)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    import torch
+
+    codec = _load_codec(args)
+    out, failed = Path(args.output), 0
+    for path in args.inputs:
+        try:
+            wav, _ = audio.load(path, codec.sample_rate)
+        except audio.AudioError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        x = torch.from_numpy(wav).unsqueeze(0)
+        codes = codec.encode(x, args.num_codebooks)[0, :, : codec.num_frames(len(wav))].numpy().astype(np.int64)
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"{Path(path).stem}.npy"
+        _write_atomic(target, lambda tmp, c=codes: np.save(tmp, c))
+        print(f"{path} -> {target} ({codes.shape[0]} x {codes.shape[1]} codes at {codec.frame_rate:g} Hz)")
+    return 1 if failed else 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import torch
+
+    codec = _load_codec(args)
+    out, failed = Path(args.output), 0
+    for path in args.inputs:
+        try:
+            codes = np.load(path, allow_pickle=False)
+            if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
+                raise ValueError(f"expected an integer array [k, t], got {codes.dtype} {codes.shape}")
+            wav = codec.decode(torch.from_numpy(codes.astype(np.int64)).unsqueeze(0))[0].numpy()
+        except (OSError, ValueError) as err:
+            print(f"error: {path}: {str(err).splitlines()[0]}", file=sys.stderr)
+            failed += 1
+            continue
+        target = out / f"{Path(path).stem}.wav"
+        audio.save(target, wav, codec.sample_rate)
+        print(f"{path} -> {target} ({len(wav) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz)")
+    return 1 if failed else 0
+
+
+def _codec_eval(args: argparse.Namespace) -> int:
+    from audiolm.pipeline import codec_eval
+
+    codec = _load_codec(args)
+    clips = codec_eval.load_clips(args.data, args.split, args.max_clips)
+    codebooks = [k for k in args.num_codebooks if k <= codec.num_codebooks] or [codec.num_codebooks]
+    rows = codec_eval.codec_rows(codec, clips, codebooks)
+    notes = [f"{len(clips)} clips from {args.data}, metrics at 16 kHz."]
+    if codec_eval.opus_available():
+        targets = sorted({max(codec_eval.OPUS_MIN_KBPS, round(codec.bitrate(k) / 1000)) for k in codebooks})
+        rows += [codec_eval.opus_row(clips, kbps) for kbps in targets]
+        notes.append(f"Opus asked for the codec's bitrates, at least {codec_eval.OPUS_MIN_KBPS} kbps (its floor).")
+    else:
+        notes.append("Opus skipped: opusenc/opusdec not found (Debian package opus-tools).")
+    print(codec_eval.format_table(rows))
+    print("\n".join(notes))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiolm", description="Token-based audio language model pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,12 +132,39 @@ def build_parser() -> argparse.ArgumentParser:
     semantic.add_argument("inputs", nargs="+", metavar="IN.wav")
     semantic.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     semantic.set_defaults(func=_tokenize_semantic)
+
+    def codec_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--codec", required=True, help="codec folder (runs/demo/codec) or Hub id (facebook/encodec_24khz)")
+        p.add_argument("--revision", default=None, help="Hub revision")
+
+    encode = commands.add_parser("encode", help="audio files -> acoustic codes (.npy, int64 [k, t])")
+    codec_args(encode)
+    encode.add_argument("inputs", nargs="+", metavar="IN.wav")
+    encode.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    encode.add_argument("--num-codebooks", type=int, default=None, help="fewer codebooks = lower bitrate")
+    encode.set_defaults(func=_encode)
+    decode = commands.add_parser("decode", help="acoustic codes (.npy [k, t]) -> wav at the codec's rate")
+    codec_args(decode)
+    decode.add_argument("inputs", nargs="+", metavar="CODES.npy")
+    decode.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    decode.set_defaults(func=_decode)
+    evaluate = commands.add_parser("codec-eval", help="SI-SNR, mel distance, PESQ, STOI per number of codebooks, vs Opus")
+    codec_args(evaluate)
+    evaluate.add_argument("--data", required=True, help="a corpus/token dataset folder or a folder of audio files")
+    evaluate.add_argument("--split", default="heldout")
+    evaluate.add_argument("--num-codebooks", type=int, nargs="+", default=[1, 2, 4, 8])
+    evaluate.add_argument("--max-clips", type=int, default=40)
+    evaluate.set_defaults(func=_codec_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as err:  # a wrong --codec/--model/--data: one line, no traceback
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

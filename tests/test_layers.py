@@ -1,11 +1,12 @@
-"""Imports go down the layers only (see STYLE.md): layer-1 packages never import each other."""
+"""Imports go down the layers only (see STYLE.md): layer-1 packages never import each other; the
+stages' logic (pipeline/) sits above the trainer, and the CLI above everything."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "audiolm"
 LAYER = {"audio": 0, "config": 0, "tokens": 0, "semantic": 1, "codec": 1, "lm": 1, "data": 1,
-         "train": 2, "hub": 2, "pipeline": 2, "cli": 3}
+         "train": 2, "hub": 2, "pipeline": 3, "cli": 4}
 
 
 def _imports(path: Path):

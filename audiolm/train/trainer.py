@@ -62,7 +62,10 @@ class Trainer:
         }
         for n in names:
             task.models[n], self.optimizers[n] = self.accelerator.prepare(task.models[n], self.optimizers[n])
-        self.schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(cfg)) for n, o in self.optimizers.items()}
+        # The learning rate is a function of the global step (not of how often an optimizer stepped:
+        # the discriminator starts late), so a resumed run gets exactly the same schedule.
+        self.base_lr = {n: (learning_rates or {}).get(n, cfg.learning_rate) for n in names}
+        self.schedule = lr_lambda(cfg)
         self.ema: dict[str, dict[str, torch.Tensor]] = {}
         self.step = 0
         self.best: float | None = None
@@ -79,9 +82,6 @@ class Trainer:
         meta = load_checkpoint(path, self._unwrapped(), self.optimizers, self.ema if self.cfg.ema_decay else None)
         self.step = meta["step"]
         self.best = meta["extra"].get("best")
-        for sched in self.schedulers.values():
-            sched.last_epoch = self.step - 1
-            sched.step()
         return True
 
     def save(self) -> Path:
@@ -123,9 +123,10 @@ class Trainer:
         model, opt = self.task.models[name], self.optimizers[name]
         if self.cfg.grad_clip:
             self.accelerator.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        for group in opt.param_groups:
+            group["lr"] = self.base_lr[name] * self.schedule(self.step)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        self.schedulers[name].step()
 
     def fit(self, on_eval: Callable[[dict[str, float]], None] | None = None) -> int:
         cfg = self.cfg
