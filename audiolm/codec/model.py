@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from transformers.models.encodec.modeling_encodec import EncodecDecoder, Encodec
 
 from audiolm.codec.base import CONFIG_NAME, WEIGHTS_NAME, Codec
 from audiolm.codec.quantizer import ResidualQuantizer
+from audiolm.files import atomic_dir
 
 
 @dataclass
@@ -85,17 +84,9 @@ class SEANetCodec(Codec):
         return self.decoder(self.quantizer.decode(codes))[:, 0]
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
+        with atomic_dir(directory) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> SEANetCodec:

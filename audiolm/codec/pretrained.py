@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from audiolm.codec.base import CONFIG_NAME, Codec
+from audiolm.files import atomic_write_text
 
 SUPPORTED = ("encodec", "dac", "mimi")
 
@@ -83,6 +84,4 @@ class TransformersCodec(Codec):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         ref = {"kind": "transformers", "model": self.model_id, "revision": self.revision, "num_codebooks": self.num_codebooks}
-        tmp = directory / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(ref, indent=2) + "\n")
-        os.replace(tmp, directory / CONFIG_NAME)
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(ref, indent=2) + "\n")

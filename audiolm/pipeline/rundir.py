@@ -6,9 +6,7 @@ half-written output under the real name."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import datasets
 
 from audiolm.config import dump_yaml
+from audiolm.files import atomic_dir, atomic_write_text
 
 MARKER = "stage.json"
 
@@ -38,34 +37,9 @@ def write_marker(output: Path, config_hash: str, **info: Any) -> None:
     atomic_write_text(output / MARKER, json.dumps(marker, indent=2) + "\n")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name, replacing an older one."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def save_dataset(ds: datasets.Dataset | datasets.DatasetDict, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
+    with atomic_dir(final) as tmp:
         ds.save_to_disk(str(tmp))
-        replace_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_resolved_config(cfg: Any, folder: Path) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audiolm.config import SemanticConfig
+from audiolm.files import atomic_dir
 from audiolm.semantic.features import FrameFeatures, build_features
 from audiolm.semantic.kmeans import assign, fit_kmeans
 
@@ -116,17 +115,9 @@ class SemanticTokenizer:
     # -- persistence ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the folder atomically: a half-written tokenizer never appears under its name."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
+        with atomic_dir(directory) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(tmp / WEIGHTS_NAME))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu") -> SemanticTokenizer:

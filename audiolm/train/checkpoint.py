@@ -5,15 +5,14 @@ EMA weights, RNG state and the step, in one folder written atomically (`step-000
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from audiolm.files import atomic_dir, atomic_write_text
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -39,10 +38,8 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
 
 def save_checkpoint(folder: Path, step: int, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     ema: dict[str, dict[str, torch.Tensor]] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".step-"))
-    try:
+    with atomic_dir(final) as tmp:
         meta: dict[str, Any] = {"step": step, "optimizers": {}, "extra": extra or {}}
         for name, model in models.items():
             save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / f"{name}.safetensors"))
@@ -57,14 +54,7 @@ def save_checkpoint(folder: Path, step: int, models: dict[str, nn.Module], optim
         for name, weights in (ema or {}).items():
             save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / f"{name}.ema.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    latest = folder / ".latest.tmp"
-    latest.write_text(final.name)
-    os.replace(latest, folder / "latest")
+    atomic_write_text(folder / "latest", final.name)
     return final
 
 
