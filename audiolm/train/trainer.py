@@ -55,20 +55,19 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                                        cpu=not torch.cuda.is_available())
         names = list(task.models)  # one optimizer per model
-        self.optimizers = {
-            n: torch.optim.AdamW(task.models[n].parameters(), lr=(learning_rates or {}).get(n, cfg.learning_rate),
-                                 betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
-            for n in names
-        }
-        for n in names:
-            task.models[n], self.optimizers[n] = self.accelerator.prepare(task.models[n], self.optimizers[n])
         # The learning rate is a function of the global step (not of how often an optimizer stepped:
         # the discriminator starts late), so a resumed run gets exactly the same schedule.
         self.base_lr = {n: (learning_rates or {}).get(n, cfg.learning_rate) for n in names}
         self.schedule = lr_lambda(cfg)
+        self.optimizers = {
+            n: torch.optim.AdamW(task.models[n].parameters(), lr=self.base_lr[n], betas=(0.8, 0.99),
+                                 weight_decay=cfg.weight_decay)
+            for n in names
+        }
+        for n in names:
+            task.models[n], self.optimizers[n] = self.accelerator.prepare(task.models[n], self.optimizers[n])
         self.ema: dict[str, dict[str, torch.Tensor]] = {}
         self.step = 0
-        self.best: float | None = None
         self._writer = None
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -81,12 +80,11 @@ class Trainer:
             return False
         meta = load_checkpoint(path, self._unwrapped(), self.optimizers, self.ema if self.cfg.ema_decay else None)
         self.step = meta["step"]
-        self.best = meta["extra"].get("best")
         return True
 
     def save(self) -> Path:
         return save_checkpoint(self.out_dir / "checkpoints", self.step, self._unwrapped(), self.optimizers,
-                               self.ema if self.cfg.ema_decay else None, {"best": self.best})
+                               self.ema if self.cfg.ema_decay else None)
 
     def _log(self, values: dict[str, float]) -> None:
         if self._writer is None:
