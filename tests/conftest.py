@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,25 @@ def speech_wav(tmp_path, speech) -> Path:
     path = tmp_path / "speech.wav"
     sf.write(path, wav, rate)
     return path
+
+
+@pytest.fixture
+def bad_audio_files(tmp_path, speech_wav) -> list[tuple[Path, str]]:
+    """(file, the problem its error must name): a corrupt wav, an empty wav, a text file named .wav,
+    and a path that does not exist."""
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(speech_wav.read_bytes()[:40])
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all\n")
+    return [(corrupt, "not a readable audio file"), (empty, "empty audio"), (text, "not a readable audio file"),
+            (tmp_path / "missing.wav", "no such file")]
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """`audiolm ARGS...` in a fresh process, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "audiolm.cli", *map(str, args)], cwd=REPO, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,13 @@
 """`audiolm tokenize semantic`: real files in, .npy out; bad files give one line and a non-zero exit."""
 
-import subprocess
-import sys
-
 import numpy as np
 import soundfile as sf
 
 from audiolm import audio
 
-from .conftest import REPO
+from .conftest import run_cli
 
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "audiolm.cli", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+_cli = run_cli
 
 
 def test_tokenize_writes_one_row_per_file_and_converts_stereo_44k(tiny_run, tmp_path, speech):
@@ -29,22 +24,15 @@ def test_tokenize_writes_one_row_per_file_and_converts_stereo_44k(tiny_run, tmp_
     assert abs(len(a) - len(b)) <= 1 and np.mean(a[: len(b)] == b[: len(a)]) > 0.8
 
 
-def test_bad_inputs_give_one_line_each_and_exit_nonzero(tiny_run, tmp_path, speech_wav):
-    corrupt = tmp_path / "corrupt.wav"
-    corrupt.write_bytes(speech_wav.read_bytes()[:40])
-    empty = tmp_path / "empty.wav"
-    sf.write(empty, np.zeros(0, np.float32), 16000)
-    text = tmp_path / "notes.wav"
-    text.write_text("not audio at all\n")
-    missing = tmp_path / "missing.wav"
+def test_bad_inputs_give_one_line_each_and_exit_nonzero(tiny_run, tmp_path, speech_wav, bad_audio_files):
     out = tmp_path / "out"
-    for path, problem in [(corrupt, "not a readable audio file"), (empty, "empty audio"),
-                          (text, "not a readable audio file"), (missing, "no such file")]:
+    for path, problem in bad_audio_files:
         res = _cli("tokenize", "semantic", "--model", tiny_run.run_dir / "semantic", path, "-o", out)
         lines = res.stderr.strip().splitlines()
         assert res.returncode != 0 and len(lines) == 1, res.stderr
         assert str(path) in lines[0] and problem in lines[0] and "Traceback" not in res.stderr
     # a good file next to a bad one is still written
+    missing = bad_audio_files[-1][0]
     res = _cli("tokenize", "semantic", "--model", tiny_run.run_dir / "semantic", missing, speech_wav, "-o", out)
     assert res.returncode != 0 and (out / "speech.npy").exists()
 

@@ -1,19 +1,14 @@
 """`audiolm encode` / `decode` / `codec-eval` on the tiny pipeline's codec."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import soundfile as sf
 
 from audiolm.pipeline import codec_stage
 
-from .conftest import REPO
+from .conftest import run_cli
 
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "audiolm.cli", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+_cli = run_cli
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +34,12 @@ def test_encode_decode_round_trip(tiny_codec_dir, speech_wav, tmp_path):
     assert res.returncode == 0 and sf.info(tmp_path / "wav1" / "speech.wav").frames > 0
 
 
-def test_bad_files_one_line_each(tiny_codec_dir, speech_wav, tmp_path):
-    corrupt = tmp_path / "corrupt.wav"
-    corrupt.write_bytes(speech_wav.read_bytes()[:40])
-    empty = tmp_path / "empty.wav"
-    sf.write(empty, np.zeros(0, np.float32), 16000)
-    text = tmp_path / "text.wav"
-    text.write_text("hello\n")
-    for path, problem in [(corrupt, "not a readable audio file"), (empty, "empty audio"), (text, "not a readable audio file")]:
+def test_bad_files_one_line_each(tiny_codec_dir, tmp_path, bad_audio_files):
+    for path, problem in bad_audio_files:
         res = _cli("encode", "--codec", tiny_codec_dir, path, "-o", tmp_path / "o")
         lines = res.stderr.strip().splitlines()
         assert res.returncode != 0 and len(lines) == 1 and str(path) in lines[0] and problem in lines[0], res.stderr
+    text = bad_audio_files[2][0]
     bad_codes = tmp_path / "bad.npy"
     np.save(bad_codes, np.full((4, 10), 999, dtype=np.int64))
     res = _cli("decode", "--codec", tiny_codec_dir, bad_codes, text, "-o", tmp_path / "o")
