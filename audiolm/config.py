@@ -113,6 +113,8 @@ class CodecConfig:
     num_filters: int = 32
     latent_dim: int = 128
     lstm_layers: int = 2
+    residual_layers: int = 1  # residual blocks per SEANet stage
+    causal: bool = True  # causal convolutions (streamable); non-causal trains faster (see README)
     codebook_size: int = 1024
     quantizer_dropout: bool = True  # train with a random number of codebooks: one model, several bitrates
     commitment_weight: float = 1.0

@@ -36,7 +36,8 @@ def main() -> None:
     torch.manual_seed(0)
     c = load_config("pipelines/demo.yaml").codec
     demo = SEANetCodec(SEANetCodecConfig(sample_rate=c.sample_rate, strides=c.strides, num_filters=c.num_filters,
-                                         latent_dim=c.latent_dim, lstm_layers=c.lstm_layers, num_codebooks=c.num_codebooks,
+                                         latent_dim=c.latent_dim, lstm_layers=c.lstm_layers,
+                                         residual_layers=c.residual_layers, causal=c.causal, num_codebooks=c.num_codebooks,
                                          codebook_size=c.codebook_size))
     wav = torch.randn(1, int(args.seconds * demo.sample_rate)) * 0.1
     demo(torch.randn(4, 16000) * 0.1)  # k-means-initialise the codebooks

@@ -27,6 +27,8 @@ class SEANetCodecConfig:
     num_filters: int = 32
     latent_dim: int = 128
     lstm_layers: int = 2
+    residual_layers: int = 1
+    causal: bool = True
     num_codebooks: int = 8
     codebook_size: int = 1024
     quantizer_dropout: bool = True
@@ -53,6 +55,7 @@ class SEANetCodec(Codec):
             sampling_rate=config.sample_rate, audio_channels=1, num_filters=config.num_filters,
             hidden_size=config.latent_dim, upsampling_ratios=list(reversed(config.strides)),
             num_lstm_layers=config.lstm_layers, codebook_size=config.codebook_size,
+            num_residual_layers=config.residual_layers, use_causal_conv=config.causal,
         )
         self.encoder = EncodecEncoder(seanet)
         self.decoder = EncodecDecoder(seanet)

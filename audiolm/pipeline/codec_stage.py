@@ -38,7 +38,8 @@ def codec_hash(cfg: PipelineConfig) -> str:
 def _architecture(cfg: PipelineConfig) -> SEANetCodecConfig:
     c = cfg.codec
     return SEANetCodecConfig(sample_rate=c.sample_rate, strides=list(c.strides), num_filters=c.num_filters,
-                             latent_dim=c.latent_dim, lstm_layers=c.lstm_layers, num_codebooks=c.num_codebooks,
+                             latent_dim=c.latent_dim, lstm_layers=c.lstm_layers, residual_layers=c.residual_layers,
+                             causal=c.causal, num_codebooks=c.num_codebooks,
                              codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout,
                              commitment_weight=c.commitment_weight)
 
