@@ -52,7 +52,7 @@ def _tokenize_semantic(args: argparse.Namespace) -> int:
 def _load_codec(args: argparse.Namespace):
     from audiolm.codec import load_codec
 
-    return load_codec(args.codec, args.revision, getattr(args, "num_codebooks", None) if args.command == "encode" else None)
+    return load_codec(args.codec, args.revision)
 
 
 def _write_atomic(target: Path, write) -> None:

@@ -189,3 +189,9 @@ def build_corpus(cfg: DataConfig, cache_dir: Path) -> tuple[datasets.DatasetDict
         if not counts["kept"]:
             raise ValueError(f"{cfg.source}: split '{split}' has no usable clips ({report[split]})")
     return datasets.DatasetDict(parts), report
+
+
+def read_wavs(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate: int) -> list[np.ndarray]:
+    """The `audio` of the given rows as float32 arrays, resampled from the corpus rate to `to_rate`."""
+    table = ds.select_columns(["audio"]).with_format("numpy")
+    return [audio.resample(table[i]["audio"], from_rate, to_rate) for i in indices]

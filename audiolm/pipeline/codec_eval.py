@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from audiolm import audio
 from audiolm.codec import Codec
 from audiolm.codec.metrics import mel_distance, pesq_wb, si_snr, stoi
+from audiolm.data.corpus import read_wavs
+from audiolm.pipeline import rundir
 
 EVAL_RATE = 16000
 OPUS_MIN_KBPS = 6
@@ -41,14 +43,8 @@ def load_clips(data: str, split: str = "heldout", max_clips: int = 40) -> list[n
     path = Path(data)
     if (path / "dataset_dict.json").exists():
         ds = datasets.load_from_disk(str(path))[split]
-        rate = 16000
-        marker = path / "stage.json"
-        if marker.exists():
-            import json
-
-            rate = json.loads(marker.read_text()).get("sample_rate", 16000)
-        table = ds.select(range(min(max_clips, ds.num_rows))).select_columns(["audio"]).with_format("numpy")
-        return [audio.resample(row["audio"], rate, EVAL_RATE) for row in table]
+        rate = (rundir.read_marker(path) or {}).get("sample_rate", 16000)
+        return read_wavs(ds, list(range(min(max_clips, ds.num_rows))), rate, EVAL_RATE)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg"})[:max_clips]
         return [audio.load(f, EVAL_RATE)[0] for f in files]

@@ -13,14 +13,13 @@ import shutil
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiolm import audio
 from audiolm.codec import Codec, load_codec
 from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
 from audiolm.config import PipelineConfig, config_hash
+from audiolm.data.corpus import read_wavs
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.train.codec_task import CodecTask
 from audiolm.train.trainer import Trainer
@@ -44,16 +43,11 @@ def _architecture(cfg: PipelineConfig) -> SEANetCodecConfig:
                              commitment_weight=c.commitment_weight)
 
 
-def _wavs(ds: datasets.Dataset, from_rate: int, to_rate: int) -> list[np.ndarray]:
-    table = ds.select_columns(["audio"]).with_format("numpy")
-    return [audio.resample(table[i]["audio"], from_rate, to_rate) for i in range(ds.num_rows)]
-
-
 def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int, out: Path) -> SEANetCodec:
     torch.manual_seed(cfg.codec.train.seed)
     codec = SEANetCodec(_architecture(cfg))
-    train = _wavs(corpus["train"], corpus_rate, codec.sample_rate)
-    heldout = _wavs(corpus["heldout"].select(range(min(16, corpus["heldout"].num_rows))), corpus_rate, codec.sample_rate)
+    train = read_wavs(corpus["train"], list(range(corpus["train"].num_rows)), corpus_rate, codec.sample_rate)
+    heldout = read_wavs(corpus["heldout"], list(range(min(16, corpus["heldout"].num_rows))), corpus_rate, codec.sample_rate)
     task = CodecTask(codec, cfg.codec, train, heldout)
     work = cfg.run_dir / "codec-train"
     rundir.prepare_partial(work, codec_hash(cfg), "codec-train")
@@ -73,12 +67,12 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
 def _encode_split(codec: Codec, split: str, ds: datasets.Dataset, corpus_rate: int, partial: Path,
                   progress: tqdm) -> datasets.Dataset:
     durations = ds["duration"]
-    table = ds.select_columns(["audio"]).with_format("numpy")
 
     def make_shard(indices: list[int]) -> datasets.Dataset:
         codes = []
         for i in indices:  # one utterance at a time: no padding can leak into the codes
-            wav = torch.from_numpy(audio.resample(table[i]["audio"], corpus_rate, codec.sample_rate)).unsqueeze(0)
+            (wav,) = read_wavs(ds, [i], corpus_rate, codec.sample_rate)
+            wav = torch.from_numpy(wav).unsqueeze(0)
             c = codec.encode(wav)[0, :, : codec.num_frames(wav.shape[-1])]
             codes.append(c.to(torch.int16).tolist())
             progress.update(durations[i])

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiolm import audio
 from audiolm.config import PipelineConfig, SemanticConfig, config_hash
+from audiolm.data.corpus import read_wavs
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
@@ -45,10 +45,9 @@ def wav_batches(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rat
     sorted by length within the given indices so little of a batch is padding."""
     durations = ds.select_columns(["duration"])[indices]["duration"] if indices else []
     order = sorted(range(len(indices)), key=lambda i: durations[i]) if sort else range(len(indices))
-    table = ds.select_columns(["audio"]).with_format("numpy")
 
     def load(batch: list[int]) -> list[np.ndarray]:
-        return [audio.resample(table[i]["audio"], from_rate, to_rate) for i in batch]
+        return read_wavs(ds, batch, from_rate, to_rate)
 
     batch: list[int] = []
     longest = 0.0
