@@ -127,6 +127,60 @@ class CodecConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def _lm_train(**values: Any) -> TrainConfig:
+    defaults = dict(steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1,
+                    mixed_precision="bf16", checkpoint_every=250, eval_every=250)
+    return TrainConfig(**{**defaults, **values})
+
+
+@dataclass
+class LMConfig:
+    """One decoder-only LM (the same class for the three tasks) and its training."""
+
+    dim: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 0  # fewer than heads: grouped-query attention; 0 = heads
+    ffn_dim: int = 0  # 0 = 8/3 * dim (SwiGLU)
+    dropout: float = 0.0
+    window_seconds: float = 4.0  # training crop and generation context, in seconds of audio
+    train: TrainConfig = field(default_factory=_lm_train)
+
+
+@dataclass
+class LanguageModelsConfig:
+    """Stage 3: AudioLM's semantic, coarse and fine language models over the token dataset."""
+
+    coarse_codebooks: int = 4  # the first Qc codebooks are "coarse", the others "fine"
+    semantic_dedup: bool = False  # semantic LM on ids with repeats removed (re-expanded by mean run length)
+    eval_utterances: int = 96  # held-out utterances for perplexities (0 = all)
+    semantic: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=10.0))
+    coarse: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=4.0))
+    fine: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=2.0))
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.8  # 0 = greedy
+    top_k: int = 0  # 0 = no top-k cut
+    top_p: float = 1.0  # 1 = no nucleus cut
+
+
+@dataclass
+class ContinuationConfig:
+    """Stage 4: continue held-out prompts (semantic -> coarse -> fine -> codec decoder)."""
+
+    prompt_seconds: float = 3.0
+    seconds: float = 4.0  # generated after the prompt
+    prompts: int = 32  # held-out prompts, spread over the voices (0 = all)
+    batch_size: int = 16  # prompts generated together
+    seed: int = 0
+    report_examples: int = 4  # spectrogram figures in the report
+    semantic: SamplingConfig = field(default_factory=SamplingConfig)
+    coarse: SamplingConfig = field(default_factory=SamplingConfig)
+    fine: SamplingConfig = field(default_factory=SamplingConfig)
+
+
 @dataclass
 class PipelineConfig:
     name: str = "demo"
@@ -134,14 +188,17 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
+    lm: LanguageModelsConfig = field(default_factory=LanguageModelsConfig)
+    continuation: ContinuationConfig = field(default_factory=ContinuationConfig)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
 
 
-def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a (nested) dict, checking every key and type."""
+def from_dict(cls: type, values: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """Build dataclass `cls` from a (nested) dict, checking every key and type. Keys not given keep
+    their value in `base` (by default `cls()`): a section's own defaults, as its parent set them."""
     if not isinstance(values, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -149,16 +206,16 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     for key in values:
         if key not in names:
             raise ConfigError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(names))})")
+    base = cls() if base is None else base
     kwargs = {}
     for key, value in values.items():
-        kwargs[key] = _convert(hints[key], value, prefix + key)
-    base = cls()
+        kwargs[key] = _convert(hints[key], value, prefix + key, getattr(base, key))
     return dataclasses.replace(base, **kwargs)
 
 
-def _convert(hint: Any, value: Any, key: str) -> Any:
+def _convert(hint: Any, value: Any, key: str, default: Any = None) -> Any:
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, key + ".")
+        return from_dict(hint, value, key + ".", default)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -17,8 +18,12 @@ from audiolm.config import ConfigError, PipelineConfig, load_config
 USER_ERRORS = (ConfigError, AudioError, FileNotFoundError, ValueError)
 
 
-def stage_main(run: Callable[[PipelineConfig, bool], Path], description: str, argv: list[str] | None = None) -> int:
+def stage_main(run: Callable[..., Path], description: str, argv: list[str] | None = None,
+               options: dict[str, dict[str, Any]] | None = None) -> int:
+    """`options`: a stage's own flags (argparse keyword arguments), passed to `run` by their dest."""
     parser = argparse.ArgumentParser(description=description)
+    for flag, spec in (options or {}).items():
+        parser.add_argument(flag, **spec)
     parser.add_argument("--pipeline", default="pipelines/demo.yaml", help="pipeline YAML (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo the stage even if its output is up to date")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. semantic.num_clusters=200")
@@ -27,7 +32,8 @@ def stage_main(run: Callable[[PipelineConfig, bool], Path], description: str, ar
     datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars only add noise
     try:
         cfg = load_config(args.pipeline, args.overrides)
-        run(cfg, args.force)
+        dests = [spec.get("dest", flag.lstrip("-").replace("-", "_")) for flag, spec in (options or {}).items()]
+        run(cfg, args.force, **{d: getattr(args, d) for d in dests})
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -49,8 +49,16 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
+def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and embeddings only, not on gains and biases (as nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
 class Trainer:
-    def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, learning_rates: dict[str, float] | None = None):
+    def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, learning_rates: dict[str, float] | None = None,
+                 betas: tuple[float, float] = (0.8, 0.99)):
         self.task, self.cfg, self.out_dir = task, cfg, Path(out_dir)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                                        cpu=not torch.cuda.is_available())
@@ -59,11 +67,8 @@ class Trainer:
         # the discriminator starts late), so a resumed run gets exactly the same schedule.
         self.base_lr = {n: (learning_rates or {}).get(n, cfg.learning_rate) for n in names}
         self.schedule = lr_lambda(cfg)
-        self.optimizers = {
-            n: torch.optim.AdamW(task.models[n].parameters(), lr=self.base_lr[n], betas=(0.8, 0.99),
-                                 weight_decay=cfg.weight_decay)
-            for n in names
-        }
+        self.optimizers = {n: torch.optim.AdamW(_decay_groups(task.models[n], cfg.weight_decay), lr=self.base_lr[n],
+                                                betas=betas) for n in names}
         for n in names:
             task.models[n], self.optimizers[n] = self.accelerator.prepare(task.models[n], self.optimizers[n])
         self.ema: dict[str, dict[str, torch.Tensor]] = {}

@@ -1,0 +1,64 @@
+"""A simple speaker classifier for judging whether continuations keep the prompt's voice (AudioLM's
+Table III): per-utterance statistics of the log-mel spectrum of voiced frames (mean and standard
+deviation per band), standardized, into a multinomial logistic regression. Deliberately simple: it
+has to tell the corpus' voices apart, not be a speaker-verification system.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from audiolm.audio import mel_filters, resample
+
+SAMPLE_RATE = 16000
+N_FFT, HOP, MELS = 512, 160, 40
+
+
+def mel_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """[2 * MELS]: mean and standard deviation of the log-mel frames louder than 40 dB below the
+    loudest (so silence does not dilute the voice)."""
+    wav = torch.from_numpy(resample(np.asarray(wav, dtype=np.float32), sample_rate, SAMPLE_RATE))
+    if wav.numel() < N_FFT:
+        wav = torch.nn.functional.pad(wav, (0, N_FFT - wav.numel()))
+    spec = torch.stft(wav, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().pow(2)
+    logmel = torch.log10(spec.T @ mel_filters(SAMPLE_RATE, N_FFT, MELS) + 1e-8)  # [frames, mels]
+    energy = logmel.max(dim=1).values
+    voiced = logmel[energy > energy.max() - 4.0]
+    return torch.cat([voiced.mean(0), voiced.std(0, unbiased=False)]).numpy()
+
+
+class SpeakerClassifier:
+    def __init__(self, labels: list[str], mean: np.ndarray, std: np.ndarray, weight: torch.Tensor, bias: torch.Tensor):
+        self.labels, self.mean, self.std, self.weight, self.bias = labels, mean, std, weight, bias
+
+    @classmethod
+    def fit(cls, wavs: list[np.ndarray], speakers: list[str], sample_rate: int, steps: int = 300,
+            weight_decay: float = 1e-3) -> SpeakerClassifier:
+        labels = sorted(set(speakers))
+        if len(labels) < 2:
+            raise ValueError("a speaker classifier needs at least two speakers")
+        x = np.stack([mel_statistics(w, sample_rate) for w in wavs])
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        features = torch.from_numpy((x - mean) / std).float()
+        target = torch.tensor([labels.index(s) for s in speakers])
+        weight = torch.zeros(features.shape[1], len(labels), requires_grad=True)
+        bias = torch.zeros(len(labels), requires_grad=True)
+        opt = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(features @ weight + bias, target) + weight_decay * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return cls(labels, mean, std, weight.detach(), bias.detach())
+
+    def predict(self, wavs: list[np.ndarray], sample_rate: int) -> list[str]:
+        x = np.stack([mel_statistics(w, sample_rate) for w in wavs])
+        logits = torch.from_numpy((x - self.mean) / self.std).float() @ self.weight + self.bias
+        return [self.labels[i] for i in logits.argmax(1).tolist()]
+
+    def accuracy(self, wavs: list[np.ndarray], speakers: list[str], sample_rate: int) -> float:
+        return float(np.mean([p == s for p, s in zip(self.predict(wavs, sample_rate), speakers, strict=True)]))

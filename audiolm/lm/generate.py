@@ -1,0 +1,108 @@
+"""Sampling from the decoder: temperature, top-k, top-p and a seed, restricted at every position to
+the id range that position may hold (a semantic LM never emits a codec id, a coarse LM emits
+codebook q's ids only where codebook q comes). `continue_stream` generates any number of frames of a
+task's stream in sliding windows, so outputs may be longer than the model's context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from audiolm.config import SamplingConfig
+from audiolm.lm.model import Decoder
+from audiolm.lm.sequences import TaskSpec
+
+
+def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits [b, vocab] -> ids [b] in [lo, hi)."""
+    logits = logits[:, lo:hi].float()
+    if sampling.temperature <= 0:
+        return logits.argmax(-1) + lo
+    logits = logits / sampling.temperature
+    if sampling.top_k and sampling.top_k < logits.shape[-1]:
+        kth = logits.topk(sampling.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) > sampling.top_p  # keeps the first token always
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0] + lo
+
+
+@torch.no_grad()
+def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
+             sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+    """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i."""
+    out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
+    if steps == 0:
+        return out
+    if use_cache:
+        cache = model.new_cache(prefix.shape[0], prefix.shape[1] + steps)
+        logits = model(prefix, cache=cache, last_only=True)[:, -1]
+    else:
+        logits = model(prefix, last_only=True)[:, -1]
+    for i in range(steps):
+        out[:, i] = sample_next(logits, *allowed(i), sampling, generator)
+        if i + 1 == steps:
+            break
+        if use_cache:
+            logits = model(out[:, i : i + 1], cache=cache)[:, -1]
+        else:  # the whole sequence again: the reference the cache is tested against
+            logits = model(torch.cat([prefix, out[:, : i + 1]], dim=1), last_only=True)[:, -1]
+    return out
+
+
+def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allowed: Callable[[int], tuple[int, int]],
+                   sampling: SamplingConfig, generator: torch.Generator) -> np.ndarray:
+    """Rows with equal prefix lengths go together in one batch (no padding ever enters a sequence)."""
+    out = np.zeros((len(prefixes), steps), dtype=np.int64)
+    device = model.lm_head.weight.device
+    for length in sorted({len(p) for p in prefixes}):
+        rows = [i for i, p in enumerate(prefixes) if len(p) == length]
+        batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)
+        out[rows] = generate(model, batch, steps, allowed, sampling, generator).cpu().numpy()
+    return out
+
+
+def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], codes: np.ndarray | None, known: int,
+                    total: int, sampling: SamplingConfig, generator: torch.Generator) -> np.ndarray:
+    """Extend a batch from `known` to `total` frames of the task's stream.
+
+    semantic: per row, semantic ids covering `total` (acoustic tasks) or the first `known` frames
+    (semantic task); codes: [b, all codebooks, total] with this task's codebooks valid up to `known`
+    (acoustic tasks). The first window runs from frame 0; later ones slide by half a window, keeping
+    the last half as context. Returns the semantic ids [b, total] or the codes with the task's
+    codebooks filled in.
+    """
+    w = spec.window
+    b = len(semantic)
+    if spec.task == "semantic":
+        stream = np.zeros((b, total), dtype=np.int64)
+        for i, s in enumerate(semantic):
+            stream[i, :known] = s[:known]
+    else:
+        stream = np.array(codes, dtype=np.int64, copy=True)
+    done = known
+    while done < total:
+        end = min(total, max(w, done + w // 2))
+        start = max(0, end - w)
+        prefixes = []
+        for i in range(b):
+            src = stream[i] if spec.task == "semantic" else semantic[i]
+            prefixes.append(spec.build(src, None if spec.task == "semantic" else stream[i], start, end, known=done - start)[0])
+        steps = (end - done) * spec.tokens_per_frame
+        new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator)
+        if spec.task == "semantic":
+            stream[:, done:end] = spec.layout.from_semantic_ids(new)
+        else:
+            q = spec.codebooks
+            for i in range(b):
+                stream[i, q.start : q.stop, done:end] = spec.layout.unflatten(new[i], q)
+        done = end
+    return stream

@@ -1,0 +1,213 @@
+"""The one decoder-only language model of the three AudioLM stages: LLaMA-style (RoPE, RMSNorm,
+SwiGLU, optional grouped-query attention), PyTorch SDPA attention and a preallocated KV cache.
+
+Parameter names are those of `transformers`' `LlamaForCausalLM`, so a parity test can load the same
+weights into both and compare logits. We keep our own ~150 lines rather than `LlamaForCausalLM`
+because batch-1 generation at demo size is dominated by per-step overhead on CPU: the README's
+stage-3 section and `benchmarks/lm_speed.py` give the measured tokens/s of both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from audiolm.files import atomic_dir
+
+CONFIG_NAME = "lm_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int
+    dim: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 0  # < heads: grouped-query attention; 0 = heads
+    ffn_dim: int = 0  # 0 = SwiGLU's 8/3 * dim, rounded up to a multiple of 64
+    max_positions: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.kv_heads = self.kv_heads or self.heads
+        self.ffn_dim = self.ffn_dim or 64 * math.ceil(8 * self.dim / 3 / 64)
+        if self.dim % self.heads or self.heads % self.kv_heads:
+            raise ValueError(f"dim {self.dim} must divide into {self.heads} heads, and heads into {self.kv_heads} kv heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
+class KVCache:
+    """Keys and values of every layer, allocated once for `length` positions."""
+
+    def __init__(self, config: DecoderConfig, batch: int, length: int, device: torch.device, dtype: torch.dtype):
+        shape = (config.layers, batch, config.kv_heads, length, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: DecoderConfig):
+        super().__init__()
+        self.c = c
+        self.q_proj = nn.Linear(c.dim, c.heads * c.head_dim, bias=False)
+        self.k_proj = nn.Linear(c.dim, c.kv_heads * c.head_dim, bias=False)
+        self.v_proj = nn.Linear(c.dim, c.kv_heads * c.head_dim, bias=False)
+        self.o_proj = nn.Linear(c.heads * c.head_dim, c.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        c = self.c
+        q = self.q_proj(x).view(b, t, c.heads, c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        pos = 0
+        if cache is not None:
+            pos = cache.pos
+            cache.k[layer, :, :, pos : pos + t] = k
+            cache.v[layer, :, :, pos : pos + t] = v
+            k, v = cache.k[layer, :, :, : pos + t], cache.v[layer, :, :, : pos + t]
+        if c.kv_heads != c.heads:
+            k = k.repeat_interleave(c.heads // c.kv_heads, dim=1)
+            v = v.repeat_interleave(c.heads // c.kv_heads, dim=1)
+        mask, causal = None, False
+        if t > 1 and pos == 0:
+            causal = True
+        elif t > 1:  # a block of new tokens after cached ones: causal within the block
+            mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        dropout = c.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, c.heads * c.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, c: DecoderConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.dim, c.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(c.dim, c.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(c.ffn_dim, c.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: DecoderConfig):
+        super().__init__()
+        self.self_attn, self.mlp = Attention(c), MLP(c)
+        self.input_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def forward(self, x, cos, sin, layer, cache):
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin, layer, cache))
+        return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+
+
+class Body(nn.Module):
+    def __init__(self, c: DecoderConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(Block(c) for _ in range(c.layers))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: DecoderConfig, task: dict[str, Any] | None = None):
+        super().__init__()
+        self.config = config
+        self.task = task or {}  # what the ids mean (saved with the weights; see audiolm.lm.sequences)
+        self.model = Body(config)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, config.head_dim, 2).float() / config.head_dim)
+        angles = torch.outer(torch.arange(config.max_positions).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        self.apply(self._init)
+        for block in self.model.layers:  # residual branches scaled down with depth (GPT-2)
+            for proj in (block.self_attn.o_proj, block.mlp.down_proj):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def new_cache(self, batch: int, length: int) -> KVCache:
+        if length > self.config.max_positions:
+            raise ValueError(f"a sequence of {length} tokens is longer than the model's {self.config.max_positions} positions")
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else self.lm_head.weight.dtype
+        return KVCache(self.config, batch, length, self.lm_head.weight.device, dtype)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None, select: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """ids [b, t] -> logits [b, t, vocab]; with `select` (bool [b, t]) only those positions' logits
+        [n, vocab] (the loss needs no logits for the conditioning part); `last_only` -> [b, 1, vocab]."""
+        b, t = ids.shape
+        pos = cache.pos if cache is not None else 0
+        if pos + t > self.config.max_positions:
+            raise ValueError(f"position {pos + t} is beyond the model's {self.config.max_positions} positions")
+        x = self.model.embed_tokens(ids)
+        cos, sin = self.rope_cos[pos : pos + t].to(x.dtype), self.rope_sin[pos : pos + t].to(x.dtype)
+        for i, block in enumerate(self.model.layers):
+            x = block(x, cos, sin, i, cache)
+        if cache is not None:
+            cache.pos += t
+        x = self.model.norm(x)
+        if select is not None:
+            x = x[select]
+        elif last_only:
+            x = x[:, -1:]
+        return self.lm_head(x)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        with atomic_dir(directory) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps({"decoder": asdict(self.config), "task": self.task}, indent=2) + "\n")
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> Decoder:
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).exists():
+            raise FileNotFoundError(f"{directory}: not a language model folder (no {CONFIG_NAME})")
+        values = json.loads((directory / CONFIG_NAME).read_text())
+        model = cls(DecoderConfig(**values["decoder"]), values.get("task"))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        return model.eval()

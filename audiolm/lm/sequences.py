@@ -1,0 +1,156 @@
+"""What the three language models read and predict, in one place.
+
+Every sequence is `BOS <conditioning> SEP <targets>` over a window of time (the semantic task has no
+conditioning part and no SEP):
+
+    semantic  BOS s s s ...                                    p(semantic)
+    coarse    BOS s s s ... SEP c0 c1 c0 c1 ...                p(coarse codebooks | semantic of the window)
+    fine      BOS c0 c1 c0 c1 ... SEP f2 f3 .. f7 f2 f3 ..     p(fine codebooks | coarse of the window)
+
+Windows are chosen in the frames of the stream the task predicts and mapped to the other stream by
+time (`tokens.frames_at`), so 50 Hz semantic ids and 75 Hz codec frames line up. Generation builds
+the same sequence with only the first `known` target frames present, and continues it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from audiolm.tokens import TokenLayout, dedup, frames_at
+
+TASKS = ("semantic", "coarse", "fine")
+
+
+@dataclass
+class TaskSpec:
+    task: str
+    layout: TokenLayout
+    semantic_rate: float  # Hz
+    acoustic_rate: float  # Hz
+    window_seconds: float
+    dedup: bool = False  # semantic task only: ids with consecutive repeats removed
+    mean_run: float = 1.0  # average repeat length of semantic ids (re-expands deduplicated ids)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown language-model task {self.task!r} (known: {', '.join(TASKS)})")
+
+    @property
+    def rate(self) -> float:
+        """Frames per second of the stream this task predicts."""
+        return self.semantic_rate if self.task == "semantic" else self.acoustic_rate
+
+    @property
+    def window(self) -> int:
+        """Window length in frames of the predicted stream."""
+        return max(1, round(self.window_seconds * self.rate))
+
+    @property
+    def codebooks(self) -> range:
+        return self.layout.codebooks("fine" if self.task == "fine" else "coarse")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return 1 if self.task == "semantic" else len(self.codebooks)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.layout.task_vocab_size(self.task)
+
+    def max_length(self) -> int:
+        """Longest sequence a window can make (sizes the model's positions)."""
+        w = self.window
+        if self.task == "semantic":
+            return w + 2
+        cond = frames_at(w, self.acoustic_rate, self.semantic_rate) + 1 if self.task == "coarse" else w * self.layout.coarse_codebooks
+        return cond + 2 + w * self.tokens_per_frame
+
+    def allowed(self, position: int) -> tuple[int, int]:
+        """Id range the model may emit at `position` of the target part (which starts at a frame)."""
+        if self.task == "semantic":
+            return self.layout.semantic_range
+        return self.layout.position_range(self.codebooks, position)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["layout"] = asdict(self.layout)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TaskSpec:
+        return cls(**{**values, "layout": TokenLayout(**values["layout"])})
+
+    # -- sequences ----------------------------------------------------------------------------
+    def build(self, semantic: np.ndarray, codes: np.ndarray | None, start: int, end: int,
+              known: int | None = None) -> tuple[np.ndarray, int]:
+        """The sequence for frames [start, end) of the predicted stream, with the first `known` target
+        frames (all by default). Returns (ids, index of the first target id)."""
+        L = self.layout
+        known = end - start if known is None else known
+        if self.task == "semantic":
+            ids = np.asarray(semantic[start : start + known])
+            ids = dedup(ids) if self.dedup else ids
+            return np.concatenate(([L.BOS], L.semantic_ids(ids))).astype(np.int64), 1
+        codes = np.asarray(codes)
+        if self.task == "coarse":
+            s0, s1 = (frames_at(f, self.acoustic_rate, self.semantic_rate) for f in (start, end))
+            cond = L.semantic_ids(np.asarray(semantic)[s0:s1])
+        else:
+            cond = L.flatten(codes[: L.coarse_codebooks, start:end], L.codebooks("coarse"))
+        target = L.flatten(codes[self.codebooks.start : self.codebooks.stop, start : start + known], self.codebooks)
+        ids = np.concatenate(([L.BOS], cond, [L.SEP], target)).astype(np.int64)
+        return ids, len(cond) + 2
+
+    def length(self, semantic: np.ndarray, codes: np.ndarray | None) -> int:
+        """Frames of the predicted stream in an utterance."""
+        return len(semantic) if self.task == "semantic" else np.asarray(codes).shape[-1]
+
+    def training_example(self, semantic: np.ndarray, codes: np.ndarray | None,
+                         rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """A random window (a random crop of a long utterance, the whole of a short one)."""
+        n = self.length(semantic, codes)
+        start = int(rng.integers(0, max(0, n - self.window) + 1))
+        return self.build(semantic, codes, start, min(n, start + self.window))
+
+    def eval_windows(self, semantic: np.ndarray, codes: np.ndarray | None) -> list[tuple[np.ndarray, int]]:
+        """Consecutive non-overlapping windows covering an utterance (deterministic)."""
+        n = self.length(semantic, codes)
+        return [self.build(semantic, codes, s, min(n, s + self.window)) for s in range(0, n, self.window)]
+
+    def targets(self, semantic: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+        """All ids this task predicts in an utterance, in order (for unigram statistics)."""
+        ids, first = self.build(semantic, codes, 0, self.length(semantic, codes))
+        return ids[first:]
+
+
+def mean_run_length(sequences: list[np.ndarray]) -> float:
+    """Average number of frames a semantic id is repeated for (frames / deduplicated ids)."""
+    frames = sum(len(s) for s in sequences)
+    runs = sum(len(dedup(s)) for s in sequences)
+    return frames / max(1, runs)
+
+
+def expand_runs(ids: np.ndarray, mean_run: float, frames: int) -> np.ndarray:
+    """Deduplicated ids back to `frames` time-aligned frames, each id held for `mean_run` frames."""
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return ids
+    position = np.minimum((np.arange(frames) / mean_run).astype(np.int64), ids.size - 1)
+    return ids[position]
+
+
+def unigram_perplexity(spec: TaskSpec, train_targets: list[np.ndarray], heldout_targets: list[np.ndarray]) -> float:
+    """Perplexity of held-out targets under train-split unigram frequencies (add-one smoothing).
+    For acoustic tasks each codebook has its own unigram, so the baseline knows the codebook of every
+    position as the LM does."""
+    counts = np.ones(spec.vocab_size, dtype=np.float64)
+    np.add.at(counts, np.concatenate(train_targets), 1)
+    log_prob = np.zeros(spec.vocab_size)
+    groups = [spec.layout.semantic_range] if spec.task == "semantic" else [
+        (spec.layout.codebook_offset(q), spec.layout.codebook_offset(q + 1)) for q in spec.codebooks]
+    for a, b in groups:
+        log_prob[a:b] = np.log(counts[a:b] / counts[a:b].sum())
+    held = np.concatenate(heldout_targets)
+    return float(np.exp(-log_prob[held].mean()))

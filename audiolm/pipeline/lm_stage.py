@@ -1,0 +1,126 @@
+"""Stage 3: train the semantic, coarse and fine language models on the token dataset.
+
+Outputs per task: `runs/<name>/lm-<task>/` (the model, loadable with `Decoder.from_pretrained`,
+with its `TaskSpec` inside) and `runs/<name>/lm-<task>-train/` (checkpoints, TensorBoard,
+log.jsonl; a killed run resumes from the last checkpoint). The held-out perplexity and the unigram
+perplexity of the same tokens are recorded in each model's stage.json.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from audiolm.config import LMConfig, PipelineConfig, config_hash
+from audiolm.lm.model import Decoder, DecoderConfig
+from audiolm.lm.sequences import TASKS, TaskSpec, mean_run_length, unigram_perplexity
+from audiolm.pipeline import rundir
+from audiolm.tokens import TokenLayout
+from audiolm.train.lm_task import LMTask, Utterance
+from audiolm.train.trainer import Trainer
+
+
+def tokens_dir(cfg: PipelineConfig) -> Path:
+    return cfg.run_dir / "tokens"
+
+
+def read_tokens(cfg: PipelineConfig) -> tuple[datasets.DatasetDict, dict]:
+    folder = tokens_dir(cfg)
+    marker = rundir.read_marker(folder)
+    if marker is None or "acoustic_hash" not in marker:
+        raise FileNotFoundError(f"{folder}: no semantic and acoustic tokens yet; run stages 1 and 2 first (make stage-2)")
+    return datasets.load_from_disk(str(folder)), marker
+
+
+def layout_of(cfg: PipelineConfig, marker: dict) -> TokenLayout:
+    return TokenLayout(semantic_size=marker["semantic_vocab_size"], codebook_size=marker["acoustic_codebook_size"],
+                       num_codebooks=marker["acoustic_num_codebooks"], coarse_codebooks=cfg.lm.coarse_codebooks)
+
+
+def utterances(ds: datasets.Dataset, indices: list[int] | None = None) -> list[Utterance]:
+    rows = ds.select_columns(["semantic", "acoustic_codes"])
+    if indices is not None:
+        rows = rows.select(indices)
+    return [(np.asarray(r["semantic"], dtype=np.int64), np.asarray(r["acoustic_codes"], dtype=np.int64)) for r in rows]
+
+
+def heldout_indices(num_rows: int, wanted: int) -> list[int]:
+    """Spread over the split (held-out utterances are grouped by sentence or voice)."""
+    if not wanted or wanted >= num_rows:
+        return list(range(num_rows))
+    return np.linspace(0, num_rows - 1, wanted).round().astype(int).tolist()
+
+
+def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance]) -> TaskSpec:
+    lm: LMConfig = getattr(cfg.lm, task)
+    dedup = task == "semantic" and cfg.lm.semantic_dedup
+    return TaskSpec(task=task, layout=layout_of(cfg, marker), semantic_rate=marker["semantic_frame_rate"],
+                    acoustic_rate=marker["acoustic_frame_rate"], window_seconds=lm.window_seconds, dedup=dedup,
+                    mean_run=mean_run_length([s for s, _ in train]))
+
+
+def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
+    return config_hash("lm", task, getattr(cfg.lm, task), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances,
+                       cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"])
+
+
+def build_model(spec: TaskSpec, lm: LMConfig) -> Decoder:
+    return Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=lm.dim, layers=lm.layers, heads=lm.heads,
+                                 kv_heads=lm.kv_heads, ffn_dim=lm.ffn_dim, dropout=lm.dropout,
+                                 max_positions=spec.max_length()), task=spec.to_dict())
+
+
+def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance], heldout: list[Utterance],
+             out: Path) -> dict:
+    lm: LMConfig = getattr(cfg.lm, task)
+    spec = task_spec(cfg, task, marker, train)
+    torch.manual_seed(lm.train.seed)
+    model = build_model(spec, lm)
+    work = cfg.run_dir / f"lm-{task}-train"
+    rundir.prepare_partial(work, lm_hash(cfg, task, marker), f"lm-{task}-train")
+    lm_task = LMTask(model, spec, lm.train, train, heldout)
+    print(f"stage 3 ({task} LM): {model.num_parameters() / 1e6:.1f}M parameters, vocabulary {spec.vocab_size}, "
+          f"windows of {lm.window_seconds:g} s (up to {spec.max_length()} tokens), {lm.train.steps} steps")
+    trainer = Trainer(lm_task, lm.train, work, betas=(0.9, 0.95))
+    start = time.monotonic()
+    first_step = trainer.step
+    trainer.fit(on_eval=lambda m: tqdm.write(f"  step {trainer.step}: held-out loss {m['loss']:.3f}, "
+                                             f"perplexity {m['perplexity']:.1f}"))
+    seconds = time.monotonic() - start
+    model = trainer.accelerator.unwrap_model(lm_task.models["lm"]).cpu().eval()
+    metrics = lm_task.evaluate()
+    unigram = unigram_perplexity(spec, [spec.targets(*u) for u in train], [spec.targets(*u) for u in heldout])
+    model.save_pretrained(out)
+    info = {"task": task, "parameters": model.num_parameters(), "steps": trainer.step,
+            "heldout_loss": metrics["loss"], "heldout_perplexity": metrics["perplexity"],
+            "unigram_perplexity": unigram, "heldout_utterances": len(heldout),
+            "train_seconds": round(seconds, 1), "steps_this_run": trainer.step - first_step}
+    print(f"stage 3 ({task} LM): held-out perplexity {metrics['perplexity']:.2f} vs unigram {unigram:.2f}")
+    return info
+
+
+def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None) -> Path:
+    tasks = tasks or list(TASKS)
+    for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    ds, marker = read_tokens(cfg)
+    train = heldout = None
+    for task in tasks:
+        out = cfg.run_dir / f"lm-{task}"
+        digest = lm_hash(cfg, task, marker)
+        if not force and rundir.is_up_to_date(out, digest):
+            print(f"stage 3 ({task} LM): {out} is up to date")
+            continue
+        if train is None:
+            train = utterances(ds["train"])
+            heldout = utterances(ds["heldout"], heldout_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
+        info = train_lm(cfg, task, marker, train, heldout, out)
+        rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
+        rundir.write_resolved_config(cfg, out)
+    return cfg.run_dir

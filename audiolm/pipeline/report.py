@@ -1,0 +1,130 @@
+"""`runs/<name>/report.md`: what a run produced and how good it is, with figures (PNG): the three
+LMs' loss curves, and log-mel spectrograms of prompt + continuation next to the semantic-only
+continuation of the same prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiolm import audio
+from audiolm.audio import mel_filters
+from audiolm.config import PipelineConfig
+from audiolm.files import atomic_write_text
+from audiolm.lm.sequences import TASKS
+from audiolm.pipeline import rundir
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=80, bbox_inches="tight", format="png")
+    tmp.replace(path)
+
+
+def log_mel(wav: np.ndarray, sample_rate: int, n_fft: int = 1024, mels: int = 80) -> np.ndarray:
+    x = torch.from_numpy(np.asarray(wav, dtype=np.float32))
+    spec = torch.stft(x, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs().pow(2)
+    return torch.log10(spec.T @ mel_filters(sample_rate, n_fft, mels) + 1e-6).T.numpy()
+
+
+def loss_curves(run_dir: Path, path: Path) -> bool:
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3))
+    drawn = False
+    for ax, task in zip(axes, TASKS, strict=True):
+        log = run_dir / f"lm-{task}-train" / "log.jsonl"
+        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        for key, label in (("loss", "train"), ("eval/loss", "held-out")):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points), label=label, marker="o" if label == "held-out" else None)
+                drawn = True
+        ax.set_title(f"{task} LM")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy (nats)")
+        ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return drawn
+
+
+def spectrograms(folder: Path, example: str, prompt_seconds: float, path: Path) -> None:
+    plt = _figure()
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for ax, (kind, title) in zip(axes, (("full", "prompt | continuation"),
+                                        ("semantic-only", "semantic ids only (no acoustic prompt): continuation")),
+                                 strict=True):
+        wav, rate = audio.load(folder / f"{example}.{kind}.wav")
+        offset = prompt_seconds if kind == "semantic-only" else 0.0
+        spec = log_mel(wav, rate)
+        seconds = len(wav) / rate
+        ax.imshow(spec, origin="lower", aspect="auto", extent=(offset, offset + seconds, 0, spec.shape[0]), cmap="magma")
+        ax.axvline(prompt_seconds, color="white", linestyle="--")
+        ax.set_title(f"{example}: {title}")
+        ax.set_ylabel("mel band")
+    axes[-1].set_xlabel("seconds")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def write(cfg: PipelineConfig, results: dict) -> Path:
+    run_dir = cfg.run_dir
+    figures = run_dir / "report"
+    figures.mkdir(parents=True, exist_ok=True)
+    c = cfg.continuation
+    lines = [f"# Run `{cfg.name}`", "",
+             f"Held-out prompts of {c.prompt_seconds:g} s continued by {c.seconds:g} s "
+             f"(semantic -> coarse -> fine -> codec). Sampling temperature / top-k / top-p: "
+             + ", ".join(f"{t} {s.temperature:g}/{s.top_k}/{s.top_p:g}" for t, s in
+                         (("semantic", c.semantic), ("coarse", c.coarse), ("fine", c.fine))) + ".", "",
+             "## Language models (stage 3)", "",
+             "| LM | parameters | steps | held-out perplexity | unigram perplexity |", "|---|---|---|---|---|"]
+    for task in TASKS:
+        m = rundir.read_marker(run_dir / f"lm-{task}") or {}
+        if m:
+            lines.append(f"| {task} | {m['parameters'] / 1e6:.1f}M | {m['steps']} | {m['heldout_perplexity']:.2f} | "
+                         f"{m['unigram_perplexity']:.2f} |")
+    lines += ["", "Unigram perplexity: train-split frequencies of the same held-out targets (per codebook for the "
+              "acoustic LMs). Perplexities are per token of the LM's own targets.", ""]
+    if loss_curves(run_dir, figures / "loss_curves.png"):
+        lines += ["![loss curves](report/loss_curves.png)", ""]
+    acc = results["speaker_accuracy"]
+    lines += ["## Does the continuation keep the prompt's voice? (stage 4)", "",
+              f"A speaker classifier (log-mel statistics, logistic regression, `audiolm.eval.speaker`) trained on the "
+              f"train split assigns {results['prompts']} continuations of held-out prompts ({results['voices']} voices) "
+              f"to the prompt's voice:", "",
+              "| condition | speaker accuracy |", "|---|---|",
+              f"| the prompts themselves (classifier check) | {acc['prompt']:.1%} |",
+              f"| continuation, with the acoustic prompt | {acc['continuation']:.1%} |",
+              f"| continuation, semantic ids only | {acc['semantic-only']:.1%} |",
+              f"| chance | {results['chance']:.1%} |", "",
+              "AudioLM (Table III) reports 92.6% and 3.2% for these two conditions.", "",
+              f"Continuation lengths {results['continuation_seconds']['min']:.3f}-"
+              f"{results['continuation_seconds']['max']:.3f} s ({c.seconds:g} s asked); RMS level min "
+              f"{results['continuation_rms']['min']:.4f}, median {results['continuation_rms']['median']:.4f}."]
+    if "generation_real_time_factor" in results:
+        lines.append(f"Generation ran at {results['generation_real_time_factor']:.2f}x real time "
+                     f"(both conditions, batches of {c.batch_size}).")
+    lines += ["", "## Examples", ""]
+    for example in results["examples"][: c.report_examples]:
+        spectrograms(run_dir / "continuations", example, c.prompt_seconds, figures / f"{example}.png")
+        lines += [f"### {example}", "",
+                  f"[prompt](continuations/{example}.prompt.wav) · [continuation](continuations/{example}.continuation.wav)"
+                  f" · [prompt + continuation](continuations/{example}.full.wav) · "
+                  f"[semantic-only continuation](continuations/{example}.semantic-only.wav)", "",
+                  f"![{example}](report/{example}.png)", ""]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,82 @@
+"""Training any of the three language models on the one trainer. The task (semantic, coarse, fine)
+only changes which sequences `TaskSpec` builds; batching, loss and evaluation are shared.
+
+Batches are length-bucketed: a random anchor in the length-sorted train set and its neighbours, each
+a random window of its utterance, padded on the right (padding is never a target and, with causal
+attention, never seen by a real position). Like the codec's, a batch is a pure function of the step
+and the seed, so a resumed run sees exactly the data an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from audiolm.config import TrainConfig
+from audiolm.lm.model import Decoder
+from audiolm.lm.sequences import TaskSpec
+from audiolm.tokens import TokenLayout
+from audiolm.train.trainer import Update
+
+Utterance = tuple[np.ndarray, np.ndarray | None]  # (semantic ids, codes [k, t] or None)
+
+
+def pad_batch(examples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(ids, first target)] -> ids [b, t] padded with PAD, and a bool mask of the positions whose
+    next id is a target (where the loss is taken)."""
+    longest = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), longest), TokenLayout.PAD, dtype=torch.long)
+    predicts = torch.zeros(len(examples), longest, dtype=torch.bool)
+    for row, (seq, first) in enumerate(examples):
+        ids[row, : len(seq)] = torch.from_numpy(seq)
+        predicts[row, first - 1 : len(seq) - 1] = True
+    return ids, predicts
+
+
+def sequence_loss(model: Decoder, ids: torch.Tensor, predicts: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    logits = model(ids, select=predicts)
+    targets = ids[:, 1:][predicts[:, :-1]]
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+
+class LMTask:
+    def __init__(self, model: Decoder, spec: TaskSpec, cfg: TrainConfig, train: list[Utterance],
+                 heldout: list[Utterance]):
+        self.models = {"lm": model}
+        self.spec, self.cfg = spec, cfg
+        self.train = train
+        self.by_length = np.argsort([spec.length(s, c) for s, c in train], kind="stable")
+        self.heldout_windows = [w for s, c in heldout for w in spec.eval_windows(s, c)]
+
+    def batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.cfg.seed, step, micro])
+        size = min(self.cfg.batch_size, len(self.train))
+        anchor = int(rng.integers(0, len(self.train) - size + 1))
+        picks = self.by_length[anchor : anchor + size]
+        return pad_batch([self.spec.training_example(*self.train[i], rng) for i in picks])
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int, update: Update) -> dict[str, float]:
+        model = self.models["lm"]
+        device = next(model.parameters()).device
+        ids, predicts = (t.to(device) for t in batch)
+        loss = sequence_loss(model, ids, predicts)
+        update("lm", loss)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def evaluate(self, batch_size: int = 16) -> dict[str, float]:
+        """Mean loss per target id over the held-out windows, and its perplexity."""
+        model = self.models["lm"]
+        model.eval()
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        windows = sorted(self.heldout_windows, key=lambda w: len(w[0]))
+        for i in range(0, len(windows), batch_size):
+            ids, predicts = (t.to(device) for t in pad_batch(windows[i : i + batch_size]))
+            total += sequence_loss(model, ids, predicts, reduction="sum").item()
+            count += int(predicts.sum())
+        loss = total / max(1, count)
+        return {"loss": loss, "perplexity": math.exp(loss)}

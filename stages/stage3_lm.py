@@ -1,0 +1,12 @@
+"""Stage 3: train the semantic, coarse and fine language models (all three unless --task is given)."""
+
+import sys
+
+from audiolm.lm.sequences import TASKS
+from audiolm.pipeline import lm_stage
+from audiolm.pipeline.cli import stage_main
+
+if __name__ == "__main__":
+    sys.exit(stage_main(lm_stage.run, __doc__, options={
+        "--task": dict(dest="tasks", action="append", choices=TASKS,
+                       help="train only this language model (repeatable; default: all three)")}))
