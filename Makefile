@@ -28,13 +28,17 @@ stage-1: stage-0
 stage-2: stage-1
 	$(PY) -m stages.stage2_codec $(STAGE_ARGS)
 
-stage-3 stage-4:
-	@echo "$@ is not implemented yet (language models and continuation: issue 4)"; exit 2
+# TASK=semantic|coarse|fine trains one language model only (default: all three).
+stage-3: stage-2
+	$(PY) -m stages.stage3_lm $(if $(TASK),--task $(TASK)) $(STAGE_ARGS)
+
+stage-4: stage-3
+	$(PY) -m stages.stage4_continue $(STAGE_ARGS)
 
 demo: PIPELINE = pipelines/demo.yaml
-demo: stage-2
-	@echo "demo: stages 0-2 done (corpus, semantic tokens, codec and acoustic codes in runs/demo/)."
-	@echo "demo: next to come: stage 3 (language models), stage 4 (continuation)."
+demo: stage-4
+	@echo "demo: done. Continuations: runs/demo/continuations/ (<id>.prompt.wav, <id>.continuation.wav, <id>.full.wav)"
+	@echo "demo: report (perplexities, speaker accuracy, spectrograms, loss curves): runs/demo/report.md"
 
 test: install
 	$(PY) -m pytest -q -m "not slow"

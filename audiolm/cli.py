@@ -4,6 +4,8 @@
     audiolm encode --codec runs/demo/codec IN.wav [...] -o OUTDIR [--num-codebooks K]
     audiolm decode --codec runs/demo/codec CODES.npy [...] -o OUTDIR
     audiolm codec-eval --codec runs/demo/codec --data runs/demo/corpus [--num-codebooks 1 2 4 8]
+    audiolm continue PROMPT.wav -o OUT.wav --model runs/demo [--seconds 4] [--temperature T] [--top-k K]
+                     [--top-p P] [--seed S] [--include-prompt]
 
 Bad input files are reported one line each (file and problem) and the command exits
 non-zero; the files that were fine are still written.
@@ -122,6 +124,27 @@ def _codec_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _continue(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from audiolm.continuation import AudioLM
+
+    wav, rate = audio.load(args.prompt)  # before loading the model: a bad prompt fails fast
+    model = AudioLM.from_pretrained(args.model, args.revision)
+    asked = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
+    sampling = None
+    if asked:
+        sampling = {t: dataclasses.replace(s, **asked) for t, s in model.sampling.items()}
+    try:
+        out = model.continue_speech(wav, rate, args.seconds, args.seed, args.include_prompt, sampling)
+    except audio.AudioError as err:
+        raise audio.AudioError(args.prompt, err.problem) from None
+    audio.save(args.output, out, model.codec.sample_rate)
+    print(f"{args.prompt} -> {args.output} ({len(out) / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz"
+          f"{', prompt included' if args.include_prompt else ''})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiolm", description="Token-based audio language model pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-codebooks", type=int, nargs="+", default=[1, 2, 4, 8])
     evaluate.add_argument("--max-clips", type=int, default=40)
     evaluate.set_defaults(func=_codec_eval)
+    cont = commands.add_parser("continue", help="continue speech from a prompt (semantic -> coarse -> fine -> codec)")
+    cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
+    cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    cont.add_argument("--model", required=True, help="a run folder (runs/demo) or a Hub id with the same layout")
+    cont.add_argument("--revision", default=None, help="Hub revision")
+    cont.add_argument("--seconds", type=float, default=4.0, help="seconds to generate (default: %(default)s)")
+    cont.add_argument("--temperature", type=float, default=None, help="all three stages (default: the run's config)")
+    cont.add_argument("--top-k", type=int, default=None)
+    cont.add_argument("--top-p", type=float, default=None)
+    cont.add_argument("--seed", type=int, default=0)
+    cont.add_argument("--include-prompt", action="store_true", help="write prompt + continuation")
+    cont.set_defaults(func=_continue)
     return parser
 
 

@@ -18,7 +18,7 @@ import torch
 
 from audiolm.audio import AudioError, resample
 from audiolm.codec import Codec, load_codec
-from audiolm.config import SamplingConfig
+from audiolm.config import SamplingConfig, load_config
 from audiolm.lm.generate import continue_stream
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TaskSpec, expand_runs
@@ -26,6 +26,14 @@ from audiolm.semantic.tokenizer import SemanticTokenizer
 from audiolm.tokens import dedup, frames_at
 
 COMPONENTS = {"semantic": "semantic", "codec": "codec", **{t: f"lm-{t}" for t in TASKS}}
+
+
+def _run_sampling(config_file: Path) -> dict[str, SamplingConfig] | None:
+    """The sampling settings of the pipeline that trained the models (its stage-4 section)."""
+    if not config_file.exists():
+        return None
+    continuation = load_config(config_file).continuation
+    return {t: getattr(continuation, t) for t in TASKS}
 
 
 @dataclass
@@ -40,8 +48,10 @@ class Continuation:
 
 
 class AudioLM:
-    def __init__(self, tokenizer: SemanticTokenizer, codec: Codec, models: dict[str, Decoder], device: str = "cpu"):
+    def __init__(self, tokenizer: SemanticTokenizer, codec: Codec, models: dict[str, Decoder], device: str = "cpu",
+                 sampling: dict[str, SamplingConfig] | None = None):
         self.tokenizer, self.codec = tokenizer, codec.to(device).eval()
+        self.sampling = {t: (sampling or {}).get(t, SamplingConfig()) for t in TASKS}  # defaults of continue_*
         self.models = {t: models[t].to(device).eval() for t in TASKS}
         self.specs = {t: TaskSpec.from_dict(self.models[t].task) for t in TASKS}
         self.device = device
@@ -78,7 +88,8 @@ class AudioLM:
                                         f"{', '.join(COMPONENTS.values())}; run stages 1-3 to make one)")
         tokenizer = SemanticTokenizer.from_pretrained(path / "semantic", device=device)
         codec = load_codec(path / "codec")
-        return cls(tokenizer, codec, {t: Decoder.from_pretrained(path / f"lm-{t}") for t in TASKS}, device)
+        models = {t: Decoder.from_pretrained(path / f"lm-{t}") for t in TASKS}
+        return cls(tokenizer, codec, models, device, _run_sampling(path / "lm-semantic" / "config.yaml"))
 
     # -- generation ------------------------------------------------------------------------------
     def continue_speech(self, wav: np.ndarray, sample_rate: int, seconds: float = 4.0, seed: int = 0,
@@ -98,11 +109,11 @@ class AudioLM:
         """Several prompts at once; prompts of equal length in codec frames are generated together.
         With `acoustic_prompt=False` the codec codes of the prompt are withheld from the coarse and
         fine LMs (AudioLM's semantic-only condition: the voice cannot be carried over)."""
-        sampling = sampling or {}
+        sampling = {**self.sampling, **(sampling or {})}
         frames = [self.prompt_frames(len(w), sample_rate) for w in wavs]
         for n in frames:
             if n < 1:
-                raise AudioError(f"the prompt is shorter than one codec frame ({1 / self.codec.frame_rate * 1000:.0f} ms)")
+                raise AudioError("prompt", f"shorter than one codec frame ({1000 / self.codec.frame_rate:.0f} ms)")
         results: list[Continuation | None] = [None] * len(wavs)
         generator = torch.Generator(self.device).manual_seed(seed)
         for length in sorted(set(frames)):
@@ -111,6 +122,18 @@ class AudioLM:
                                                              sampling, acoustic_prompt, generator), strict=True):
                 results[i] = result
         return results
+
+    @torch.no_grad()
+    def encode(self, wav: np.ndarray) -> np.ndarray:
+        """Audio at the codec's rate -> codes [k, t] (whole frames)."""
+        codes = self.codec.encode(torch.from_numpy(np.asarray(wav, dtype=np.float32))[None].to(self.device))
+        return codes[0, :, : self.prompt_frames(len(wav), self.codec.sample_rate)].cpu().numpy()
+
+    @torch.no_grad()
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes [k, t] -> audio at the codec's rate."""
+        codes = torch.from_numpy(np.asarray(codes, dtype=np.int64))[None].to(self.device)
+        return self.codec.decode(codes)[0].float().cpu().numpy()
 
     def _samples(self, frames: int) -> int:
         return round(frames * self.codec.sample_rate / self.codec.frame_rate)
@@ -126,14 +149,14 @@ class AudioLM:
         known_s = frames_at(known, rate_a, rate_s)
         semantic = [ids[:known_s] for ids in self.tokenizer.encode(at_tokenizer)]
         if min(len(s) for s in semantic) < 1:
-            raise AudioError("the prompt is too short for the semantic tokenizer (no frame)")
-        semantic = self._continue_semantic(semantic, frames_at(total, rate_a, rate_s), sampling.get("semantic", SamplingConfig()), generator)
+            raise AudioError("prompt", "too short for the semantic tokenizer (not one frame)")
+        semantic = self._continue_semantic(semantic, frames_at(total, rate_a, rate_s), sampling["semantic"], generator)
         codes = np.zeros((len(wavs), self.codec.num_codebooks, total), dtype=np.int64)
         batch = torch.from_numpy(np.stack(at_codec)).float().to(self.device)
         codes[:, :, :known] = self.codec.encode(batch)[:, :, :known].cpu().numpy()
         for task in ("coarse", "fine"):
             codes = continue_stream(self.models[task], self.specs[task], semantic, codes, known if acoustic_prompt else 0,
-                                    total, sampling.get(task, SamplingConfig()), generator)
+                                    total, sampling[task], generator)
         audio = self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
         start, end = self._samples(known), self._samples(total)
         return [Continuation(prompt=p, continuation=audio[i, start:end], sample_rate=self.codec.sample_rate)

@@ -73,3 +73,14 @@ def tiny_run(tmp_path_factory):
     corpus_stage.run(cfg)
     semantic_stage.run(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_continuations(tiny_run):
+    """Stages 2-4 of pipelines/tiny.yaml on top of `tiny_run`; returns the config."""
+    from audiolm.pipeline import codec_stage, continue_stage, lm_stage
+
+    codec_stage.run(tiny_run)
+    lm_stage.run(tiny_run)
+    continue_stage.run(tiny_run)
+    return tiny_run

@@ -2,8 +2,9 @@ import itertools
 import random
 
 import numpy as np
+import pytest
 
-from audiolm.tokens import dedup, edit_distance, normalized_edit_distance
+from audiolm.tokens import TokenLayout, dedup, edit_distance, frames_at, normalized_edit_distance
 
 
 def _reference_levenshtein(a, b):
@@ -36,3 +37,30 @@ def test_normalized_edit_distance_bounds():
     assert normalized_edit_distance([1, 2, 3], [1, 2, 3]) == 0.0
     assert normalized_edit_distance([1, 2, 3], [4, 5, 6]) == 1.0
     assert normalized_edit_distance([], []) == 0.0
+
+
+def test_layout_ranges_are_disjoint_and_round_trip():
+    layout = TokenLayout(semantic_size=10, codebook_size=8, num_codebooks=4, coarse_codebooks=1)
+    assert layout.semantic_range == (4, 14) and layout.vocab_size == 4 + 10 + 32
+    assert [layout.codebook_offset(q) for q in range(5)] == [14, 22, 30, 38, 46]
+    assert layout.task_vocab_size("semantic") == 14 and layout.task_vocab_size("coarse") == 22
+    codes = np.random.default_rng(0).integers(0, 8, (4, 5))
+    for part in ("coarse", "fine"):
+        books = layout.codebooks(part)
+        flat = layout.flatten(codes, books)
+        assert flat.shape == (5 * len(books),)
+        for i, idx in enumerate(flat):  # every id lies in the range of its position's codebook
+            lo, hi = layout.position_range(books, i)
+            assert lo <= idx < hi
+        np.testing.assert_array_equal(layout.unflatten(flat, books), codes[books.start : books.stop])
+    assert layout.flatten(codes, range(0, 4))[:4].tolist() == [codes[q, 0] + layout.codebook_offset(q) for q in range(4)]
+    with pytest.raises(ValueError, match="coarse_codebooks"):
+        TokenLayout(semantic_size=10, codebook_size=8, num_codebooks=4, coarse_codebooks=4)
+
+
+def test_frames_at_aligns_50_and_75_hz_by_time():
+    # 2 semantic frames (50 Hz) last as long as 3 codec frames (75 Hz): boundaries meet every 40 ms.
+    assert [frames_at(f, 75, 50) for f in (0, 3, 6, 75)] == [0, 2, 4, 50]
+    assert [frames_at(s, 50, 75) for s in (0, 2, 4, 50)] == [0, 3, 6, 75]
+    for f in range(200):  # in between: the nearest boundary, never more than half a frame off
+        assert abs(frames_at(f, 75, 50) / 50 - f / 75) <= 0.5 / 50 + 1e-9

@@ -64,7 +64,10 @@ class TaskSpec:
         w = self.window
         if self.task == "semantic":
             return w + 2
-        cond = frames_at(w, self.acoustic_rate, self.semantic_rate) + 1 if self.task == "coarse" else w * self.layout.coarse_codebooks
+        if self.task == "coarse":  # +1: a window's time span may round to one more semantic frame
+            cond = frames_at(w, self.acoustic_rate, self.semantic_rate) + 1
+        else:
+            cond = w * self.layout.coarse_codebooks
         return cond + 2 + w * self.tokens_per_frame
 
     def allowed(self, position: int) -> tuple[int, int]:

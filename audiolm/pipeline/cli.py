@@ -13,7 +13,7 @@ from typing import Any
 import datasets
 
 from audiolm.audio import AudioError
-from audiolm.config import ConfigError, PipelineConfig, load_config
+from audiolm.config import ConfigError, load_config
 
 USER_ERRORS = (ConfigError, AudioError, FileNotFoundError, ValueError)
 

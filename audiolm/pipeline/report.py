@@ -49,7 +49,8 @@ def loss_curves(run_dir: Path, path: Path) -> bool:
         for key, label in (("loss", "train"), ("eval/loss", "held-out")):
             points = [(r["step"], r[key]) for r in rows if key in r]
             if points:
-                ax.plot(*zip(*points), label=label, marker="o" if label == "held-out" else None)
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, label=label, marker="o" if label == "held-out" else None)
                 drawn = True
         ax.set_title(f"{task} LM")
         ax.set_xlabel("step")
@@ -102,11 +103,11 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
         lines += ["![loss curves](report/loss_curves.png)", ""]
     acc = results["speaker_accuracy"]
     lines += ["## Does the continuation keep the prompt's voice? (stage 4)", "",
-              f"A speaker classifier (log-mel statistics, logistic regression, `audiolm.eval.speaker`) trained on the "
-              f"train split assigns {results['prompts']} continuations of held-out prompts ({results['voices']} voices) "
-              f"to the prompt's voice:", "",
+              f"A speaker classifier (log-mel statistics, logistic regression, `audiolm.eval.speaker`) trained on "
+              f"train-split audio as the codec renders it assigns {results['prompts']} continuations of held-out "
+              f"prompts ({results['voices']} voices) to the prompt's voice:", "",
               "| condition | speaker accuracy |", "|---|---|",
-              f"| the prompts themselves (classifier check) | {acc['prompt']:.1%} |",
+              f"| the prompts, resynthesized by the codec (upper bound) | {acc['resynthesized prompt']:.1%} |",
               f"| continuation, with the acoustic prompt | {acc['continuation']:.1%} |",
               f"| continuation, semantic ids only | {acc['semantic-only']:.1%} |",
               f"| chance | {results['chance']:.1%} |", "",

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -49,6 +50,15 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
+def _allow_new_precision(mixed_precision: str) -> None:
+    """accelerate keeps one precision per process; a process that trains a codec in fp32 and then a
+    language model in bf16 (tests, notebooks) needs the accelerator state reset in between. The
+    process-level state (devices, ranks) is kept."""
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices and embeddings only, not on gains and biases (as nanoGPT)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -60,6 +70,7 @@ class Trainer:
     def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, learning_rates: dict[str, float] | None = None,
                  betas: tuple[float, float] = (0.8, 0.99)):
         self.task, self.cfg, self.out_dir = task, cfg, Path(out_dir)
+        _allow_new_precision(cfg.mixed_precision)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                                        cpu=not torch.cuda.is_available())
         names = list(task.models)  # one optimizer per model

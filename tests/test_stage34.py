@@ -1,0 +1,93 @@
+"""Stages 3 and 4 on the tiny pipeline, and `audiolm continue`: continuations exist, have the asked
+length, start with their prompt and are not silent; bad input is one line of error."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiolm import audio
+from audiolm.continuation import AudioLM
+from audiolm.pipeline import continue_stage, lm_stage, rundir
+from tests.conftest import run_cli
+
+
+def test_each_lm_reports_perplexities(tiny_continuations):
+    for task in ("semantic", "coarse", "fine"):
+        marker = rundir.read_marker(tiny_continuations.run_dir / f"lm-{task}")
+        assert marker["steps"] == 20 and np.isfinite(marker["heldout_perplexity"])
+        assert marker["unigram_perplexity"] > 1
+        assert (tiny_continuations.run_dir / f"lm-{task}-train" / "log.jsonl").exists()
+
+
+def test_continuations_have_the_asked_length_and_start_with_their_prompt(tiny_continuations):
+    cfg = tiny_continuations
+    out = cfg.run_dir / "continuations"
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["examples"]) == 4 and results["voices"] == 4  # spread over the voices
+    frame = 1 / 50
+    for example in results["examples"]:
+        prompt, rate = audio.load(out / f"{example}.prompt.wav")
+        cont, _ = audio.load(out / f"{example}.continuation.wav")
+        full, _ = audio.load(out / f"{example}.full.wav")
+        assert abs(len(cont) / rate - cfg.continuation.seconds) <= frame
+        assert abs(len(prompt) / rate - cfg.continuation.prompt_seconds) <= frame
+        np.testing.assert_allclose(full[: len(prompt)], prompt, atol=1e-4)
+        np.testing.assert_allclose(full[len(prompt) :], cont, atol=1e-4)
+        assert np.sqrt(np.mean(cont**2)) > 1e-4  # not silent
+    assert set(results["speaker_accuracy"]) == {"resynthesized prompt", "continuation", "semantic-only"}
+    report = (cfg.run_dir / "report.md").read_text()
+    assert "held-out perplexity" in report and "speaker accuracy" in report
+    assert (cfg.run_dir / "report" / "loss_curves.png").stat().st_size > 1000
+    assert (cfg.run_dir / "report" / f"{results['examples'][0]}.png").exists()
+
+
+def test_stage_3_and_4_are_no_ops_when_up_to_date(tiny_continuations, capsys):
+    lm_stage.run(tiny_continuations)
+    continue_stage.run(tiny_continuations)
+    out = capsys.readouterr().out
+    assert out.count("is up to date") == 4
+
+
+def test_python_api_continues_a_prompt_of_any_rate_and_channels(tiny_continuations, speech):
+    wav, rate = speech  # 22.05 kHz
+    model = AudioLM.from_pretrained(tiny_continuations.run_dir)
+    stereo = np.stack([wav, 0.5 * wav], axis=1)
+    out = model.continue_speech(audio.to_mono(stereo), rate, seconds=0.7, seed=1)
+    assert out.dtype == np.float32 and abs(len(out) / model.codec.sample_rate - 0.7) <= 1 / 50
+    again = model.continue_speech(audio.to_mono(stereo), rate, seconds=0.7, seed=1)
+    np.testing.assert_array_equal(out, again)  # a seed fixes the continuation
+
+
+def test_cli_continue(tiny_continuations, speech_wav, tmp_path):
+    run = tiny_continuations.run_dir
+    out = tmp_path / "out.wav"
+    result = run_cli("continue", speech_wav, "-o", out, "--model", run, "--seconds", 0.5, "--temperature", 0.7,
+                     "--top-p", 0.9, "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    wav, rate = sf.read(out)
+    assert abs(len(wav) / rate - 0.5) <= 1 / 50
+    full = tmp_path / "full.wav"
+    assert run_cli("continue", speech_wav, "-o", full, "--model", run, "--seconds", 0.5, "--include-prompt").returncode == 0
+    prompt_seconds = sf.info(speech_wav).duration
+    assert abs(sf.info(full).duration - prompt_seconds - 0.5) <= 2 / 50
+
+
+@pytest.mark.parametrize("problem", ["short", "corrupt", "missing model"])
+def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio_files, tmp_path):
+    prompt = bad_audio_files[0][0]  # corrupt
+    model = tiny_continuations.run_dir
+    if problem == "short":
+        prompt = tmp_path / "short.wav"
+        sf.write(prompt, np.random.default_rng(0).normal(0, 0.1, 200).astype(np.float32), 16000)  # 12.5 ms < a frame
+    elif problem == "missing model":
+        prompt, model = bad_audio_files[0][0].with_name("speech.wav"), tmp_path / "no-such-run"
+    result = run_cli("continue", prompt, "-o", tmp_path / "out.wav", "--model", model)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    expected = {"short": ("short.wav", "shorter than one codec frame"), "corrupt": ("corrupt.wav", "not a readable audio file"),
+                "missing model": ("no-such-run", "no such model folder")}[problem]
+    assert all(text in lines[0] for text in expected), lines[0]
+    assert not (tmp_path / "out.wav").exists()

@@ -1,0 +1,99 @@
+"""The one trainer on a language-model task: the loss falls on a tiny batch, and an interrupted run
+resumed from its checkpoint ends exactly where an uninterrupted one does."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audiolm.config import TrainConfig
+from audiolm.lm.model import Decoder, DecoderConfig
+from audiolm.lm.sequences import TaskSpec
+from audiolm.tokens import TokenLayout
+from audiolm.train.checkpoint import latest_checkpoint
+from audiolm.train.lm_task import LMTask, pad_batch, sequence_loss
+from audiolm.train.trainer import Trainer
+
+LAYOUT = TokenLayout(semantic_size=16, codebook_size=32, num_codebooks=3, coarse_codebooks=1)
+
+
+def _data(n=6, seed=0):
+    """Utterances with structure to learn: semantic ids walk up by one; codes follow the semantic id."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        frames = int(rng.integers(30, 60))
+        semantic = (np.arange(frames) // 2 + rng.integers(0, 16)) % 16
+        codes = np.stack([(semantic * 2 + q) % 32 for q in range(3)])
+        out.append((semantic, codes))
+    return out
+
+
+def _task(task, steps, data, mixed_precision="no"):
+    spec = TaskSpec(task=task, layout=LAYOUT, semantic_rate=50.0, acoustic_rate=50.0, window_seconds=0.5)
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=32, layers=2, heads=2, max_positions=spec.max_length()))
+    cfg = TrainConfig(steps=steps, batch_size=4, learning_rate=3e-3, warmup_steps=2, checkpoint_every=3, eval_every=1000,
+                      log_every=1, mixed_precision=mixed_precision)
+    return LMTask(model, spec, cfg, data, data[:2]), cfg
+
+
+@pytest.mark.parametrize("task", ["semantic", "coarse", "fine"])
+def test_loss_falls_on_a_tiny_batch(task, tmp_path):
+    data = _data()
+    lm_task, cfg = _task(task, 40, data)
+    fixed = pad_batch([w for s, c in data[:4] for w in lm_task.spec.eval_windows(s, c)])
+    before = sequence_loss(lm_task.models["lm"], *fixed).item()
+    Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
+    after = sequence_loss(lm_task.models["lm"], *fixed).item()
+    assert after < 0.6 * before, (before, after)
+    metrics = lm_task.evaluate()
+    assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
+
+
+def test_loss_is_taken_on_targets_only():
+    data = _data(2)
+    lm_task, _ = _task("coarse", 1, data)
+    ids, predicts = pad_batch([lm_task.spec.training_example(*data[0], np.random.default_rng(0))])
+    first = int(np.flatnonzero((ids[0] == LAYOUT.SEP).numpy())[0]) + 1
+    # the positions that predict: from SEP (which predicts the first code) to the one before the last id
+    assert predicts[0].nonzero()[:, 0].tolist() == list(range(first - 1, int((ids[0] != LAYOUT.PAD).sum()) - 1))
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path):
+    data = _data()
+    full, cfg = _task("coarse", 6, data)
+    Trainer(full, cfg, tmp_path / "full", betas=(0.9, 0.95)).fit()
+
+    part, cfg = _task("coarse", 6, data)
+    doomed = Trainer(part, cfg, tmp_path / "part", betas=(0.9, 0.95))
+    save = doomed.save
+
+    def save_then_die():
+        path = save()
+        if doomed.step == 3:
+            raise KeyboardInterrupt
+        return path
+
+    doomed.save = save_then_die
+    with pytest.raises(KeyboardInterrupt):
+        doomed.fit()
+    assert latest_checkpoint(tmp_path / "part" / "checkpoints").name == "step-0000003"
+    resumed, cfg = _task("coarse", 6, data)
+    trainer = Trainer(resumed, cfg, tmp_path / "part", betas=(0.9, 0.95))
+    trainer.fit()
+    assert trainer.step == 6
+    a, b = full.models["lm"].state_dict(), resumed.models["lm"].state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=key)
+    logs = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_bf16_autocast_trains(tmp_path):
+    data = _data()
+    lm_task, cfg = _task("semantic", 20, data, mixed_precision="bf16")
+    Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
+    assert lm_task.models["lm"].lm_head.weight.dtype == torch.float32  # master weights stay fp32
+    assert np.isfinite(lm_task.evaluate()["loss"])
