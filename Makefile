@@ -48,6 +48,8 @@ test-slow: install
 
 bench: install
 	$(PY) -m benchmarks.semantic_throughput
+	$(PY) -m benchmarks.codec_rtf
+	$(PY) -m benchmarks.lm_speed
 
 lint: install
 	$(VENV)/bin/ruff check audiolm stages tests benchmarks

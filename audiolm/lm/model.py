@@ -174,9 +174,13 @@ class Decoder(nn.Module):
         return KVCache(self.config, batch, length, self.lm_head.weight.device, dtype)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, select: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, vocab_ranges: list[tuple[int, int, torch.Tensor]] | None = None
+                ) -> torch.Tensor | list[torch.Tensor]:
         """ids [b, t] -> logits [b, t, vocab]; with `select` (bool [b, t]) only those positions' logits
-        [n, vocab] (the loss needs no logits for the conditioning part); `last_only` -> [b, 1, vocab]."""
+        [n, vocab] (the loss needs no logits for the conditioning part); `last_only` -> [b, 1, vocab].
+        `vocab_ranges` [(lo, hi, rows)] (with `select`): for each, the logits of ids [lo, hi) at the
+        selected positions `rows` only, a list of [len(rows), hi - lo] (training on the id range a
+        position may hold, as sampling does, without computing the rest)."""
         b, t = ids.shape
         pos = cache.pos if cache is not None else 0
         if pos + t > self.config.max_positions:
@@ -190,6 +194,8 @@ class Decoder(nn.Module):
         x = self.model.norm(x)
         if select is not None:
             x = x[select]
+            if vocab_ranges is not None:
+                return [F.linear(x[rows], self.lm_head.weight[lo:hi]) for lo, hi, rows in vocab_ranges]
         elif last_only:
             x = x[:, -1:]
         return self.lm_head(x)

@@ -76,6 +76,12 @@ class TaskSpec:
             return self.layout.semantic_range
         return self.layout.position_range(self.codebooks, position)
 
+    def target_ranges(self) -> list[tuple[int, int]]:
+        """The id ranges the targets fall in: the semantic ids, or one per predicted codebook."""
+        if self.task == "semantic":
+            return [self.layout.semantic_range]
+        return [(self.layout.codebook_offset(q), self.layout.codebook_offset(q + 1)) for q in self.codebooks]
+
     def to_dict(self) -> dict:
         values = asdict(self)
         values["layout"] = asdict(self.layout)

@@ -36,10 +36,16 @@ def pad_batch(examples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, tor
     return ids, predicts
 
 
-def sequence_loss(model: Decoder, ids: torch.Tensor, predicts: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    logits = model(ids, select=predicts)
+def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: torch.Tensor,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of each target over the id range it belongs to (its codebook's ids, or the
+    semantic ids): the distribution sampling draws from, and a fraction of the full head's cost."""
     targets = ids[:, 1:][predicts[:, :-1]]
-    return F.cross_entropy(logits.float(), targets, reduction=reduction)
+    groups = [(lo, hi, ((targets >= lo) & (targets < hi)).nonzero()[:, 0]) for lo, hi in spec.target_ranges()]
+    logits = model(ids, select=predicts, vocab_ranges=groups)
+    total = sum(F.cross_entropy(out.float(), targets[rows] - lo, reduction="sum")
+                for out, (lo, _, rows) in zip(logits, groups, strict=True))
+    return total / max(1, targets.numel()) if reduction == "mean" else total
 
 
 class LMTask:
@@ -62,7 +68,7 @@ class LMTask:
         model = self.models["lm"]
         device = next(model.parameters()).device
         ids, predicts = (t.to(device) for t in batch)
-        loss = sequence_loss(model, ids, predicts)
+        loss = sequence_loss(model, self.spec, ids, predicts)
         update("lm", loss)
         return {"loss": loss.item()}
 
@@ -76,7 +82,7 @@ class LMTask:
         windows = sorted(self.heldout_windows, key=lambda w: len(w[0]))
         for i in range(0, len(windows), batch_size):
             ids, predicts = (t.to(device) for t in pad_batch(windows[i : i + batch_size]))
-            total += sequence_loss(model, ids, predicts, reduction="sum").item()
+            total += sequence_loss(model, self.spec, ids, predicts, reduction="sum").item()
             count += int(predicts.sum())
         loss = total / max(1, count)
         return {"loss": loss, "perplexity": math.exp(loss)}

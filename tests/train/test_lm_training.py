@@ -44,9 +44,9 @@ def test_loss_falls_on_a_tiny_batch(task, tmp_path):
     data = _data()
     lm_task, cfg = _task(task, 40, data)
     fixed = pad_batch([w for s, c in data[:4] for w in lm_task.spec.eval_windows(s, c)])
-    before = sequence_loss(lm_task.models["lm"], *fixed).item()
+    before = sequence_loss(lm_task.models["lm"], lm_task.spec, *fixed).item()
     Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
-    after = sequence_loss(lm_task.models["lm"], *fixed).item()
+    after = sequence_loss(lm_task.models["lm"], lm_task.spec, *fixed).item()
     assert after < 0.6 * before, (before, after)
     metrics = lm_task.evaluate()
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
@@ -97,3 +97,20 @@ def test_bf16_autocast_trains(tmp_path):
     Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
     assert lm_task.models["lm"].lm_head.weight.dtype == torch.float32  # master weights stay fp32
     assert np.isfinite(lm_task.evaluate()["loss"])
+
+
+def test_range_loss_equals_the_masked_full_softmax():
+    """Training over each target's own id range is the full softmax restricted to that range."""
+    data = _data(3)
+    lm_task, _ = _task("fine", 1, data)
+    ids, predicts = pad_batch([lm_task.spec.training_example(s, c, np.random.default_rng(1)) for s, c in data])
+    model = lm_task.models["lm"]
+    with torch.no_grad():
+        full = model(ids, select=predicts)
+        targets = ids[:, 1:][predicts[:, :-1]]
+        expected = []
+        for logits, target in zip(full, targets, strict=True):
+            lo, hi = next((a, b) for a, b in lm_task.spec.target_ranges() if a <= target < b)
+            expected.append(torch.nn.functional.cross_entropy(logits[lo:hi], target - lo))
+        got = sequence_loss(model, lm_task.spec, ids, predicts)
+    torch.testing.assert_close(got, torch.stack(expected).mean(), atol=1e-5, rtol=1e-5)
