@@ -153,6 +153,7 @@ class LanguageModelsConfig:
 
     coarse_codebooks: int = 4  # the first Qc codebooks are "coarse", the others "fine"
     semantic_dedup: bool = False  # semantic LM on ids with repeats removed (re-expanded by mean run length)
+    pack_speakers: bool = True  # training windows run on into the same speaker's next utterances
     eval_utterances: int = 96  # held-out utterances for perplexities (0 = all)
     semantic: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=10.0))
     coarse: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=4.0))

@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
 from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
 from audiolm.config import load_config
+from benchmarks.timing import median_seconds
 
 
 def _rate(fn, seconds: float, repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return seconds / sorted(times)[len(times) // 2]
+    return seconds / median_seconds(fn, repeats)
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +24,12 @@ from audiolm.config import SamplingConfig, load_config
 from audiolm.lm.generate import generate
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.tokens import TokenLayout
-
-
-def _best(fn, repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from benchmarks.timing import median_seconds
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 1024) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 * 10 / _best(lambda: [a @ b for _ in range(10)])
+    return 2 * n**3 * 10 / median_seconds(lambda: [a @ b for _ in range(10)])
 
 
 def flops_per_token(model: Decoder, length: int) -> float:
@@ -62,14 +52,14 @@ def training_speed(model: Decoder, batch: int, length: int, dtype: str, steps: i
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return batch * (length - 1) * steps / _best(lambda: [step() for _ in range(steps)], repeats=2)
+    return batch * (length - 1) * steps / median_seconds(lambda: [step() for _ in range(steps)], repeats=2)
 
 
 def generation_speed(model: Decoder, batch: int, prompt: int, new: int, use_cache: bool) -> float:
     ids = torch.randint(4, model.config.vocab_size, (batch, prompt))
     greedy = SamplingConfig(temperature=0.0)
     allowed = lambda i: (4, model.config.vocab_size)  # noqa: E731
-    return batch * new / _best(lambda: generate(model, ids, new, allowed, greedy, use_cache=use_cache), repeats=2)
+    return batch * new / median_seconds(lambda: generate(model, ids, new, allowed, greedy, use_cache=use_cache), repeats=2)
 
 
 def transformers_generation_speed(model: Decoder, prompt: int, new: int) -> float:
@@ -83,7 +73,7 @@ def transformers_generation_speed(model: Decoder, prompt: int, new: int) -> floa
     llama.load_state_dict(model.state_dict(), strict=False)
     ids = torch.randint(4, c.vocab_size, (1, prompt))
     with torch.no_grad():
-        return new / _best(lambda: llama.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+        return new / median_seconds(lambda: llama.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                                                   pad_token_id=0), repeats=2)
 
 
@@ -94,7 +84,7 @@ def continuation_rtf(run: Path, prompt_seconds: float, seconds: float, batch: in
     rng = np.random.default_rng(0)
     sr = model.codec.sample_rate
     prompts = [0.1 * rng.standard_normal(int(prompt_seconds * sr)).astype(np.float32) for _ in range(batch)]
-    return batch * seconds / _best(lambda: model.continue_batch(prompts, sr, seconds), repeats=1)
+    return batch * seconds / median_seconds(lambda: model.continue_batch(prompts, sr, seconds), repeats=1)
 
 
 def main() -> None:

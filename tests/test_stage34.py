@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolm import audio
-from audiolm.continuation import AudioLM
+from audiolm import AudioLM, audio
 from audiolm.pipeline import continue_stage, lm_stage, rundir
 from tests.conftest import run_cli
 
@@ -91,3 +90,13 @@ def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio
                 "missing model": ("no-such-run", "no such model folder")}[problem]
     assert all(text in lines[0] for text in expected), lines[0]
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_deduplicated_semantic_ids_are_re_expanded_to_the_asked_length(tiny_continuations, speech):
+    import dataclasses
+
+    wav, rate = speech
+    model = AudioLM.from_pretrained(tiny_continuations.run_dir)
+    model.specs["semantic"] = dataclasses.replace(model.specs["semantic"], dedup=True, mean_run=2.5)
+    (out,) = model.continue_batch([wav], rate, seconds=0.8, seed=0)
+    assert abs(len(out.continuation) / out.sample_rate - 0.8) <= 1 / 50

@@ -116,12 +116,28 @@ class TaskSpec:
         """Frames of the predicted stream in an utterance."""
         return len(semantic) if self.task == "semantic" else np.asarray(codes).shape[-1]
 
-    def training_example(self, semantic: np.ndarray, codes: np.ndarray | None,
-                         rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """A random window (a random crop of a long utterance, the whole of a short one)."""
+    def training_example(self, semantic: np.ndarray, codes: np.ndarray | None, rng: np.random.Generator,
+                         starts_within: int | None = None) -> tuple[np.ndarray, int]:
+        """A random window: a random crop of a long stream, the whole of a short one. With
+        `starts_within`, the window starts in the first `starts_within` frames (the first utterance
+        of a packed stream) and runs on into what follows."""
         n = self.length(semantic, codes)
-        start = int(rng.integers(0, max(0, n - self.window) + 1))
+        last = max(0, n - self.window) if starts_within is None else min(max(0, n - self.window), starts_within - 1)
+        start = int(rng.integers(0, last + 1))
         return self.build(semantic, codes, start, min(n, start + self.window))
+
+    def concatenate(self, parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Utterances one after the other as one stream. For the acoustic tasks each utterance's
+        semantic ids are cut (or their last id held) to its codec frames' duration first, so the two
+        streams stay aligned in time across the joins."""
+        if self.task == "semantic":
+            return np.concatenate([s for s, _ in parts]), None
+        semantic = []
+        for s, c in parts:
+            n = frames_at(np.asarray(c).shape[-1], self.acoustic_rate, self.semantic_rate)
+            s = np.asarray(s)[:n]
+            semantic.append(np.pad(s, (0, n - len(s)), mode="edge") if 0 < len(s) < n else s)
+        return np.concatenate(semantic), np.concatenate([np.asarray(c) for _, c in parts], axis=-1)
 
     def eval_windows(self, semantic: np.ndarray, codes: np.ndarray | None) -> list[tuple[np.ndarray, int]]:
         """Consecutive non-overlapping windows covering an utterance (deterministic)."""

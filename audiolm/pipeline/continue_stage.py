@@ -31,7 +31,9 @@ KINDS = ("prompt", "continuation", "full", "semantic-only")
 
 
 def choose_prompts(heldout: datasets.Dataset, count: int, min_seconds: float) -> list[int]:
-    """Up to `count` utterances at least `min_seconds` long, taken from each voice in turn."""
+    """Up to `count` utterances at least `min_seconds` long, taken from each voice in turn (the
+    caller asks for a second more than the prompt, so that a prompt ends inside speech, not in the
+    silence after it, which the LMs rightly continue with silence)."""
     by_voice: dict[str, list[int]] = defaultdict(list)
     for i, (speaker, duration) in enumerate(zip(heldout["speaker"], heldout["duration"], strict=True)):
         if duration >= min_seconds:
@@ -117,7 +119,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
     heldout = corpus["heldout"]
-    picks = choose_prompts(heldout, cfg.continuation.prompts, cfg.continuation.prompt_seconds)
+    picks = choose_prompts(heldout, cfg.continuation.prompts, cfg.continuation.prompt_seconds + 1.0)
     if force:
         shutil.rmtree(out, ignore_errors=True)
     rundir.prepare_partial(out, digest, "continuations")

@@ -65,7 +65,7 @@ def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utteranc
 
 
 def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
-    return config_hash("lm", task, getattr(cfg.lm, task), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances,
+    return config_hash("lm", task, getattr(cfg.lm, task), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances, cfg.lm.pack_speakers,
                        cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"])
 
 
@@ -76,14 +76,14 @@ def build_model(spec: TaskSpec, lm: LMConfig) -> Decoder:
 
 
 def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance], heldout: list[Utterance],
-             out: Path) -> dict:
+             speakers: list[str] | None, out: Path) -> dict:
     lm: LMConfig = getattr(cfg.lm, task)
     spec = task_spec(cfg, task, marker, train)
     torch.manual_seed(lm.train.seed)
     model = build_model(spec, lm)
     work = cfg.run_dir / f"lm-{task}-train"
     rundir.prepare_partial(work, lm_hash(cfg, task, marker), f"lm-{task}-train")
-    lm_task = LMTask(model, spec, lm.train, train, heldout)
+    lm_task = LMTask(model, spec, lm.train, train, heldout, speakers)
     print(f"stage 3 ({task} LM): {model.num_parameters() / 1e6:.1f}M parameters, vocabulary {spec.vocab_size}, "
           f"windows of {lm.window_seconds:g} s (up to {spec.max_length()} tokens), {lm.train.steps} steps")
     trainer = Trainer(lm_task, lm.train, work, betas=(0.9, 0.95))
@@ -111,6 +111,7 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
             raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
     ds, marker = read_tokens(cfg)
     train = heldout = None
+    speakers = ds["train"]["speaker"] if cfg.lm.pack_speakers else None
     for task in tasks:
         out = cfg.run_dir / f"lm-{task}"
         digest = lm_hash(cfg, task, marker)
@@ -120,7 +121,7 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
         if train is None:
             train = utterances(ds["train"])
             heldout = utterances(ds["heldout"], heldout_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
-        info = train_lm(cfg, task, marker, train, heldout, out)
+        info = train_lm(cfg, task, marker, train, heldout, speakers, out)
         rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
         rundir.write_resolved_config(cfg, out)
     return cfg.run_dir

@@ -63,7 +63,8 @@ def loss_curves(run_dir: Path, path: Path) -> bool:
 
 def spectrograms(folder: Path, example: str, prompt_seconds: float, path: Path) -> None:
     plt = _figure()
-    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5))
+    end = 0.0
     for ax, (kind, title) in zip(axes, (("full", "prompt | continuation"),
                                         ("semantic-only", "semantic ids only (no acoustic prompt): continuation")),
                                  strict=True):
@@ -73,8 +74,11 @@ def spectrograms(folder: Path, example: str, prompt_seconds: float, path: Path) 
         seconds = len(wav) / rate
         ax.imshow(spec, origin="lower", aspect="auto", extent=(offset, offset + seconds, 0, spec.shape[0]), cmap="magma")
         ax.axvline(prompt_seconds, color="white", linestyle="--")
+        end = max(end, offset + seconds)
         ax.set_title(f"{example}: {title}")
         ax.set_ylabel("mel band")
+    for ax in axes:  # one time axis for both: the semantic-only panel starts where the prompt ends
+        ax.set_xlim(0, end)
     axes[-1].set_xlabel("seconds")
     _save(fig, path)
     plt.close(fig)

@@ -1,10 +1,12 @@
 """Training any of the three language models on the one trainer. The task (semantic, coarse, fine)
 only changes which sequences `TaskSpec` builds; batching, loss and evaluation are shared.
 
-Batches are length-bucketed: a random anchor in the length-sorted train set and its neighbours, each
-a random window of its utterance, padded on the right (padding is never a target and, with causal
-attention, never seen by a real position). Like the codec's, a batch is a pure function of the step
-and the seed, so a resumed run sees exactly the data an uninterrupted one would.
+A training window starts at a random frame of a random utterance and, with speakers given, runs on
+into that speaker's next utterances (packing): the LMs see pauses followed by more speech in the same
+voice, as a continuation needs, instead of learning that silence is where speech ends. Windows are
+padded on the right (padding is never a target and, with causal attention, never seen by a real
+position). Like the codec's, a batch is a pure function of the step and the seed, so a resumed run
+sees exactly the data an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -50,19 +52,36 @@ def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: t
 
 class LMTask:
     def __init__(self, model: Decoder, spec: TaskSpec, cfg: TrainConfig, train: list[Utterance],
-                 heldout: list[Utterance]):
+                 heldout: list[Utterance], speakers: list[str] | None = None):
         self.models = {"lm": model}
         self.spec, self.cfg = spec, cfg
         self.train = train
-        self.by_length = np.argsort([spec.length(s, c) for s, c in train], kind="stable")
+        self.next_of_speaker = list(range(len(train)))  # each utterance followed by itself: no packing
+        if speakers is not None:
+            by_speaker: dict[str, list[int]] = {}
+            for i, speaker in enumerate(speakers):
+                by_speaker.setdefault(speaker, []).append(i)
+            for utterances in by_speaker.values():
+                for a, b in zip(utterances, utterances[1:] + utterances[:1], strict=True):
+                    self.next_of_speaker[a] = b
         self.heldout_windows = [w for s, c in heldout for w in spec.eval_windows(s, c)]
+
+    def _packed(self, first: int) -> Utterance:
+        """Utterance `first` and as many of its speaker's next ones as a window starting in it needs."""
+        parts, i = [self.train[first]], first
+        frames = self.spec.length(*self.train[first])
+        need = frames + self.spec.window
+        while frames < need and self.next_of_speaker[i] != first:
+            i = self.next_of_speaker[i]
+            parts.append(self.train[i])
+            frames += self.spec.length(*self.train[i])
+        return self.spec.concatenate(parts) if len(parts) > 1 else self.train[first]
 
     def batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.cfg.seed, step, micro])
-        size = min(self.cfg.batch_size, len(self.train))
-        anchor = int(rng.integers(0, len(self.train) - size + 1))
-        picks = self.by_length[anchor : anchor + size]
-        return pad_batch([self.spec.training_example(*self.train[i], rng) for i in picks])
+        picks = rng.integers(0, len(self.train), self.cfg.batch_size)
+        return pad_batch([self.spec.training_example(*self._packed(int(i)), rng,
+                                                     starts_within=self.spec.length(*self.train[i])) for i in picks])
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int, update: Update) -> dict[str, float]:
         model = self.models["lm"]

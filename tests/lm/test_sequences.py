@@ -87,3 +87,14 @@ def test_unigram_perplexity_of_uniform_ids_is_the_vocabulary_size():
 def test_unknown_task_is_refused():
     with pytest.raises(ValueError, match="unknown language-model task"):
         _spec("medium")
+
+
+def test_concatenated_utterances_stay_aligned_in_time():
+    spec = _spec("coarse")
+    a, b = _utterance(1.0), _utterance(0.6)
+    semantic = a[0][:-1]  # a tokenizer that made one frame too few: the last id is held
+    joined_s, joined_c = spec.concatenate([(semantic, a[1]), b])
+    assert joined_c.shape == (4, 75 + 45) and len(joined_s) == 50 + 30
+    assert joined_s[49] == joined_s[48] and joined_s[50:].tolist() == b[0].tolist()
+    ids, first = spec.build(joined_s, joined_c, 75, 120)  # the second utterance exactly
+    assert LAYOUT.from_semantic_ids(ids[1 : first - 1]).tolist() == b[0].tolist()

@@ -8,9 +8,9 @@ import torch
 
 from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
 from audiolm.config import CodecConfig, TrainConfig
-from audiolm.train.checkpoint import latest_checkpoint
 from audiolm.train.codec_task import CodecTask
 from audiolm.train.trainer import Trainer
+from tests.train.interrupt import kill_after_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +46,7 @@ def test_kill_and_resume_continues_with_identical_state(wavs, tmp_path):
     Trainer(full, cfg.train, tmp_path / "full").fit()
 
     part, cfg = _task(wavs, 6, adversarial_start=2)
-    doomed = Trainer(part, cfg.train, tmp_path / "part")
-    save = doomed.save
-
-    def save_then_die():  # killed right after the step-3 checkpoint is on disk
-        path = save()
-        if doomed.step == 3:
-            raise KeyboardInterrupt
-        return path
-
-    doomed.save = save_then_die
-    with pytest.raises(KeyboardInterrupt):
-        doomed.fit()
-    assert latest_checkpoint(tmp_path / "part" / "checkpoints").name == "step-0000003"
+    kill_after_checkpoint(Trainer(part, cfg.train, tmp_path / "part"), 3)
     resumed, cfg = _task(wavs, 6, adversarial_start=2)
     trainer = Trainer(resumed, cfg.train, tmp_path / "part")
     trainer.fit()

@@ -11,9 +11,9 @@ from audiolm.config import TrainConfig
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TaskSpec
 from audiolm.tokens import TokenLayout
-from audiolm.train.checkpoint import latest_checkpoint
 from audiolm.train.lm_task import LMTask, pad_batch, sequence_loss
 from audiolm.train.trainer import Trainer
+from tests.train.interrupt import kill_after_checkpoint
 
 LAYOUT = TokenLayout(semantic_size=16, codebook_size=32, num_codebooks=3, coarse_codebooks=1)
 
@@ -67,19 +67,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     Trainer(full, cfg, tmp_path / "full", betas=(0.9, 0.95)).fit()
 
     part, cfg = _task("coarse", 6, data)
-    doomed = Trainer(part, cfg, tmp_path / "part", betas=(0.9, 0.95))
-    save = doomed.save
-
-    def save_then_die():
-        path = save()
-        if doomed.step == 3:
-            raise KeyboardInterrupt
-        return path
-
-    doomed.save = save_then_die
-    with pytest.raises(KeyboardInterrupt):
-        doomed.fit()
-    assert latest_checkpoint(tmp_path / "part" / "checkpoints").name == "step-0000003"
+    kill_after_checkpoint(Trainer(part, cfg, tmp_path / "part", betas=(0.9, 0.95)), 3)
     resumed, cfg = _task("coarse", 6, data)
     trainer = Trainer(resumed, cfg, tmp_path / "part", betas=(0.9, 0.95))
     trainer.fit()
@@ -114,3 +102,16 @@ def test_range_loss_equals_the_masked_full_softmax():
             expected.append(torch.nn.functional.cross_entropy(logits[lo:hi], target - lo))
         got = sequence_loss(model, lm_task.spec, ids, predicts)
     torch.testing.assert_close(got, torch.stack(expected).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_training_windows_run_on_into_the_same_speakers_next_utterance():
+    data = _data(6)
+    speakers = ["a", "b", "a", "b", "a", "b"]
+    lm_task, _ = _task("semantic", 1, data)
+    packed = LMTask(lm_task.models["lm"], lm_task.spec, lm_task.cfg, data, data[:2], speakers)
+    stream, _ = packed._packed(0)
+    expected = np.concatenate([data[0][0], data[2][0]])[: len(stream)]
+    assert len(stream) >= len(data[0][0]) + lm_task.spec.window
+    np.testing.assert_array_equal(stream[: len(expected)], expected)  # speaker a's next utterance, not b's
+    ids, predicts = packed.batch(0, 0)
+    assert ids.shape[0] == lm_task.cfg.batch_size and (ids != LAYOUT.PAD).sum(1).min() == lm_task.spec.window + 1
