@@ -100,3 +100,26 @@ def test_deduplicated_semantic_ids_are_re_expanded_to_the_asked_length(tiny_cont
     model.specs["semantic"] = dataclasses.replace(model.specs["semantic"], dedup=True, mean_run=2.5)
     (out,) = model.continue_batch([wav], rate, seconds=0.8, seed=0)
     assert abs(len(out.continuation) / out.sample_rate - 0.8) <= 1 / 50
+
+
+def test_stage_4_killed_mid_way_redoes_only_the_unfinished_batch(tiny_continuations, monkeypatch):
+    cfg = tiny_continuations
+    out = cfg.run_dir / "continuations"
+    examples = json.loads((out / "results.json").read_text())["examples"]
+    last = examples[-1]  # batches of 3: the last prompt is alone in the second batch
+    before = (out / f"{last}.continuation.wav").read_bytes()
+    marker = rundir.read_marker(out)
+    rundir.write_marker(out, marker["config_hash"], stage="continuations (partial)")  # as a killed run leaves it
+    (out / f"{last}.continuation.wav").unlink()
+    calls = []
+    original = AudioLM.continue_batch
+
+    def counted(self, wavs, *args, **kwargs):
+        calls.append(len(wavs))
+        return original(self, wavs, *args, **kwargs)
+
+    monkeypatch.setattr(AudioLM, "continue_batch", counted)
+    continue_stage.run(cfg)
+    assert calls == [1, 1]  # one batch of one prompt, with and without the acoustic prompt
+    assert (out / f"{last}.continuation.wav").read_bytes() == before  # seeded per batch: the same audio
+    assert rundir.read_marker(out)["complete"]
