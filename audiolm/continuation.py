@@ -25,6 +25,7 @@ from audiolm.lm.sequences import TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
 from audiolm.tokens import dedup, frames_at
 
+PICKLES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 COMPONENTS = {"semantic": "semantic", "codec": "codec", **{t: f"lm-{t}" for t in TASKS}}
 
 
@@ -58,17 +59,23 @@ class AudioLM:
         self._check()
 
     def _check(self) -> None:
-        """The artifacts must agree on vocabulary sizes and rates (a silent mismatch otherwise)."""
-        layout = self.specs["semantic"].layout
-        found = {"semantic vocabulary": (self.tokenizer.num_clusters, layout.semantic_size),
-                 "semantic frame rate": (self.tokenizer.frame_rate, self.specs["semantic"].semantic_rate),
-                 "codec codebooks": (self.codec.num_codebooks, layout.num_codebooks),
-                 "codebook size": (self.codec.codebook_size, layout.codebook_size),
-                 "codec frame rate": (self.codec.frame_rate, self.specs["coarse"].acoustic_rate)}
-        found.update({f"{t} LM layout": (self.specs[t].layout, layout) for t in TASKS})
-        for what, (have, expected) in found.items():
+        """The parts must agree on vocabulary sizes, codebooks and rates: a mismatch would otherwise
+        give garbage audio, not an error. The message names both parts and the field."""
+        tokenizer, codec = "the semantic tokenizer (semantic/)", "the codec (codec/)"
+        checks = []
+        for t in TASKS:
+            spec, lm = self.specs[t], f"the {t} LM (lm-{t}/)"
+            checks += [("semantic vocabulary size", tokenizer, self.tokenizer.num_clusters, lm, spec.layout.semantic_size),
+                       ("semantic frame rate", tokenizer, self.tokenizer.frame_rate, lm, spec.semantic_rate),
+                       ("codebook size", codec, self.codec.codebook_size, lm, spec.layout.codebook_size),
+                       ("number of codebooks", codec, self.codec.num_codebooks, lm, spec.layout.num_codebooks),
+                       ("codec frame rate", codec, self.codec.frame_rate, lm, spec.acoustic_rate)]
+            if t != "semantic":
+                checks.append(("number of coarse codebooks", "the coarse LM (lm-coarse/)",
+                               self.specs["coarse"].layout.coarse_codebooks, lm, spec.layout.coarse_codebooks))
+        for field, part, have, other, expected in checks:
             if have != expected:
-                raise ValueError(f"the pipeline's parts disagree on the {what}: {have} vs {expected}")
+                raise ValueError(f"{part} has {field} {have:g}, but {other} expects {expected:g}")
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike, revision: str | None = None, device: str = "cpu") -> AudioLM:
@@ -86,6 +93,10 @@ class AudioLM:
             if not (path / folder).is_dir():
                 raise FileNotFoundError(f"{path}: no {folder}/ (an AudioLM model folder holds "
                                         f"{', '.join(COMPONENTS.values())}; run stages 1-3 to make one)")
+            for file in (path / folder).rglob("*"):
+                if file.suffix in PICKLES:
+                    raise ValueError(f"{file}: a pickle ({file.suffix}); weights are loaded from safetensors only, "
+                                     "never from pickles (they can run code)")
         tokenizer = SemanticTokenizer.from_pretrained(path / "semantic", device=device)
         codec = load_codec(path / "codec")
         models = {t: Decoder.from_pretrained(path / f"lm-{t}") for t in TASKS}

@@ -123,3 +123,29 @@ def test_stage_4_killed_mid_way_redoes_only_the_unfinished_batch(tiny_continuati
     assert calls == [1, 1]  # one batch of one prompt, with and without the acoustic prompt
     assert (out / f"{last}.continuation.wav").read_bytes() == before  # seeded per batch: the same audio
     assert rundir.read_marker(out)["complete"]
+
+
+def _copy_model(run, to):
+    import shutil
+
+    for folder in ("semantic", "codec", "lm-semantic", "lm-coarse", "lm-fine"):
+        shutil.copytree(run / folder, to / folder)
+    return to
+
+
+def test_a_model_whose_parts_disagree_is_refused_naming_both(tiny_continuations, tmp_path):
+    model = _copy_model(tiny_continuations.run_dir, tmp_path / "model")
+    config = model / "lm-coarse" / "lm_config.json"
+    values = json.loads(config.read_text())
+    values["task"]["layout"]["codebook_size"] //= 2
+    config.write_text(json.dumps(values))
+    expected = r"the codec \(codec/\) has codebook size 64, but the coarse LM \(lm-coarse/\) expects 32"
+    with pytest.raises(ValueError, match=expected):
+        AudioLM.from_pretrained(model)
+
+
+def test_a_model_folder_with_a_pickle_is_refused(tiny_continuations, tmp_path):
+    model = _copy_model(tiny_continuations.run_dir, tmp_path / "model")
+    (model / "lm-fine" / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ValueError, match=r"pytorch_model.bin: a pickle"):
+        AudioLM.from_pretrained(model)
