@@ -173,9 +173,7 @@ def unigram_perplexity(spec: TaskSpec, train_targets: list[np.ndarray], heldout_
     counts = np.ones(spec.vocab_size, dtype=np.float64)
     np.add.at(counts, np.concatenate(train_targets), 1)
     log_prob = np.zeros(spec.vocab_size)
-    groups = [spec.layout.semantic_range] if spec.task == "semantic" else [
-        (spec.layout.codebook_offset(q), spec.layout.codebook_offset(q + 1)) for q in spec.codebooks]
-    for a, b in groups:
+    for a, b in spec.target_ranges():
         log_prob[a:b] = np.log(counts[a:b] / counts[a:b].sum())
     held = np.concatenate(heldout_targets)
     return float(np.exp(-log_prob[held].mean()))

@@ -25,7 +25,7 @@ from audiolm.continuation import COMPONENTS, AudioLM
 from audiolm.data.corpus import read_wavs
 from audiolm.eval.speaker import SpeakerClassifier
 from audiolm.files import atomic_write_text
-from audiolm.pipeline import corpus_stage, report, rundir
+from audiolm.pipeline import corpus_stage, lm_stage, report, rundir
 
 KINDS = ("prompt", "continuation", "full", "semantic-only")
 
@@ -81,9 +81,8 @@ def fit_speaker_classifier(cfg: PipelineConfig, model: AudioLM, utterances: int 
     the codec colours the spectrum, and the question is whether the LMs keep the voice, not whether
     the codec does (a classifier trained on the original audio judged the demo codec's own
     resynthesis right only half of the time)."""
-    tokens = datasets.load_from_disk(str(cfg.run_dir / "tokens"))["train"]
-    picks = np.linspace(0, tokens.num_rows - 1, min(utterances, tokens.num_rows)).round().astype(int).tolist()
-    rows = tokens.select(picks).select_columns(["speaker", "acoustic_codes"])
+    tokens = lm_stage.read_tokens(cfg)[0]["train"]
+    rows = tokens.select(rundir.spread_indices(tokens.num_rows, utterances)).select_columns(["speaker", "acoustic_codes"])
     wavs = [model.decode(np.asarray(codes)) for codes in tqdm(rows["acoustic_codes"], desc="speaker classifier", leave=False)]
     return SpeakerClassifier.fit(wavs, rows["speaker"], model.codec.sample_rate)
 

@@ -49,13 +49,6 @@ def utterances(ds: datasets.Dataset, indices: list[int] | None = None) -> list[U
     return [(np.asarray(r["semantic"], dtype=np.int64), np.asarray(r["acoustic_codes"], dtype=np.int64)) for r in rows]
 
 
-def heldout_indices(num_rows: int, wanted: int) -> list[int]:
-    """Spread over the split (held-out utterances are grouped by sentence or voice)."""
-    if not wanted or wanted >= num_rows:
-        return list(range(num_rows))
-    return np.linspace(0, num_rows - 1, wanted).round().astype(int).tolist()
-
-
 def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance]) -> TaskSpec:
     lm: LMConfig = getattr(cfg.lm, task)
     dedup = task == "semantic" and cfg.lm.semantic_dedup
@@ -120,7 +113,7 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
             continue
         if train is None:
             train = utterances(ds["train"])
-            heldout = utterances(ds["heldout"], heldout_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
+            heldout = utterances(ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
         info = train_lm(cfg, task, marker, train, heldout, speakers, out)
         rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
         rundir.write_resolved_config(cfg, out)

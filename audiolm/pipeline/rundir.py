@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
 from audiolm.config import dump_yaml
 from audiolm.files import atomic_dir, atomic_write_text
@@ -35,6 +36,13 @@ def is_up_to_date(output: Path, config_hash: str) -> bool:
 def write_marker(output: Path, config_hash: str, **info: Any) -> None:
     marker = {"config_hash": config_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
     atomic_write_text(output / MARKER, json.dumps(marker, indent=2) + "\n")
+
+
+def spread_indices(num_rows: int, wanted: int) -> list[int]:
+    """`wanted` rows spread evenly over a split (splits are grouped by sentence or voice); 0 = all."""
+    if not wanted or wanted >= num_rows:
+        return list(range(num_rows))
+    return np.linspace(0, num_rows - 1, wanted).round().astype(int).tolist()
 
 
 def save_dataset(ds: datasets.Dataset | datasets.DatasetDict, final: Path) -> None:
