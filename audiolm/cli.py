@@ -6,8 +6,11 @@
     audiolm codec-eval --codec runs/demo/codec --data runs/demo/corpus [--num-codebooks 1 2 4 8]
     audiolm continue PROMPT.wav -o OUT.wav --model runs/demo [--seconds 4] [--temperature T] [--top-k K]
                      [--top-p P] [--seed S] [--include-prompt]
+    audiolm push runs/demo USER/REPO [--private] [--token T]    # the run as one bundle on the Hub
+    audiolm save runs/demo OUTDIR                               # the same bundle, written locally
 
-Bad input files are reported one line each (file and problem) and the command exits
+Every --model / --codec is a local folder or a Hub id (with --revision). Bad input files are
+reported one line each (file and problem) and the command exits
 non-zero; the files that were fine are still written.
 """
 
@@ -26,7 +29,7 @@ def _tokenize_semantic(args: argparse.Namespace) -> int:
     from audiolm.semantic.tokenizer import SemanticTokenizer
 
     try:
-        tokenizer = SemanticTokenizer.from_pretrained(args.model)
+        tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -130,7 +133,7 @@ def _continue(args: argparse.Namespace) -> int:
     from audiolm.continuation import AudioLM
 
     wav, rate = audio.load(args.prompt)  # before loading the model: a bad prompt fails fast
-    model = AudioLM.from_pretrained(args.model, args.revision)
+    model = AudioLM.from_pretrained(args.model, revision=args.revision)
     asked = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
     sampling = None
     if asked:
@@ -145,20 +148,38 @@ def _continue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from audiolm.pipeline import share
+
+    url = share.push(args.run, args.repo_id, args.private, args.token)
+    print(f"{args.run} -> https://huggingface.co/{args.repo_id} ({'private' if args.private else 'public'}; commit {url})")
+    return 0
+
+
+def _save(args: argparse.Namespace) -> int:
+    from audiolm.pipeline import share
+
+    out = share.save(args.run, args.output, args.repo_id)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    print(f"{args.run} -> {out} ({len(files)} files: what `audiolm push` would upload)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiolm", description="Token-based audio language model pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
     tokenize = commands.add_parser("tokenize", help="audio files -> token ids (.npy)")
     kinds = tokenize.add_subparsers(dest="kind", required=True)
     semantic = kinds.add_parser("semantic", help="semantic token ids, one int64 row per file")
-    semantic.add_argument("--model", required=True, help="semantic tokenizer folder (e.g. runs/demo/semantic)")
+    semantic.add_argument("--model", required=True, help="semantic tokenizer folder (runs/demo/semantic) or Hub id")
+    semantic.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     semantic.add_argument("inputs", nargs="+", metavar="IN.wav")
     semantic.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     semantic.set_defaults(func=_tokenize_semantic)
 
     def codec_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--codec", required=True, help="codec folder (runs/demo/codec) or Hub id (facebook/encodec_24khz)")
-        p.add_argument("--revision", default=None, help="Hub revision")
+        p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
 
     encode = commands.add_parser("encode", help="audio files -> acoustic codes (.npy, int64 [k, t])")
     codec_args(encode)
@@ -182,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
     cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")
     cont.add_argument("--model", required=True, help="a run folder (runs/demo) or a Hub id with the same layout")
-    cont.add_argument("--revision", default=None, help="Hub revision")
+    cont.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     cont.add_argument("--seconds", type=float, default=4.0, help="seconds to generate (default: %(default)s)")
     cont.add_argument("--temperature", type=float, default=None, help="all three stages (default: the run's config)")
     cont.add_argument("--top-k", type=int, default=None)
@@ -190,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--seed", type=int, default=0)
     cont.add_argument("--include-prompt", action="store_true", help="write prompt + continuation")
     cont.set_defaults(func=_continue)
+    push = commands.add_parser("push", help="upload a run (semantic tokenizer, codec, three LMs, model card) as one Hub repo")
+    push.add_argument("run", metavar="RUN_DIR", help="a run folder after stage 3 (stage 4's numbers go into the card)")
+    push.add_argument("repo_id", metavar="REPO_ID", help="user/name or org/name; created if missing")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--token", default=None, help="Hub token (default: the one `hf auth login` stored)")
+    push.set_defaults(func=_push)
+    save = commands.add_parser("save", help="write the bundle `push` would upload to a local folder")
+    save.add_argument("run", metavar="RUN_DIR")
+    save.add_argument("output", metavar="OUTDIR")
+    save.add_argument("--repo-id", default="REPO_ID", help="the id the model card's usage snippet shows")
+    save.set_defaults(func=_save)
     return parser
 
 
@@ -199,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (OSError, ValueError) as err:  # a wrong --codec/--model/--data: one line, no traceback
         print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    except Exception as err:  # the Hub's own errors (not logged in, no network) are not OSErrors
+        if not type(err).__module__.startswith(("huggingface_hub", "httpx", "requests")):
+            raise
+        print(f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
         return 2
 
 

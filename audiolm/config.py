@@ -65,6 +65,7 @@ class SemanticConfig:
     # "ssl": a transformers speech encoder (WavLM, HuBERT, Wav2Vec2, Wav2Vec2-BERT).
     backend: str = "logmel"
     model: str = ""  # Hub id or local folder, for backend "ssl"
+    revision: str = ""  # Hub revision (branch, tag or commit) of `model`; "" = main
     layer: int = 6  # output of this transformer block (1-based)
     utterance_norm: bool = True  # per-utterance mean/variance normalisation (removes channel, some voice)
     context_frames: int = 4  # spectral backends: stack +-N neighbouring frames (+-80 ms at 4)
@@ -183,6 +184,16 @@ class ContinuationConfig:
 
 
 @dataclass
+class ShareConfig:
+    """What the model card of a shared run says about it (`audiolm push`, `audiolm save`)."""
+
+    license: str = "mit"  # of the trained weights; mind the corpus' license
+    language: list[str] = field(default_factory=lambda: ["en"])
+    datasets: list[str] = field(default_factory=list)  # Hub dataset ids; data.source is added when it is one
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class PipelineConfig:
     name: str = "demo"
     runs_dir: str = "runs"
@@ -191,6 +202,7 @@ class PipelineConfig:
     codec: CodecConfig = field(default_factory=CodecConfig)
     lm: LanguageModelsConfig = field(default_factory=LanguageModelsConfig)
     continuation: ContinuationConfig = field(default_factory=ContinuationConfig)
+    share: ShareConfig = field(default_factory=ShareConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -3,30 +3,40 @@ codes), the semantic LM continues the semantic ids, the coarse LM generates the 
 for the whole span given the semantic ids and the prompt's coarse codes, the fine LM adds the fine
 codebooks, and the codec decodes.
 
-    lm = AudioLM.from_pretrained("runs/demo")          # a run folder, or a Hub id with the same layout
+    lm = AudioLM.from_pretrained("runs/demo")        # a run folder, a saved bundle, or a Hub id of one
     wav = lm.continue_speech(prompt, sample_rate, seconds=4)
+    lm.save_pretrained("bundle"); lm.push_to_hub("user/audiolm-demo")
+
+A bundle is one folder (or Hub repository): a subfolder per part, as in a run folder, and a
+config.json that records each part's rates, codebooks, vocabulary sizes and content hash.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from huggingface_hub import ModelCard
 
 from audiolm.audio import AudioError, resample
-from audiolm.codec import Codec, load_codec
+from audiolm.card import bundle_card
+from audiolm.codec import Codec
 from audiolm.config import SamplingConfig, load_config
+from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
 from audiolm.lm.generate import continue_stream
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
 from audiolm.tokens import dedup, frames_at
 
-PICKLES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
-COMPONENTS = {"semantic": "semantic", "codec": "codec", **{t: f"lm-{t}" for t in TASKS}}
+PARTS = {"semantic": SemanticTokenizer, "codec": Codec, **{f"lm-{t}": Decoder for t in TASKS}}  # folder -> class
+FORMAT_VERSION = 1
 
 
 def _run_sampling(config_file: Path) -> dict[str, SamplingConfig] | None:
@@ -35,6 +45,28 @@ def _run_sampling(config_file: Path) -> dict[str, SamplingConfig] | None:
         return None
     continuation = load_config(config_file).continuation
     return {t: getattr(continuation, t) for t in TASKS}
+
+
+def check_parts(tokenizer: dict[str, Any], codec: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> None:
+    """The parts must agree on vocabulary sizes, codebooks and rates: a mismatch would otherwise give
+    garbage audio, not an error. Works on the numbers in the parts' config.json (so a bundle is
+    checked before any weights are read) as well as on loaded parts; names both parts and the field."""
+    specs = {t: TaskSpec.from_dict(tasks[t]) for t in TASKS}
+    semantic, acoustic = "the semantic tokenizer (semantic/)", "the codec (codec/)"
+    checks = []
+    for t in TASKS:
+        spec, lm = specs[t], f"the {t} LM (lm-{t}/)"
+        checks += [("semantic vocabulary size", semantic, tokenizer["num_clusters"], lm, spec.layout.semantic_size),
+                   ("semantic frame rate", semantic, tokenizer["frame_rate"], lm, spec.semantic_rate)]
+        if t != "semantic":  # the semantic LM's ids do not depend on the codec
+            checks += [("codebook size", acoustic, codec["codebook_size"], lm, spec.layout.codebook_size),
+                       ("number of codebooks", acoustic, codec["num_codebooks"], lm, spec.layout.num_codebooks),
+                       ("codec frame rate", acoustic, codec["frame_rate"], lm, spec.acoustic_rate),
+                       ("number of coarse codebooks", "the coarse LM (lm-coarse/)", specs["coarse"].layout.coarse_codebooks,
+                        lm, spec.layout.coarse_codebooks)]
+    for field, part, have, other, expected in checks:
+        if have != expected:
+            raise ValueError(f"{part} has {field} {have:g}, but {other} expects {expected:g}")
 
 
 @dataclass
@@ -48,7 +80,10 @@ class Continuation:
         return np.concatenate([self.prompt, self.continuation])
 
 
-class AudioLM:
+class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-continuation", "audio-language-model"]):
+    component = "audiolm"
+    card_title = "AudioLM-style speech continuation: semantic tokenizer, codec, three language models"
+
     def __init__(self, tokenizer: SemanticTokenizer, codec: Codec, models: dict[str, Decoder], device: str = "cpu",
                  sampling: dict[str, SamplingConfig] | None = None):
         self.tokenizer, self.codec = tokenizer, codec.to(device).eval()
@@ -56,51 +91,63 @@ class AudioLM:
         self.models = {t: models[t].to(device).eval() for t in TASKS}
         self.specs = {t: TaskSpec.from_dict(self.models[t].task) for t in TASKS}
         self.device = device
-        self._check()
+        check_parts({"num_clusters": tokenizer.num_clusters, "frame_rate": tokenizer.frame_rate},
+                    {k: getattr(codec, k) for k in ("codebook_size", "num_codebooks", "frame_rate")},
+                    {t: m.task for t, m in self.models.items()})
 
-    def _check(self) -> None:
-        """The parts must agree on vocabulary sizes, codebooks and rates: a mismatch would otherwise
-        give garbage audio, not an error. The message names both parts and the field."""
-        tokenizer, codec = "the semantic tokenizer (semantic/)", "the codec (codec/)"
-        checks = []
-        for t in TASKS:
-            spec, lm = self.specs[t], f"the {t} LM (lm-{t}/)"
-            checks += [("semantic vocabulary size", tokenizer, self.tokenizer.num_clusters, lm, spec.layout.semantic_size),
-                       ("semantic frame rate", tokenizer, self.tokenizer.frame_rate, lm, spec.semantic_rate),
-                       ("codebook size", codec, self.codec.codebook_size, lm, spec.layout.codebook_size),
-                       ("number of codebooks", codec, self.codec.num_codebooks, lm, spec.layout.num_codebooks),
-                       ("codec frame rate", codec, self.codec.frame_rate, lm, spec.acoustic_rate)]
-            if t != "semantic":
-                checks.append(("number of coarse codebooks", "the coarse LM (lm-coarse/)",
-                               self.specs["coarse"].layout.coarse_codebooks, lm, spec.layout.coarse_codebooks))
-        for field, part, have, other, expected in checks:
-            if have != expected:
-                raise ValueError(f"{part} has {field} {have:g}, but {other} expects {expected:g}")
+    def parts(self) -> dict[str, HubMixin]:
+        return {"semantic": self.tokenizer, "codec": self.codec, **{f"lm-{t}": self.models[t] for t in TASKS}}
+
+    # -- persistence (audiolm.hub.HubMixin) ----------------------------------------------------
+    def _write(self, folder: Path) -> dict[str, Any]:
+        """Each part in its subfolder, and the record a loader checks them against."""
+        record = {}
+        for sub, part in self.parts().items():
+            part.save_pretrained(folder / sub)
+            config = json.loads((folder / sub / CONFIG_NAME).read_text())
+            numbers = {k: config[k] for k in ("num_clusters", "frame_rate", "sample_rate", "num_codebooks", "codebook_size",
+                                              "kind") if k in config}
+            if "task" in config:
+                spec = TaskSpec.from_dict(config["task"])
+                numbers.update(vocab_size=spec.vocab_size, semantic_rate=spec.semantic_rate, acoustic_rate=spec.acoustic_rate,
+                               layout=config["task"]["layout"], parameters=part.num_parameters())
+            record[sub] = {"component": part.component, "sha256": content_hash(folder / sub), **numbers}
+        return {"format_version": FORMAT_VERSION, "parts": record,
+                "sampling": {t: dataclasses.asdict(s) for t, s in self.sampling.items()}}
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike, revision: str | None = None, device: str = "cpu") -> AudioLM:
-        """A run folder (`runs/<name>`) or a Hub repository with the same layout: semantic/, codec/,
-        lm-semantic/, lm-coarse/, lm-fine/."""
-        path = Path(name_or_dir)
-        if not path.exists():
-            if str(name_or_dir).startswith((".", "/")) or str(name_or_dir).count("/") != 1:
-                raise FileNotFoundError(f"{name_or_dir}: no such model folder")
-            from huggingface_hub import snapshot_download
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        token: str | bool | None = None, device: str = "cpu", **hub_kwargs: Any) -> AudioLM:
+        """A run folder (`runs/<name>`), a folder written by `save_pretrained`, or a Hub id of one.
+        Every part's config is read and checked against the others before any weights are; in a
+        bundle, each part must also have the content hash recorded when it was saved."""
+        folder = resolve_folder(name_or_path, revision=revision, token=token, **hub_kwargs)
+        bundle = read_config(folder, cls.component) if (folder / CONFIG_NAME).exists() else None
+        configs = {}
+        for sub, part in PARTS.items():
+            if not (folder / sub).is_dir():
+                raise FileNotFoundError(f"{folder}: no {sub}/ (an AudioLM model folder holds {', '.join(PARTS)}; "
+                                        "run stages 1-3 to make one)")
+            configs[sub] = read_config(folder / sub, part.component)
+        check_parts(configs["semantic"], configs["codec"], {t: configs[f"lm-{t}"].get("task", {}) for t in TASKS})
+        if bundle is not None:
+            if bundle.get("format_version", 1) > FORMAT_VERSION:
+                raise ValueError(f"{folder}: saved by a newer audiolm (format {bundle['format_version']}); upgrade audiolm")
+            for sub, recorded in bundle.get("parts", {}).items():
+                if content_hash(folder / sub) != recorded.get("sha256"):
+                    raise ValueError(f"{folder / sub}: its content differs from what the bundle recorded (sha256 in "
+                                     f"{CONFIG_NAME}); the part was changed or replaced after the bundle was saved")
+        tokenizer = SemanticTokenizer._load(folder / "semantic", configs["semantic"], device=device)
+        codec = Codec._load(folder / "codec", configs["codec"], token=token)
+        models = {t: Decoder._load(folder / f"lm-{t}", configs[f"lm-{t}"]) for t in TASKS}
+        if bundle is not None:
+            sampling = {t: SamplingConfig(**v) for t, v in bundle.get("sampling", {}).items()}
+        else:
+            sampling = _run_sampling(folder / "lm-semantic" / "config.yaml")
+        return cls(tokenizer, codec, models, device, sampling)
 
-            patterns = [f"{folder}/*" for folder in COMPONENTS.values()]
-            path = Path(snapshot_download(str(name_or_dir), revision=revision, allow_patterns=patterns))
-        for folder in COMPONENTS.values():
-            if not (path / folder).is_dir():
-                raise FileNotFoundError(f"{path}: no {folder}/ (an AudioLM model folder holds "
-                                        f"{', '.join(COMPONENTS.values())}; run stages 1-3 to make one)")
-            for file in (path / folder).rglob("*"):
-                if file.suffix in PICKLES:
-                    raise ValueError(f"{file}: a pickle ({file.suffix}); weights are loaded from safetensors only, "
-                                     "never from pickles (they can run code)")
-        tokenizer = SemanticTokenizer.from_pretrained(path / "semantic", device=device)
-        codec = load_codec(path / "codec")
-        models = {t: Decoder.from_pretrained(path / f"lm-{t}") for t in TASKS}
-        return cls(tokenizer, codec, models, device, _run_sampling(path / "lm-semantic" / "config.yaml"))
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        return bundle_card(self, self._hub_mixin_info.model_card_data, **kwargs)
 
     # -- generation ------------------------------------------------------------------------------
     def continue_speech(self, wav: np.ndarray, sample_rate: int, seconds: float = 4.0, seed: int = 0,

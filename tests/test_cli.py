@@ -39,4 +39,4 @@ def test_bad_inputs_give_one_line_each_and_exit_nonzero(tiny_run, tmp_path, spee
 
 def test_wrong_model_folder(tmp_path, speech_wav):
     res = _cli("tokenize", "semantic", "--model", tmp_path, speech_wav, "-o", tmp_path / "o")
-    assert res.returncode == 2 and "not a semantic tokenizer folder" in res.stderr
+    assert res.returncode == 2 and "not a saved semantic tokenizer" in res.stderr

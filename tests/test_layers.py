@@ -5,8 +5,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "audiolm"
-LAYER = {"audio": 0, "config": 0, "tokens": 0, "files": 0, "semantic": 1, "codec": 1, "lm": 1, "data": 1, "eval": 1,
-         "train": 2, "hub": 2, "continuation": 2, "pipeline": 3, "cli": 4}
+# hub (the Hub mixin every component inherits) sits between the layer-0 helpers and the components.
+LAYER = {"audio": 0, "config": 0, "tokens": 0, "files": 0, "hub": 0.5, "card": 1, "semantic": 1, "codec": 1, "lm": 1,
+         "data": 1, "eval": 1, "train": 2, "continuation": 2, "pipeline": 3, "cli": 4}
 
 
 def _imports(path: Path):

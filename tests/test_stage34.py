@@ -87,7 +87,7 @@ def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     expected = {"short": ("short.wav", "shorter than one codec frame"), "corrupt": ("corrupt.wav", "not a readable audio file"),
-                "missing model": ("no-such-run", "no such model folder")}[problem]
+                "missing model": ("no-such-run", "no such folder")}[problem]
     assert all(text in lines[0] for text in expected), lines[0]
     assert not (tmp_path / "out.wav").exists()
 
@@ -135,7 +135,7 @@ def _copy_model(run, to):
 
 def test_a_model_whose_parts_disagree_is_refused_naming_both(tiny_continuations, tmp_path):
     model = _copy_model(tiny_continuations.run_dir, tmp_path / "model")
-    config = model / "lm-coarse" / "lm_config.json"
+    config = model / "lm-coarse" / "config.json"
     values = json.loads(config.read_text())
     values["task"]["layout"]["codebook_size"] //= 2
     config.write_text(json.dumps(values))

@@ -4,31 +4,31 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-from audiolm.codec.base import CONFIG_NAME, Codec
+from audiolm.codec.base import Codec
+from audiolm.hub import CONFIG_NAME, refuse_pickles, resolve_folder
 
 
-def load_codec(name_or_dir: str | os.PathLike, revision: str | None = None, num_codebooks: int | None = None) -> Codec:
-    """A folder saved by us (our codec, or a reference to a pretrained one), a transformers codec
-    folder, or a Hub id."""
-    from audiolm.codec.model import SEANetCodec
+def load_codec(name_or_dir: str | os.PathLike, revision: str | None = None, num_codebooks: int | None = None,
+               token: str | bool | None = None) -> Codec:
+    """A codec saved by us (ours, or a reference to a pretrained one), or a transformers codec
+    (EnCodec, DAC, Mimi): a local folder or a Hub id, either way."""
+    from audiolm.codec.model import SEANetCodec  # noqa: F401  (registers its kind)
     from audiolm.codec.pretrained import TransformersCodec
 
-    path = Path(name_or_dir)
-    if (path / CONFIG_NAME).exists():
-        ref = json.loads((path / CONFIG_NAME).read_text())
-        if ref.get("kind") == "seanet":
-            codec = SEANetCodec.from_pretrained(path)
-            if num_codebooks:
-                codec._check_codebooks(num_codebooks)
-            return codec
-        if ref.get("kind") == "transformers":
-            return TransformersCodec(ref["model"], ref.get("revision") or revision, num_codebooks or ref.get("num_codebooks"))
-        raise ValueError(f"{path}: unknown codec kind {ref.get('kind')!r} in {CONFIG_NAME}")
-    if path.exists() and not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path}: not a codec folder (no {CONFIG_NAME} or config.json)")
-    return TransformersCodec(str(name_or_dir), revision, num_codebooks)
+    folder = resolve_folder(name_or_dir, revision=revision, token=token)
+    refuse_pickles(folder)
+    file = folder / CONFIG_NAME
+    config = json.loads(file.read_text()) if file.exists() else {}
+    if config.get("component") == Codec.component:
+        codec = Codec.from_pretrained(folder, token=token)
+        if num_codebooks:
+            codec._check_codebooks(num_codebooks)
+        return codec
+    if "model_type" not in config:
+        raise FileNotFoundError(f"{name_or_dir}: not a codec (no {CONFIG_NAME} of ours or of a transformers model)")
+    source = str(name_or_dir) if not os.path.exists(name_or_dir) else str(folder)  # a Hub id stays an id
+    return TransformersCodec(source, revision, num_codebooks, token)
 
 
 __all__ = ["Codec", "load_codec"]

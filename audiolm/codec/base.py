@@ -4,25 +4,59 @@
     wav = codec.decode(codes)     # codes [b, k, t] -> wav [b, n]
 
 `k` is at most `num_codebooks`; `encode(wav, num_codebooks=j)` keeps the first j (lower bitrate).
-A saved codec is a folder with `codec_config.json`; `audiolm.codec.load_codec` reads any of them.
+A saved codec (`save_pretrained`, `push_to_hub`: see `audiolm.hub`) is a folder whose `config.json`
+names its `kind` and the interface's numbers (rates, codebooks); `Codec.from_pretrained` reads any
+of ours, and `audiolm.codec.load_codec` also a transformers codec folder or Hub id.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-CONFIG_NAME = "codec_config.json"
-WEIGHTS_NAME = "model.safetensors"
+from audiolm.hub import HubMixin
 
 
-class Codec(nn.Module):
+class Codec(nn.Module, HubMixin):
+    component = "codec"
+    card_title = "neural audio codec (waveform <-> residual-VQ codes)"
+    kinds: dict[str, type[Codec]] = {}  # config.json's `kind` -> the class that loads it
+    kind: str
     sample_rate: int
     frame_rate: float
     num_codebooks: int
     codebook_size: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            Codec.kinds[cls.kind] = cls
+
+    def _write(self, folder: Path) -> dict[str, Any]:
+        """The interface's numbers go into every codec's config.json: a bundle checks them against
+        the language models' without loading any weights."""
+        return {"kind": self.kind, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                "num_codebooks": self.num_codebooks, "codebook_size": self.codebook_size, **self._write_kind(folder)}
+
+    def _write_kind(self, folder: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Codec:
+        from audiolm.codec import model, pretrained  # noqa: F401  (they register their kinds)
+
+        kind = Codec.kinds.get(config.get("kind"))
+        if kind is None:
+            raise ValueError(f"{folder}: unknown codec kind {config.get('kind')!r} (known: {', '.join(Codec.kinds)})")
+        return kind._load_kind(folder, config, **kwargs)
+
+    @classmethod
+    def _load_kind(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Codec:
+        raise NotImplementedError
 
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -1,23 +1,22 @@
 """Our codec: SEANet encoder/decoder (transformers' EnCodec modules, configured for any rate and
-strides) around a residual vector quantizer. Trained in stage 2; saved as `codec_config.json` +
+strides) around a residual vector quantizer. Trained in stage 2; saved as `config.json` +
 `model.safetensors`."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import EncodecConfig
 from transformers.models.encodec.modeling_encodec import EncodecDecoder, EncodecEncoder
 
-from audiolm.codec.base import CONFIG_NAME, WEIGHTS_NAME, Codec
+from audiolm.codec.base import Codec
 from audiolm.codec.quantizer import ResidualQuantizer
-from audiolm.files import atomic_dir
+from audiolm.hub import WEIGHTS_NAME, weights_file
 
 
 @dataclass
@@ -33,7 +32,6 @@ class SEANetCodecConfig:
     codebook_size: int = 1024
     quantizer_dropout: bool = True
     commitment_weight: float = 1.0
-    kind: str = "seanet"
 
     @property
     def hop_length(self) -> int:
@@ -48,6 +46,8 @@ class CodecOutput:
 
 
 class SEANetCodec(Codec):
+    kind = "seanet"
+
     def __init__(self, config: SEANetCodecConfig):
         super().__init__()
         self.config = config
@@ -86,15 +86,13 @@ class SEANetCodec(Codec):
         self._check_codes(codes)
         return self.decoder(self.quantizer.decode(codes))[:, 0]
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        with atomic_dir(directory) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME))
+    def _write_kind(self, folder: Path) -> dict[str, Any]:
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        return {"model": asdict(self.config)}
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> SEANetCodec:
-        directory = Path(directory)
-        values = json.loads((directory / CONFIG_NAME).read_text())
-        model = cls(SEANetCodecConfig(**values))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+    def _load_kind(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> SEANetCodec:
+        known = {f.name for f in fields(SEANetCodecConfig)}
+        model = cls(SEANetCodecConfig(**{k: v for k, v in config["model"].items() if k in known}))
+        model.load_state_dict(load_file(weights_file(folder)))
         return model.eval()

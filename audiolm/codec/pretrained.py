@@ -8,38 +8,42 @@ DAC's `n_quantizers` and Mimi's `num_quantizers`. Loaded by Hub id or local fold
 
 from __future__ import annotations
 
-import json
 import math
-import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from audiolm.codec.base import CONFIG_NAME, Codec
-from audiolm.files import atomic_write_text
+from audiolm.codec.base import Codec
 
 SUPPORTED = ("encodec", "dac", "mimi")
+BUNDLED = "pretrained"  # where a local (not Hub) pretrained codec is copied when saved
 
 
 class TransformersCodec(Codec):
-    def __init__(self, model_id: str, revision: str | None = None, num_codebooks: int | None = None):
+    kind = "transformers"
+    card_title = "reference to a pretrained neural audio codec (transformers)"
+
+    def __init__(self, model_id: str, revision: str | None = None, num_codebooks: int | None = None,
+                 token: str | bool | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        config = AutoConfig.from_pretrained(model_id, revision=revision or None)
+        config = AutoConfig.from_pretrained(model_id, revision=revision or None, token=token)
         if config.model_type not in SUPPORTED:
             raise ValueError(f"{model_id}: a '{config.model_type}' model is not a codec this adapter knows ({SUPPORTED})")
-        self.model_id, self.revision, self.kind = model_id, revision or "", config.model_type
-        self.model = AutoModel.from_pretrained(model_id, revision=revision or None, use_safetensors=True).eval()
+        self.model_id, self.revision, self.model_type = model_id, revision or "", config.model_type
+        self.model = AutoModel.from_pretrained(model_id, revision=revision or None, token=token, use_safetensors=True).eval()
         self.sample_rate = config.sampling_rate
         self.codebook_size = config.codebook_size
-        if self.kind == "encodec":
+        if self.model_type == "encodec":
             if config.chunk_length_s:
                 raise ValueError(f"{model_id}: chunked EnCodec models (48 kHz) are not supported")
             self.frame_rate = config.frame_rate
             self._bits_per_codebook = self.frame_rate * math.log2(self.codebook_size)
             self.max_codebooks = max(self._codebooks_at(bw) for bw in config.target_bandwidths)
-        elif self.kind == "dac":
+        elif self.model_type == "dac":
             self.frame_rate = config.sampling_rate / config.hop_length
             self.max_codebooks = config.n_codebooks
         else:
@@ -63,25 +67,35 @@ class TransformersCodec(Codec):
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         k = self._check_codebooks(num_codebooks)
         x = wav.unsqueeze(1)  # [b, 1, n]
-        if self.kind == "encodec":
+        if self.model_type == "encodec":
             out = self.model.encode(x, bandwidth=self._bandwidth_for(k))
             return out.audio_codes[0]  # [chunks=1, b, k, t] -> [b, k, t]
-        if self.kind == "dac":
+        if self.model_type == "dac":
             return self.model.encode(x, n_quantizers=k).audio_codes[:, :k]
         return self.model.encode(x, num_quantizers=k).audio_codes
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         self._check_codes(codes)
-        if self.kind == "encodec":
+        if self.model_type == "encodec":
             return self.model.decode(codes.unsqueeze(0), [None]).audio_values[:, 0]
-        if self.kind == "dac":
+        if self.model_type == "dac":
             return self.model.decode(audio_codes=codes).audio_values
         return self.model.decode(codes).audio_values[:, 0]
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """A reference, not a copy: the model id, revision and number of codebooks."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        ref = {"kind": "transformers", "model": self.model_id, "revision": self.revision, "num_codebooks": self.num_codebooks}
-        atomic_write_text(directory / CONFIG_NAME, json.dumps(ref, indent=2) + "\n")
+    def _write_kind(self, folder: Path) -> dict[str, Any]:
+        """A Hub model is referenced (id and revision); a local one is copied into `pretrained/`
+        (its config and safetensors), so that the saved codec works on another machine."""
+        ref = {"model": self.model_id, "revision": self.revision, "model_type": self.model_type}
+        if Path(self.model_id).is_dir():
+            (folder / BUNDLED).mkdir()
+            for file in Path(self.model_id).iterdir():
+                if file.suffix in (".json", ".safetensors"):
+                    shutil.copy2(file, folder / BUNDLED / file.name)
+            ref.update(model=BUNDLED, bundled=True)
+        return ref
+
+    @classmethod
+    def _load_kind(cls, folder: Path, config: dict[str, Any], token: str | bool | None = None, **kwargs: Any) -> Codec:
+        model = str(folder / BUNDLED) if config.get("bundled") else config["model"]
+        return cls(model, config.get("revision") or None, config.get("num_codebooks"), token)

@@ -9,10 +9,8 @@ stage-3 section and `benchmarks/lm_speed.py` give the measured tokens/s of both.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from audiolm.files import atomic_dir
-
-CONFIG_NAME = "lm_config.json"
-WEIGHTS_NAME = "model.safetensors"
+from audiolm.hub import WEIGHTS_NAME, HubMixin, weights_file
 
 
 @dataclass
@@ -145,7 +140,13 @@ class Body(nn.Module):
         self.norm = RMSNorm(c.dim, c.norm_eps)
 
 
-class Decoder(nn.Module):
+class Decoder(nn.Module, HubMixin):
+    """Saved (`save_pretrained`, `from_pretrained`, `push_to_hub`: see `audiolm.hub`) as config.json
+    (the decoder's shape and the task: what the ids mean) and model.safetensors."""
+
+    component = "language-model"
+    card_title = "decoder-only language model over audio tokens (LLaMA-style)"
+
     def __init__(self, config: DecoderConfig, task: dict[str, Any] | None = None):
         super().__init__()
         self.config = config
@@ -203,17 +204,13 @@ class Decoder(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        with atomic_dir(directory) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps({"decoder": asdict(self.config), "task": self.task}, indent=2) + "\n")
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME))
+    def _write(self, folder: Path) -> dict[str, Any]:
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        return {"decoder": asdict(self.config), "task": self.task}
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> Decoder:
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"{directory}: not a language model folder (no {CONFIG_NAME})")
-        values = json.loads((directory / CONFIG_NAME).read_text())
-        model = cls(DecoderConfig(**values["decoder"]), values.get("task"))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+    def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Decoder:
+        known = {f.name for f in fields(DecoderConfig)}
+        model = cls(DecoderConfig(**{k: v for k, v in config["decoder"].items() if k in known}), config.get("task"))
+        model.load_state_dict(load_file(weights_file(folder)))  # strict: a missing or extra tensor is an error
         return model.eval()

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from audiolm import audio
 from audiolm.config import PipelineConfig, config_hash
-from audiolm.continuation import COMPONENTS, AudioLM
+from audiolm.continuation import PARTS, AudioLM
 from audiolm.data.corpus import read_wavs
 from audiolm.eval.speaker import SpeakerClassifier
 from audiolm.files import atomic_write_text
@@ -50,7 +50,7 @@ def choose_prompts(heldout: datasets.Dataset, count: int, min_seconds: float) ->
 
 
 def continuation_hash(cfg: PipelineConfig) -> str:
-    parts = [(rundir.read_marker(cfg.run_dir / folder) or {}).get("config_hash") for folder in COMPONENTS.values()]
+    parts = [(rundir.read_marker(cfg.run_dir / folder) or {}).get("config_hash") for folder in PARTS]
     return config_hash("continuations", cfg.continuation, parts, corpus_stage.corpus_hash(cfg))
 
 

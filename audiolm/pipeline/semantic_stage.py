@@ -68,7 +68,7 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     if rundir.is_up_to_date(out, digest):
         return SemanticTokenizer.from_pretrained(out, device=device)
     s: SemanticConfig = cfg.semantic
-    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames)
+    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision)
     train = corpus["train"]
     order = np.random.default_rng(s.seed).permutation(train.num_rows).tolist()
     print(f"stage 1 (semantic): fitting k-means (K={s.num_clusters}) on up to {s.kmeans_frames} frames of "

@@ -103,13 +103,14 @@ class EncoderFeatures:
     are dropped, since they would be computed and thrown away.
     """
 
-    def __init__(self, model: str, layer: int, device: str = "cpu", sample_rate: int = 16000):
+    def __init__(self, model: str, layer: int, device: str = "cpu", sample_rate: int = 16000, revision: str = ""):
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
 
-        config = AutoConfig.from_pretrained(model)
-        self.model = AutoModel.from_pretrained(model, config=config, use_safetensors=True).eval().to(device)
+        revision = revision or None
+        config = AutoConfig.from_pretrained(model, revision=revision)
+        self.model = AutoModel.from_pretrained(model, config=config, revision=revision, use_safetensors=True).eval().to(device)
         try:
-            self.processor = AutoFeatureExtractor.from_pretrained(model)
+            self.processor = AutoFeatureExtractor.from_pretrained(model, revision=revision)
         except OSError:  # a bare model folder: the wav2vec2-family defaults
             self.processor = Wav2Vec2FeatureExtractor(sampling_rate=sample_rate, do_normalize=True, return_attention_mask=True)
         blocks = self.model.encoder.layers
@@ -147,11 +148,11 @@ class EncoderFeatures:
 
 
 def build_features(backend: str, model: str = "", layer: int = 6, device: str = "cpu", sample_rate: int = 16000,
-                   context: int = 4) -> FrameFeatures:
+                   context: int = 4, revision: str = "") -> FrameFeatures:
     if backend in ("mfcc", "logmel"):
         return SpectralFeatures(backend, sample_rate, context)
     if backend == "ssl":
         if not model:
             raise ValueError("semantic.backend 'ssl' needs semantic.model (a Hub id or a local folder)")
-        return EncoderFeatures(model, layer, device, sample_rate)
+        return EncoderFeatures(model, layer, device, sample_rate, revision)
     raise ValueError(f"unknown semantic.backend '{backend}' (use 'mfcc', 'logmel' or 'ssl')")

@@ -1,30 +1,32 @@
 """`SemanticTokenizer`: frame features -> normalisation -> nearest k-means centroid -> ids.
 
-A saved tokenizer is a folder: `semantic_tokenizer.json` (backend, model, layer, K, rates,
-normalisation) and `kmeans.safetensors` (centroids and the per-dimension mean/std the
-features were standardised with, as AudioLM does before k-means). The feature model itself
-is referenced by its Hub id or path, and the layer is checked against the centroids' width.
+A saved tokenizer (`save_pretrained`, `from_pretrained`, `push_to_hub`: see `audiolm.hub`) is a
+folder: `config.json` (backend, model, layer, K, rates, normalisation) and `kmeans.safetensors`
+(centroids and the per-dimension mean/std the features were standardised with, as AudioLM does
+before k-means). A speech encoder from the Hub is referenced by id and revision; one from a local
+folder is copied into `encoder/` (its config and safetensors), so the tokenizer works elsewhere.
+The layer is checked against the centroids' width.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from audiolm.config import SemanticConfig
-from audiolm.files import atomic_dir
+from audiolm.hub import HubMixin, weights_file
 from audiolm.semantic.features import FrameFeatures, build_features
 from audiolm.semantic.kmeans import assign, fit_kmeans
 
-CONFIG_NAME = "semantic_tokenizer.json"
 WEIGHTS_NAME = "kmeans.safetensors"
+ENCODER_FOLDER = "encoder"  # a local speech encoder, bundled
 
 
 @dataclass
@@ -38,10 +40,14 @@ class SemanticTokenizerConfig:
     feature_dim: int
     utterance_norm: bool
     context_frames: int = 0
+    revision: str = ""  # of `model`, when it is a Hub id
     format_version: int = 1
 
 
-class SemanticTokenizer:
+class SemanticTokenizer(HubMixin):
+    component = "semantic-tokenizer"
+    card_title = "semantic tokenizer (speech features -> k-means ids)"
+
     def __init__(self, config: SemanticTokenizerConfig, features: FrameFeatures, centroids: torch.Tensor,
                  mean: torch.Tensor, std: torch.Tensor):
         if centroids.shape != (config.num_clusters, features.dim):
@@ -106,27 +112,37 @@ class SemanticTokenizer:
         spectral = cfg.backend != "ssl"
         config = SemanticTokenizerConfig(
             backend=cfg.backend, model=cfg.model if not spectral else "", layer=cfg.layer if not spectral else 0,
+            revision=cfg.revision if not spectral else "",
             num_clusters=cfg.num_clusters, sample_rate=features.sample_rate, frame_rate=features.frame_rate,
             feature_dim=features.dim, utterance_norm=cfg.utterance_norm,
             context_frames=cfg.context_frames if spectral else 0,
         )
         return cls(config, features, centroids, mean, std)
 
-    # -- persistence ----------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write the folder atomically: a half-written tokenizer never appears under its name."""
-        with atomic_dir(directory) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-            save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(tmp / WEIGHTS_NAME))
+    # -- persistence (audiolm.hub.HubMixin) ----------------------------------------------
+    def _write(self, folder: Path) -> dict[str, Any]:
+        save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(folder / WEIGHTS_NAME))
+        config = asdict(self.config)
+        local = Path(self.config.model) if self.config.backend == "ssl" else None
+        if local is not None and local.is_dir():
+            (folder / ENCODER_FOLDER).mkdir()
+            for file in local.iterdir():
+                if file.suffix in (".json", ".safetensors"):
+                    shutil.copy2(file, folder / ENCODER_FOLDER / file.name)
+            config["model"] = ENCODER_FOLDER
+            config["bundled_encoder"] = True
+        return config
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu") -> SemanticTokenizer:
-        directory = Path(directory)
-        config_file = directory / CONFIG_NAME
-        if not config_file.exists():
-            raise FileNotFoundError(f"{directory}: not a semantic tokenizer folder (no {CONFIG_NAME})")
-        config = SemanticTokenizerConfig(**json.loads(config_file.read_text()))
-        tensors = load_file(str(directory / WEIGHTS_NAME))
-        features = build_features(config.backend, config.model, config.layer, device, config.sample_rate,
-                                  config.context_frames)
-        return cls(config, features, tensors["centroids"], tensors["mean"], tensors["std"])
+    def _load(cls, folder: Path, config: dict[str, Any], device: str = "cpu") -> SemanticTokenizer:
+        known = {f.name for f in fields(SemanticTokenizerConfig)}
+        values = {k: v for k, v in config.items() if k in known}
+        if values.get("format_version", 1) > SemanticTokenizerConfig.format_version:
+            raise ValueError(f"{folder}: saved by a newer audiolm (format {values['format_version']}); upgrade audiolm")
+        if config.get("bundled_encoder"):  # a path again, so that saving the tokenizer copies the encoder along
+            values["model"] = str(folder / ENCODER_FOLDER)
+        tokenizer_config = SemanticTokenizerConfig(**values)
+        tensors = load_file(weights_file(folder, WEIGHTS_NAME))
+        features = build_features(tokenizer_config.backend, tokenizer_config.model, tokenizer_config.layer, device,
+                                  tokenizer_config.sample_rate, tokenizer_config.context_frames, tokenizer_config.revision)
+        return cls(tokenizer_config, features, tensors["centroids"], tensors["mean"], tensors["std"])

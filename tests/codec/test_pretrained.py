@@ -34,7 +34,7 @@ def tiny_codec(request, tmp_path_factory):
 def test_adapter_codes_equal_the_transformers_model(tiny_codec):
     kind, folder, model = tiny_codec
     codec = load_codec(folder)
-    assert isinstance(codec, TransformersCodec) and codec.kind == kind
+    assert isinstance(codec, TransformersCodec) and codec.model_type == kind
     wav = torch.randn(2, codec.sample_rate // 2) * 0.1
     codes = codec.encode(wav)
     assert codes.dtype == torch.int64 and codes.shape[:2] == (2, codec.num_codebooks)
@@ -64,16 +64,19 @@ def test_fewer_codebooks_are_a_prefix(tiny_codec):
         codec.encode(torch.zeros(1, 1000), codec.num_codebooks + 1)
 
 
-def test_reference_folder_round_trip(tiny_codec, tmp_path):
+def test_saved_folder_round_trip_copies_a_local_model_along(tiny_codec, tmp_path):
+    """A Hub codec is saved as a reference (id + revision); a local one is copied into the folder,
+    safetensors only, so that the saved codec still loads where the original folder does not exist."""
     kind, folder, _ = tiny_codec
     codec = load_codec(folder, num_codebooks=2)
     codec.save_pretrained(tmp_path / "ref")
+    assert sorted(p.name for p in (tmp_path / "ref" / "pretrained").iterdir()) == ["config.json", "model.safetensors"]
     again = load_codec(tmp_path / "ref")
-    assert again.num_codebooks == 2 and again.model_id == str(folder)
+    assert again.num_codebooks == 2 and again.model_id == str(tmp_path / "ref" / "pretrained")
     wav = torch.randn(1, codec.sample_rate // 4) * 0.1
     assert torch.equal(again.encode(wav), codec.encode(wav))
 
 
 def test_not_a_codec(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a codec folder"):
+    with pytest.raises(FileNotFoundError, match="not a codec"):
         load_codec(tmp_path)

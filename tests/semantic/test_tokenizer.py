@@ -42,5 +42,5 @@ def test_centroids_must_fit_the_features(wavs):
 
 
 def test_from_pretrained_on_a_wrong_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a semantic tokenizer folder"):
+    with pytest.raises(FileNotFoundError, match="not a saved semantic tokenizer"):
         SemanticTokenizer.from_pretrained(tmp_path)

@@ -1,0 +1,96 @@
+"""Share a run: `audiolm push RUN_DIR REPO_ID [--private]` and `audiolm save RUN_DIR OUT_DIR`.
+
+The run's parts are loaded as one `AudioLM` (so they are checked against each other first) and
+written as a bundle whose model card carries the run's own measurements: stage 3's held-out
+perplexities against a unigram baseline, stage 4's speaker-classifier rates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from audiolm.config import PipelineConfig, load_config
+from audiolm.continuation import AudioLM
+from audiolm.data.corpus import describe_source
+from audiolm.lm.sequences import TASKS
+
+
+def run_config(run_dir: Path) -> PipelineConfig:
+    """The resolved config the run's language models were trained with (stage 0's if none)."""
+    for file in (run_dir / "lm-semantic" / "config.yaml", run_dir / "config.yaml"):
+        if file.exists():
+            return load_config(file)
+    raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run folder; run stages 0-3 to make one)")
+
+
+def _read_json(file: Path) -> dict[str, Any] | None:
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+def run_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The numbers a run measured, as `bundle_card` rows (nothing for a stage that did not finish)."""
+    metrics = []
+    for task in TASKS:
+        lm = _read_json(run_dir / f"lm-{task}" / "stage.json")
+        if lm and "heldout_perplexity" in lm:
+            per = "" if task == "semantic" else " per codebook"
+            metrics.append({"name": f"{task} LM held-out perplexity{per}", "type": "perplexity",
+                            "value": lm["heldout_perplexity"],
+                            "shown": f"{lm['heldout_perplexity']:.3g} (unigram {lm['unigram_perplexity']:.3g})"})
+    results = _read_json(run_dir / "continuations" / "results.json")
+    if results:
+        chance = results["chance"]
+        for kind, name in (("continuation", "continuations with the acoustic prompt"),
+                           ("semantic-only", "continuations from semantic ids only"),
+                           ("resynthesized prompt", "prompts resynthesized by the codec")):
+            value = results["speaker_accuracy"][kind]
+            metrics.append({"name": f"speaker accuracy, {name}", "type": "accuracy", "value": value,
+                            "shown": f"{value:.1%} (chance {chance:.1%})"})
+        if "generation_real_time_factor" in results:
+            rtf = results["generation_real_time_factor"]
+            metrics.append({"name": "generation speed (audio seconds per wall second)", "type": "real_time_factor",
+                            "value": rtf, "shown": f"{rtf:.2f}x real time"})
+    return metrics
+
+
+def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
+    cfg = run_config(run_dir)
+    source = describe_source(cfg.data)
+    if source == "demo":
+        d = cfg.data.demo
+        corpus = f"a corpus synthesized offline with eSpeak NG ({d.voices} voices, {d.sentences} sentences)"
+        dataset_type, dataset_name = "audiolm-demo", "eSpeak NG demo corpus"
+    else:
+        corpus, dataset_type, dataset_name = f"`{cfg.data.source}`", cfg.data.source, cfg.data.source
+    datasets = list(cfg.share.datasets) + ([cfg.data.source] if source == "hub" and not os.path.exists(cfg.data.source) else [])
+    results = _read_json(run_dir / "continuations" / "results.json") or {}
+    c = cfg.continuation
+    steps = ", ".join(f"{t} LM {getattr(cfg.lm, t).train.steps}" for t in TASKS)
+    evaluation = (f"Held-out perplexity of each LM on {cfg.lm.eval_utterances} held-out utterances, next to a unigram model of "
+                  "the same targets. Speaker accuracy: a classifier of mel statistics, trained on the codec's rendering of "
+                  f"the train split, names the voice of {results.get('prompts', c.prompts)} continuations of {c.seconds:g} s "
+                  f"from {c.prompt_seconds:g} s held-out prompts ({results.get('voices', '?')} voices); the semantic-only "
+                  "condition withholds the prompt's codec tokens, so it cannot copy the voice.")
+    training = f"Pipeline `{cfg.name}` on {corpus}; training steps: {steps}."
+    return {"repo_id": repo_id, "model_name": f"AudioLM ({cfg.name})", "metrics": run_metrics(run_dir),
+            "evaluation": evaluation, "training": training, "license": cfg.share.license,
+            "language": list(cfg.share.language), "datasets": datasets or None, "tags": list(cfg.share.tags),
+            "dataset_type": dataset_type, "dataset_name": dataset_name}
+
+
+def save(run_dir: str | os.PathLike, out: str | os.PathLike, repo_id: str = "REPO_ID") -> Path:
+    """The bundle a push would upload, written to `out`."""
+    run_dir = Path(run_dir)
+    AudioLM.from_pretrained(run_dir).save_pretrained(out, model_card_kwargs=card_kwargs(run_dir, repo_id))
+    return Path(out)
+
+
+def push(run_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Upload the run as one bundle in one commit; returns the commit's URL."""
+    run_dir = Path(run_dir)
+    model = AudioLM.from_pretrained(run_dir)
+    return str(model.push_to_hub(repo_id, private=private, token=token, model_card_kwargs=card_kwargs(run_dir, repo_id),
+                                 commit_message=f"AudioLM bundle of run {run_dir.name}"))
