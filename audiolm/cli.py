@@ -151,7 +151,13 @@ def _continue(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from audiolm.pipeline import share
 
-    url = share.push(args.run, args.repo_id, args.private, args.token)
+    try:
+        url = share.push(args.run, args.repo_id, args.private, args.token)
+    except (OSError, ValueError):
+        raise  # a bad run folder: main prints it
+    except Exception as err:  # the Hub's own errors (not logged in, no network) are not OSErrors
+        raise OSError(f"push to {args.repo_id} failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                      "(is the Hub reachable, and are you logged in: `hf auth login` or --token?)") from None
     print(f"{args.run} -> https://huggingface.co/{args.repo_id} ({'private' if args.private else 'public'}; commit {url})")
     return 0
 
@@ -232,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:  # a wrong --codec/--model/--data: one line, no traceback
         print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
-    except Exception as err:  # the Hub's own errors (not logged in, no network) are not OSErrors
-        if not type(err).__module__.startswith(("huggingface_hub", "httpx", "requests")):
-            raise
-        print(f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
-        return 2
+
 
 
 if __name__ == "__main__":

@@ -95,23 +95,10 @@ def test_each_part_loads_alone_from_a_bundle_folder(bundle, tiny_continuations):
         Decoder.from_pretrained(bundle / "codec")
 
 
-def test_push_uploads_exactly_the_bundle_with_a_valid_card(tiny_continuations, bundle, monkeypatch):
+def test_push_uploads_exactly_the_bundle_with_a_valid_card(tiny_continuations, bundle, fake_hub):
     """The whole push code path up to the network call: the repository is created as asked, and
     the folder handed to `upload_folder` is what `audiolm save` writes."""
-    calls = {}
-
-    def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
-        calls["create"] = {"repo_id": repo_id, "private": private, "exist_ok": exist_ok}
-        return type("RepoUrl", (), {"repo_id": repo_id})()
-
-    def upload_folder(self, repo_id, folder_path, **kwargs):
-        folder = type(bundle)(folder_path)
-        calls["upload"] = {"repo_id": repo_id, "files": _files(folder), "card": (folder / "README.md").read_text(),
-                           "record": (folder / "config.json").read_text()}
-        return "https://huggingface.co/someone/tiny-audiolm/commit/0123"
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    calls = fake_hub
     share.push(tiny_continuations.run_dir, "someone/tiny-audiolm", private=True)
     assert calls["create"] == {"repo_id": "someone/tiny-audiolm", "private": True, "exist_ok": True}
     assert calls["upload"]["files"] == _files(bundle)
@@ -130,6 +117,36 @@ def test_push_uploads_exactly_the_bundle_with_a_valid_card(tiny_continuations, b
     coarse = json.loads((tiny_continuations.run_dir / "lm-coarse" / "stage.json").read_text())
     assert by_name["coarse LM held-out perplexity per codebook"] == coarse["heldout_perplexity"]
     assert 'AudioLM.from_pretrained("someone/tiny-audiolm")' in card.text
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """HfApi's create_repo and upload_folder, recording what they were given instead of calling the Hub."""
+    calls = {}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
+        calls["create"] = {"repo_id": repo_id, "private": private, "exist_ok": exist_ok}
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        folder = type(REPO)(folder_path)
+        calls["upload"] = {"repo_id": repo_id, "files": _files(folder), "card": (folder / "README.md").read_text(),
+                           "record": (folder / "config.json").read_text()}
+        return f"https://huggingface.co/{repo_id}/commit/0123"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+@pytest.mark.parametrize("part, loader", [("semantic", SemanticTokenizer), ("codec", load_codec), ("lm-fine", Decoder)])
+def test_each_part_pushes_its_config_weights_and_card(bundle, fake_hub, part, loader):
+    component = loader(bundle / part) if loader is load_codec else loader.from_pretrained(bundle / part)
+    component.push_to_hub(f"someone/{part}", private=False)
+    weights = "kmeans.safetensors" if part == "semantic" else "model.safetensors"
+    assert fake_hub["upload"]["files"] == {"config.json", weights, "README.md"}
+    assert fake_hub["upload"]["record"] == (bundle / part / "config.json").read_text()
+    assert ModelCard.load(bundle / part / "README.md").data.library_name == "audiolm"
 
 
 def test_the_cards_usage_snippet_runs(bundle, speech_wav, tmp_path, monkeypatch):
@@ -212,3 +229,15 @@ def test_push_errors_are_one_line(tiny_continuations, tmp_path):
 @pytest.mark.network
 def test_the_card_validates_on_the_hub(bundle):
     ModelCard.load(bundle / "README.md").validate()
+
+
+def test_a_part_saved_by_an_older_audiolm_is_rebuilt_not_loaded(tmp_path):
+    """Before parts were saved with config.json (codec_config.json, lm_config.json, ...), a stage
+    marker alone said "up to date"; now such a folder counts as stale and the stage redoes it."""
+    from audiolm.pipeline import rundir
+
+    rundir.write_marker(tmp_path, "abc")
+    (tmp_path / "lm_config.json").write_text("{}")
+    assert rundir.is_up_to_date(tmp_path, "abc") and not rundir.is_up_to_date(tmp_path, "abc", saved_part=True)
+    (tmp_path / "config.json").write_text("{}")
+    assert rundir.is_up_to_date(tmp_path, "abc", saved_part=True)

@@ -90,10 +90,10 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     if tokens_marker is None:
         raise FileNotFoundError(f"{tokens_dir}: no token dataset yet; run stage 1 first (make stage-1)")
     digest = codec_hash(cfg)
-    if not force and tokens_marker.get("acoustic_hash") == digest and rundir.is_up_to_date(codec_dir, digest):
+    if not force and tokens_marker.get("acoustic_hash") == digest and rundir.is_up_to_date(codec_dir, digest, saved_part=True):
         print(f"stage 2 (codec): {codec_dir} and the acoustic codes in {tokens_dir} are up to date")
         return codec_dir
-    if force or not rundir.is_up_to_date(codec_dir, digest):
+    if force or not rundir.is_up_to_date(codec_dir, digest, saved_part=True):
         if cfg.codec.model == "seanet":
             train_codec(cfg, corpus, corpus_rate, codec_dir)
         else:

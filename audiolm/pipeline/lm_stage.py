@@ -108,7 +108,7 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
     for task in tasks:
         out = cfg.run_dir / f"lm-{task}"
         digest = lm_hash(cfg, task, marker)
-        if not force and rundir.is_up_to_date(out, digest):
+        if not force and rundir.is_up_to_date(out, digest, saved_part=True):
             print(f"stage 3 ({task} LM): {out} is up to date")
             continue
         if train is None:

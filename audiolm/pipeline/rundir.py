@@ -17,6 +17,7 @@ import numpy as np
 
 from audiolm.config import dump_yaml
 from audiolm.files import atomic_dir, atomic_write_text
+from audiolm.hub import CONFIG_NAME
 
 MARKER = "stage.json"
 
@@ -28,9 +29,12 @@ def read_marker(output: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_up_to_date(output: Path, config_hash: str) -> bool:
+def is_up_to_date(output: Path, config_hash: str, saved_part: bool = False) -> bool:
+    """`saved_part`: the folder also holds a part in today's format (config.json), so a run made
+    by an older audiolm is rebuilt rather than failing to load."""
     marker = read_marker(output)
-    return marker is not None and marker.get("config_hash") == config_hash
+    fresh = marker is not None and marker.get("config_hash") == config_hash
+    return fresh and (not saved_part or (output / CONFIG_NAME).exists())
 
 
 def write_marker(output: Path, config_hash: str, **info: Any) -> None:

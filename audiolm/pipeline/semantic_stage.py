@@ -65,7 +65,7 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     out = cfg.run_dir / "semantic"
     digest = tokenizer_hash(cfg)
     device = resolve_device(cfg.semantic.device)
-    if rundir.is_up_to_date(out, digest):
+    if rundir.is_up_to_date(out, digest, saved_part=True):
         return SemanticTokenizer.from_pretrained(out, device=device)
     s: SemanticConfig = cfg.semantic
     features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision)

@@ -44,3 +44,29 @@ def test_centroids_must_fit_the_features(wavs):
 def test_from_pretrained_on_a_wrong_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved semantic tokenizer"):
         SemanticTokenizer.from_pretrained(tmp_path)
+
+
+def test_a_local_speech_encoder_is_copied_into_the_saved_tokenizer(tmp_path, wavs):
+    """An encoder from a local folder (one trained here, say) travels with the tokenizer: the
+    saved tokenizer still loads, through the same transformers backend, once the folder is gone."""
+    import shutil
+
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    encoder = tmp_path / "my-encoder"
+    transformers.HubertModel(config).save_pretrained(encoder)
+    transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(encoder)
+    cfg = SemanticConfig(backend="ssl", model=str(encoder), layer=2, num_clusters=8, kmeans_steps=20, kmeans_batch_size=256)
+    tok = SemanticTokenizer.fit(cfg, build_features("ssl", str(encoder), 2), [wavs])
+    tok.save_pretrained(tmp_path / "tok")
+    shutil.rmtree(encoder)
+    saved = sorted(p.name for p in (tmp_path / "tok" / "encoder").iterdir())
+    assert saved == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    again = SemanticTokenizer.from_pretrained(tmp_path / "tok")
+    for a, b in zip(tok.encode(wavs), again.encode(wavs), strict=True):
+        assert np.array_equal(a, b)
+    again.save_pretrained(tmp_path / "tok2")  # and again, from the copy
+    assert (tmp_path / "tok2" / "encoder" / "model.safetensors").exists()
