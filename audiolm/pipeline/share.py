@@ -68,7 +68,7 @@ def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
     datasets = list(cfg.share.datasets) + ([cfg.data.source] if source == "hub" and not os.path.exists(cfg.data.source) else [])
     results = _read_json(run_dir / "continuations" / "results.json") or {}
     c = cfg.continuation
-    steps = ", ".join(f"{t} LM {getattr(cfg.lm, t).train.steps}" for t in TASKS)
+    steps = ", ".join(f"{t} LM {(_read_json(run_dir / f'lm-{t}' / 'stage.json') or {}).get('steps', '?')}" for t in TASKS)
     evaluation = (f"Held-out perplexity of each LM on {cfg.lm.eval_utterances} held-out utterances, next to a unigram model of "
                   "the same targets. Speaker accuracy: a classifier of mel statistics, trained on the codec's rendering of "
                   f"the train split, names the voice of {results.get('prompts', c.prompts)} continuations of {c.seconds:g} s "
