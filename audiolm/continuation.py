@@ -88,7 +88,7 @@ class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-c
                  sampling: dict[str, SamplingConfig] | None = None):
         self.tokenizer, self.codec = tokenizer, codec.to(device).eval()
         self.sampling = {t: (sampling or {}).get(t, SamplingConfig()) for t in TASKS}  # defaults of continue_*
-        self.models = {t: models[t].to(device).eval() for t in TASKS}
+        self.models = {t: models[t].to(device).eval().prepare_generation() for t in TASKS}  # fp16 copies for batch 1
         self.specs = {t: TaskSpec.from_dict(self.models[t].task) for t in TASKS}
         self.device = device
         check_parts({"num_clusters": tokenizer.num_clusters, "frame_rate": tokenizer.frame_rate},

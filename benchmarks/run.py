@@ -1,0 +1,293 @@
+"""The benchmark suite: every speed and memory figure of the pipeline, each next to a baseline
+measured in the same run, so the ratios survive a noisy or different machine.
+
+    python -m benchmarks.run [--quick] [--json OUT.json] [--run runs/demo] [--only lm_16m codec ...]
+
+Each group runs in its own process (its peak resident memory is a figure too) after a warm-up,
+timing the median of several repeats. Models have random weights unless `--run` holds a trained
+run: speed does not depend on weight values. The JSON is a list of flat objects
+{"name", "value", "unit", "baseline", "ratio"}; ratio = value / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.timing import median_seconds
+
+Figure = dict[str, object]
+
+
+def figure(name: str, value: float, unit: str, baseline: float | None = None) -> Figure:
+    ratio = value / baseline if baseline else None
+    return {"name": name, "value": float(value), "unit": unit, "baseline": None if baseline is None else float(baseline),
+            "ratio": ratio}
+
+
+# -- the machine -------------------------------------------------------------------------------
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 1536) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 * 4 / median_seconds(lambda: [a @ b for _ in range(4)], repeats=5) / 1e9
+
+
+def memory_gbps() -> float:
+    """Read bandwidth: summing a 512 MB array (far beyond any cache)."""
+    x = torch.ones(128 * 1024 * 1024)
+    return x.numel() * 4 / median_seconds(x.sum, repeats=5) / 1e9
+
+
+def machine(quick: bool, run: Path) -> list[Figure]:
+    threads = torch.get_num_threads()
+    peak = matmul_gflops()
+    torch.set_num_threads(1)
+    one = matmul_gflops()
+    torch.set_num_threads(threads)
+    return [figure("matmul_peak_gflops", peak, f"GFLOP/s fp32, {threads} threads", one),
+            figure("memory_bandwidth_gb_s", memory_gbps(), "GB/s read")]
+
+
+# -- language models -----------------------------------------------------------------------------
+def _decoder(vocab: int, dim: int, layers: int, heads: int, kv_heads: int = 0, ffn_dim: int = 0, max_positions: int = 1024):
+    from audiolm.lm.model import Decoder, DecoderConfig
+
+    torch.manual_seed(0)
+    return Decoder(DecoderConfig(vocab_size=vocab, dim=dim, layers=layers, heads=heads, kv_heads=kv_heads,
+                                 ffn_dim=ffn_dim, max_positions=max_positions))
+
+
+def _training(name: str, model, batch: int, length: int, quick: bool) -> list[Figure]:
+    from benchmarks.lm_speed import flops_per_token, training_speed
+
+    peak = matmul_gflops() * 1e9
+    tokens = training_speed(model, batch, length, "fp32", steps=1 if quick else 3)
+    bound = peak / flops_per_token(model, length)  # tokens/s at 100% of the matmul peak
+    return [figure(f"lm_train_tokens_per_s_{name}", tokens, f"tokens/s, batch {batch} x {length}, fp32", bound),
+            figure(f"lm_train_mfu_{name}", tokens / bound, "fraction of matmul_peak_gflops", 1.0)]
+
+
+def lm_16m(quick: bool, run: Path) -> list[Figure]:
+    """The 16.8M-parameter semantic LM of the issue: dim 512, 6 layers, 8 heads, 500 semantic ids
+    (+4 special), SwiGLU width 1088; training batch 8 x 512; generation batch 1, 500 new tokens."""
+    from benchmarks.lm_speed import generation_speed
+
+    model = _decoder(504, 512, 6, 8, ffn_dim=1088)
+    figures = _training("16m", model, 8, 513, quick)
+    model.eval()
+    weights_bound = memory_gbps() * 1e9 / (4 * model.num_parameters())  # fp32 weights read once per token
+    new = 200 if quick else 500
+    plain = generation_speed(model, 1, 50, new, True)
+    model.prepare_generation()
+    cached = generation_speed(model, 1, 50, new, True)
+    uncached = generation_speed(model, 1, 50, new, False)
+    batch16 = generation_speed(model, 16, 50, new // 2, True)
+    return figures + [
+        figure("lm_generate_cached_tokens_per_s_16m", cached, f"tokens/s, batch 1, {new} new, fp16 weight copies, "
+               "vs fp32 weights read at memory bandwidth", weights_bound),
+        figure("lm_generate_cached_fp32_tokens_per_s_16m", plain, f"tokens/s, batch 1, {new} new, fp32 weights", cached),
+        figure("lm_generate_uncached_tokens_per_s_16m", uncached, f"tokens/s, batch 1, {new} new, no KV cache", cached),
+        figure("lm_generate_cached_batch16_tokens_per_s_16m", batch16, f"tokens/s, batch 16, {new // 2} new", cached),
+        figure("parameters_16m", model.num_parameters() / 1e6, "M parameters", 16.8),
+    ]
+
+
+def lm_demo(quick: bool, run: Path) -> list[Figure]:
+    """The demo's coarse LM shape (the largest of its three), trained on its longest window."""
+    from audiolm.config import load_config
+    from benchmarks.lm_speed import generation_speed
+
+    cfg = load_config("pipelines/demo.yaml")
+    lm = cfg.lm.coarse
+    vocab = 4 + cfg.semantic.num_clusters + cfg.lm.coarse_codebooks * cfg.codec.codebook_size
+    model = _decoder(vocab, lm.dim, lm.layers, lm.heads, lm.kv_heads, lm.ffn_dim)
+    figures = _training("demo", model, 16, 302, quick)
+    model.eval().prepare_generation()
+    weights_bound = memory_gbps() * 1e9 / (4 * model.num_parameters())
+    return figures + [figure("lm_generate_cached_tokens_per_s_demo", generation_speed(model, 1, 100, 200, True),
+                             "tokens/s, batch 1, 200 new, vs fp32 weights read at memory bandwidth", weights_bound)]
+
+
+# -- tokenizers and codec ------------------------------------------------------------------------
+def _demo_codec():
+    from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
+    from audiolm.config import load_config
+
+    c = load_config("pipelines/demo.yaml").codec
+    torch.manual_seed(0)
+    codec = SEANetCodec(SEANetCodecConfig(sample_rate=c.sample_rate, strides=c.strides, num_filters=c.num_filters,
+                                          latent_dim=c.latent_dim, lstm_layers=c.lstm_layers,
+                                          residual_layers=c.residual_layers, causal=c.causal,
+                                          num_codebooks=c.num_codebooks, codebook_size=c.codebook_size))
+    codec(torch.randn(4, 16000) * 0.1)  # k-means-initialise the codebooks
+    return codec.eval()
+
+
+def tokenize(quick: bool, run: Path) -> list[Figure]:
+    """Stage 1 (demo log-mel tokenizer, batched as the stage does) and stage 2 (the demo codec, one
+    utterance at a time as the stage does) on synthesized speech."""
+    from audiolm.config import load_config
+    from audiolm.semantic.features import build_features
+    from benchmarks.semantic_throughput import demo_audio, throughput
+
+    cfg = load_config("pipelines/demo.yaml").semantic
+    wavs = sorted(demo_audio(20.0 if quick else 60.0), key=len)
+    seconds = sum(len(w) for w in wavs) / 16000
+    demo = build_features(cfg.backend, context=cfg.context_frames)
+    plain = build_features(cfg.backend, context=0)
+    ours = throughput(demo, torch.randn(cfg.num_clusters, demo.dim), wavs, batch=16)
+    frames = throughput(plain, torch.randn(1, plain.dim), wavs, batch=16)
+    codec = _demo_codec()
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for w in wavs:
+            codec.encode(torch.from_numpy(w)[None])
+        stage2 = seconds / (time.perf_counter() - start)
+        whole = torch.from_numpy(np.concatenate(wavs))[None]
+        one_clip = seconds / median_seconds(lambda: codec.encode(whole), repeats=1 if quick else 3)
+    return [figure("semantic_tokenize_audio_s_per_s_demo", ours, f"audio s per s (log-mel +-{cfg.context_frames}, "
+                   f"K={cfg.num_clusters}), vs plain log-mel frames", frames),
+            figure("stage2_tokenize_audio_s_per_s_demo", stage2, "audio s per s (one utterance at a time), vs one clip",
+                   one_clip)]
+
+
+def codec(quick: bool, run: Path) -> list[Figure]:
+    """Encode/decode real-time factors of the demo codec, against EnCodec 24 kHz's architecture (6
+    kbps) measured in the same process."""
+    import tempfile
+
+    import transformers
+
+    from audiolm.codec.pretrained import TransformersCodec
+
+    seconds = 10.0 if quick else 20.0
+    repeats = 1 if quick else 3
+    demo = _demo_codec()
+    encodec = transformers.EncodecModel(transformers.EncodecConfig()).eval()
+    with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
+        encodec.save_pretrained(folder)
+        reference = TransformersCodec(folder, num_codebooks=8)
+        rates = {}
+        for name, c in (("demo", demo), ("encodec", reference)):
+            wav = torch.randn(1, int(seconds * c.sample_rate)) * 0.1
+            codes = c.encode(wav)
+            rates[name] = (seconds / median_seconds(lambda c=c, w=wav: c.encode(w), repeats),
+                           seconds / median_seconds(lambda c=c, k=codes: c.decode(k), repeats))
+    return [figure("codec_encode_rtf_demo", rates["demo"][0], "x real time, vs EnCodec 24 kHz", rates["encodec"][0]),
+            figure("codec_decode_rtf_demo", rates["demo"][1], "x real time, vs EnCodec 24 kHz", rates["encodec"][1])]
+
+
+# -- end to end ----------------------------------------------------------------------------------
+def demo_model(run: Path):
+    """The trained run if there is one, else the demo's architecture with random weights."""
+    from audiolm.continuation import AudioLM
+
+    if (run / "lm-fine").exists():
+        return AudioLM.from_pretrained(run), f"trained {run}"
+    from audiolm.config import load_config
+    from audiolm.lm.sequences import TASKS, TaskSpec
+    from audiolm.semantic.features import build_features
+    from audiolm.semantic.tokenizer import SemanticTokenizer, SemanticTokenizerConfig
+    from audiolm.tokens import TokenLayout
+
+    cfg = load_config("pipelines/demo.yaml")
+    s = cfg.semantic
+    features = build_features(s.backend, context=s.context_frames)
+    tokenizer = SemanticTokenizer(SemanticTokenizerConfig(s.backend, "", 0, s.num_clusters, 16000, features.frame_rate,
+                                                          features.dim, s.utterance_norm, s.context_frames),
+                                  features, torch.randn(s.num_clusters, features.dim), torch.zeros(features.dim),
+                                  torch.ones(features.dim))
+    acoustic = _demo_codec()
+    layout = TokenLayout(s.num_clusters, acoustic.codebook_size, acoustic.num_codebooks, cfg.lm.coarse_codebooks)
+    models = {}
+    for task in TASKS:
+        lm = getattr(cfg.lm, task)
+        spec = TaskSpec(task, layout, features.frame_rate, acoustic.frame_rate, lm.window_seconds)
+        model = _decoder(spec.vocab_size, lm.dim, lm.layers, lm.heads, lm.kv_heads, lm.ffn_dim, spec.max_length())
+        model.task = spec.to_dict()
+        models[task] = model
+    return AudioLM(tokenizer, acoustic, models), "random weights, demo architecture"
+
+
+def continuation(quick: bool, run: Path) -> list[Figure]:
+    from audiolm.config import load_config
+
+    c = load_config("pipelines/demo.yaml").continuation
+    model, what = demo_model(run)
+    rate = model.codec.sample_rate
+    prompt = 0.1 * np.random.default_rng(0).standard_normal(int(c.prompt_seconds * rate)).astype(np.float32)
+    wall = median_seconds(lambda: model.continue_speech(prompt, rate, c.seconds), repeats=1 if quick else 3)
+    return [figure("continue_rtf_demo", c.seconds / wall, f"x real time, batch 1, {c.prompt_seconds:g} s prompt, "
+                   f"{c.seconds:g} s generated ({what}), vs real time", 1.0)]
+
+
+GROUPS: dict[str, Callable[[bool, Path], list[Figure]]] = {
+    "machine": machine, "lm_16m": lm_16m, "lm_demo": lm_demo, "tokenize": tokenize, "codec": codec,
+    "continue": continuation,
+}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def run_group(name: str, quick: bool, run: Path) -> list[Figure]:
+    """One group in a fresh process: its own peak memory, no state left by the others."""
+    args = [sys.executable, "-m", "benchmarks.run", "--child", name, "--run", str(run)] + (["--quick"] if quick else [])
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark group {name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [f"{'figure':46s} {'value':>10s} {'baseline':>10s} {'ratio':>7s}  unit"]
+    for f in figures:
+        baseline = "" if f["baseline"] is None else f"{f['baseline']:10.4g}"
+        ratio = "" if f["ratio"] is None else f"{f['ratio']:7.3f}"
+        rows.append(f"{f['name']:46s} {f['value']:10.4g} {baseline:>10s} {ratio:>7s}  {f['unit']}")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter inputs (under 5 minutes)")
+    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--run", default="runs/demo", help="a trained run for continue_rtf_demo (else random weights)")
+    parser.add_argument("--only", nargs="+", choices=list(GROUPS), help="these groups only")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        figures = GROUPS[args.child](args.quick, Path(args.run))
+        figures.append(figure(f"peak_rss_mb_{args.child}", _peak_rss_mb(), "MB resident (peak)"))
+        print(json.dumps(figures))
+        return
+    start = time.perf_counter()
+    bare = subprocess.run([sys.executable, "-c", "import resource, torch; "
+                           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"],
+                          capture_output=True, text=True, check=True)
+    bare_mb = float(bare.stdout)
+    figures: list[Figure] = []
+    for name in args.only or GROUPS:
+        t = time.perf_counter()
+        for f in run_group(name, args.quick, Path(args.run)):
+            if f["name"].startswith("peak_rss_mb_"):
+                f = figure(f["name"], f["value"], "MB resident (peak), vs a process that only imports torch", bare_mb)
+            figures.append(f)
+        print(f"  {name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, {time.perf_counter() - start:.0f} s in all")
+    print(table(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
