@@ -42,19 +42,21 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
     out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
     if steps == 0:
         return out
+    # Only the logits of the range the next id may come from are computed (`vocab=`).
     if use_cache:
         cache = model.new_cache(prefix.shape[0], prefix.shape[1] + steps)
-        logits = model(prefix, cache=cache, last_only=True)[:, -1]
+        logits = model(prefix, cache=cache, last_only=True, vocab=allowed(0))[:, -1]
     else:
-        logits = model(prefix, last_only=True)[:, -1]
+        logits = model(prefix, last_only=True, vocab=allowed(0))[:, -1]
     for i in range(steps):
-        out[:, i] = sample_next(logits, *allowed(i), sampling, generator)
+        lo, hi = allowed(i)
+        out[:, i] = sample_next(logits, 0, hi - lo, sampling, generator) + lo
         if i + 1 == steps:
             break
         if use_cache:
-            logits = model(out[:, i : i + 1], cache=cache)[:, -1]
+            logits = model(out[:, i : i + 1], cache=cache, vocab=allowed(i + 1))[:, -1]
         else:  # the whole sequence again: the reference the cache is tested against
-            logits = model(torch.cat([prefix, out[:, : i + 1]], dim=1), last_only=True)[:, -1]
+            logits = model(torch.cat([prefix, out[:, : i + 1]], dim=1), last_only=True, vocab=allowed(i + 1))[:, -1]
     return out
 
 

@@ -214,10 +214,12 @@ class Decoder(nn.Module, HubMixin):
         return KVCache(self.config, batch, length, self.lm_head.weight.device, dtype)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, select: torch.Tensor | None = None,
-                last_only: bool = False, vocab_ranges: list[tuple[int, int, torch.Tensor]] | None = None
-                ) -> torch.Tensor | list[torch.Tensor]:
+                last_only: bool = False, vocab_ranges: list[tuple[int, int, torch.Tensor]] | None = None,
+                vocab: tuple[int, int] | None = None) -> torch.Tensor | list[torch.Tensor]:
         """ids [b, t] -> logits [b, t, vocab]; with `select` (bool [b, t]) only those positions' logits
-        [n, vocab] (the loss needs no logits for the conditioning part); `last_only` -> [b, 1, vocab].
+        [n, vocab] (the loss needs no logits for the conditioning part); `last_only` -> [b, 1, vocab];
+        `vocab=(lo, hi)` -> only the logits of ids [lo, hi) (generation: the one range the next id
+        may come from; the fine LM's head is 8x smaller that way).
         `vocab_ranges` [(lo, hi, rows)] (with `select`): for each, the logits of ids [lo, hi) at the
         selected positions `rows` only, a list of [len(rows), hi - lo] (training on the id range a
         position may hold, as sampling does, without computing the rest)."""
@@ -238,6 +240,9 @@ class Decoder(nn.Module, HubMixin):
                 return [F.linear(x[rows], self.lm_head.weight[lo:hi]) for lo, hi, rows in vocab_ranges]
         elif last_only:
             x = x[:, -1:]
+        if vocab is not None:
+            head = self.lm_head.low if _use_low(self.lm_head.low, x) else self.lm_head.weight
+            return F.linear(x.to(head.dtype), head[vocab[0] : vocab[1]]).to(x.dtype)
         return self.lm_head(x)
 
     @torch.no_grad()
