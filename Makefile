@@ -46,10 +46,9 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# The suite (figures with same-run baselines); --quick takes under 5 minutes on 2 cores.
 bench: install
-	$(PY) -m benchmarks.semantic_throughput
-	$(PY) -m benchmarks.codec_rtf
-	$(PY) -m benchmarks.lm_speed
+	$(PY) -m benchmarks.run --json runs/benchmarks.json
 
 lint: install
 	$(VENV)/bin/ruff check audiolm stages tests benchmarks

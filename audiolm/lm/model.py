@@ -111,15 +111,16 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
         c = self.c
-        if _use_low(self.qkv_low, x):
-            sizes = (c.heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim)
-            q, k, v = _linear_low(x, self.qkv_low).to(x.dtype).split(sizes, dim=-1)
+        if _use_low(self.qkv_low, x):  # one matrix, and one rotation for q and k together
+            qkv = _linear_low(x, self.qkv_low).to(x.dtype).view(b, t, c.heads + 2 * c.kv_heads, c.head_dim).transpose(1, 2)
+            qk = qkv[:, : c.heads + c.kv_heads]
+            qk = qk * cos + _rotate_half(qk) * sin
+            q, k, v = qk[:, : c.heads], qk[:, c.heads :], qkv[:, c.heads + c.kv_heads :]
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(b, t, c.heads, c.head_dim).transpose(1, 2)
-        k = k.view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
-        v = v.view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
-        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            q = self.q_proj(x).view(b, t, c.heads, c.head_dim).transpose(1, 2)
+            k = self.k_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+            v = self.v_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
         pos = 0
         if cache is not None:
             pos = cache.pos

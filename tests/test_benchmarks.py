@@ -1,0 +1,22 @@
+"""The benchmark runner works end to end and writes the documented JSON (the figures themselves
+are measured by `make bench`, not asserted here: a timed unit test could only be flaky)."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_runner_writes_flat_figures_with_same_run_baselines(tmp_path):
+    out = tmp_path / "figures.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "machine", "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert {f["name"] for f in figures} == {"matmul_peak_gflops", "memory_bandwidth_gb_s", "peak_rss_mb_machine"}
+    for f in figures:
+        assert set(f) == {"name", "value", "unit", "baseline", "ratio"} and f["value"] > 0
+        if f["baseline"] is not None:
+            assert abs(f["ratio"] - f["value"] / f["baseline"]) < 1e-9
+    assert "matmul_peak_gflops" in result.stdout  # the printed table
