@@ -66,10 +66,15 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.nd
     Returns (wav [n], rate). Any file soundfile (libsndfile) reads works: wav, flac, ogg, mp3.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise AudioError(path, "no such file")
     if path.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
+    try:  # a permission, a broken or looping link: say so, not "not audio"
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as err:
+        raise AudioError(path, f"cannot be opened ({err.strerror or type(err).__name__})") from None
     try:
         wav, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except sf.LibsndfileError as err:

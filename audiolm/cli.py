@@ -25,33 +25,48 @@ import numpy as np
 from audiolm import audio
 
 
-def _tokenize_semantic(args: argparse.Namespace) -> int:
-    from audiolm.semantic.tokenizer import SemanticTokenizer
-
-    try:
-        tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.output)
-    failed = 0
-    for path in args.inputs:
+def _each_file(inputs: list[str], output: str, suffix: str, convert) -> int:
+    """`convert(path, target)` for every input, writing OUTDIR/<stem><suffix> (the whole file name
+    when two inputs share a stem). A bad input is reported in one line naming it and skipped; the
+    others are still written; the exit code says whether any was skipped."""
+    stems = [Path(p).stem for p in inputs]
+    out, failed = Path(output), 0
+    for path, stem in zip(inputs, stems, strict=True):
+        target = out / f"{stem if stems.count(stem) == 1 else Path(path).name}{suffix}"
         try:
-            wav, _ = audio.load(path, tokenizer.sample_rate)
-            (ids,) = tokenizer.encode([wav])
-            if ids.size == 0:
-                raise audio.AudioError(path, "audio too short for a single token frame")
+            note = convert(path, target)
         except audio.AudioError as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        out.mkdir(parents=True, exist_ok=True)
-        target = out / f"{Path(path).stem}.npy"
-        tmp = target.with_name(f".{target.name}.tmp.npy")
-        np.save(tmp, ids.astype(np.int64))
-        tmp.replace(target)
-        print(f"{path} -> {target} ({ids.size} tokens at {tokenizer.frame_rate:g} Hz)")
+        print(f"{path} -> {target} ({note})")
+    if failed and len(inputs) > 1:
+        print(f"error: skipped {failed} of {len(inputs)} files (listed above); the other {len(inputs) - failed} were written",
+              file=sys.stderr)
     return 1 if failed else 0
+
+
+def _save_npy(target: Path, array: np.ndarray) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp.npy")  # atomic: never half an array under the final name
+    np.save(tmp, array)
+    tmp.replace(target)
+
+
+def _tokenize_semantic(args: argparse.Namespace) -> int:
+    from audiolm.semantic.tokenizer import SemanticTokenizer
+
+    tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision)
+
+    def convert(path: str, target: Path) -> str:
+        wav, _ = audio.load(path, tokenizer.sample_rate)
+        (ids,) = tokenizer.encode([wav])
+        if ids.size == 0:
+            raise audio.AudioError(path, "audio too short for a single token frame")
+        _save_npy(target, ids.astype(np.int64))
+        return f"{ids.size} tokens at {tokenizer.frame_rate:g} Hz"
+
+    return _each_file(args.inputs, args.output, ".npy", convert)
 
 
 def _load_codec(args: argparse.Namespace):
@@ -60,59 +75,48 @@ def _load_codec(args: argparse.Namespace):
     return load_codec(args.codec, args.revision)
 
 
-def _write_atomic(target: Path, write) -> None:
-    tmp = target.with_name(f".{target.name}.tmp{target.suffix}")
-    write(tmp)
-    tmp.replace(target)
-
-
 def _encode(args: argparse.Namespace) -> int:
     import torch
 
     codec = _load_codec(args)
-    out, failed = Path(args.output), 0
-    for path in args.inputs:
-        try:
-            wav, _ = audio.load(path, codec.sample_rate)
-        except audio.AudioError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        x = torch.from_numpy(wav).unsqueeze(0)
-        codes = codec.encode(x, args.num_codebooks)[0, :, : codec.num_frames(len(wav))].numpy().astype(np.int64)
-        out.mkdir(parents=True, exist_ok=True)
-        target = out / f"{Path(path).stem}.npy"
-        _write_atomic(target, lambda tmp, c=codes: np.save(tmp, c))
-        print(f"{path} -> {target} ({codes.shape[0]} x {codes.shape[1]} codes at {codec.frame_rate:g} Hz)")
-    return 1 if failed else 0
+
+    def convert(path: str, target: Path) -> str:
+        wav, _ = audio.load(path, codec.sample_rate)
+        codes = codec.encode(torch.from_numpy(wav)[None], args.num_codebooks)[0, :, : codec.num_frames(len(wav))]
+        _save_npy(target, codes.numpy().astype(np.int64))
+        return f"{codes.shape[0]} x {codes.shape[1]} codes at {codec.frame_rate:g} Hz"
+
+    return _each_file(args.inputs, args.output, ".npy", convert)
 
 
 def _decode(args: argparse.Namespace) -> int:
     import torch
 
     codec = _load_codec(args)
-    out, failed = Path(args.output), 0
-    for path in args.inputs:
+
+    def convert(path: str, target: Path) -> str:
         try:
             codes = np.load(path, allow_pickle=False)
             if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
                 raise ValueError(f"expected an integer array [k, t], got {codes.dtype} {codes.shape}")
             wav = codec.decode(torch.from_numpy(codes.astype(np.int64)).unsqueeze(0))[0].numpy()
         except (OSError, ValueError) as err:
-            print(f"error: {path}: {str(err).splitlines()[0]}", file=sys.stderr)
-            failed += 1
-            continue
-        target = out / f"{Path(path).stem}.wav"
+            raise audio.AudioError(path, str(err).splitlines()[0] or type(err).__name__) from None
         audio.save(target, wav, codec.sample_rate)
-        print(f"{path} -> {target} ({len(wav) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz)")
-    return 1 if failed else 0
+        return f"{len(wav) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz"
+
+    return _each_file(args.inputs, args.output, ".wav", convert)
 
 
 def _codec_eval(args: argparse.Namespace) -> int:
     from audiolm.pipeline import codec_eval
 
     codec = _load_codec(args)
-    clips = codec_eval.load_clips(args.data, args.split, args.max_clips)
+    clips, skipped = codec_eval.load_clips(args.data, args.split, args.max_clips)
+    for err in skipped:
+        print(f"error: skipped {err}", file=sys.stderr)
+    if not clips:
+        raise ValueError(f"{args.data}: no readable audio to evaluate on")
     codebooks = [k for k in args.num_codebooks if k <= codec.num_codebooks] or [codec.num_codebooks]
     rows = codec_eval.codec_rows(codec, clips, codebooks)
     notes = [f"{len(clips)} clips from {args.data}, metrics at 16 kHz."]

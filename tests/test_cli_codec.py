@@ -44,7 +44,8 @@ def test_bad_files_one_line_each(tiny_codec_dir, tmp_path, bad_audio_files):
     np.save(bad_codes, np.full((4, 10), 999, dtype=np.int64))
     res = _cli("decode", "--codec", tiny_codec_dir, bad_codes, text, "-o", tmp_path / "o")
     lines = res.stderr.strip().splitlines()
-    assert res.returncode != 0 and len(lines) == 2 and "codes must lie in [0, 64)" in lines[0] and str(text) in lines[1]
+    assert res.returncode != 0 and len(lines) == 3 and "codes must lie in [0, 64)" in lines[0] and str(text) in lines[1]
+    assert lines[2].startswith("error: skipped 2 of 2 files")
     assert "Traceback" not in res.stderr
 
 

@@ -38,16 +38,29 @@ class Row:
     stoi: float | None
 
 
-def load_clips(data: str, split: str = "heldout", max_clips: int = 40) -> list[np.ndarray]:
-    """16 kHz clips from a corpus/token dataset folder (one split) or a folder of audio files."""
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+MIN_SECONDS = 0.25
+
+
+def load_clips(data: str, split: str = "heldout", max_clips: int = 40) -> tuple[list[np.ndarray], list[audio.AudioError]]:
+    """16 kHz clips from a corpus/token dataset folder (one split) or a folder of audio files, and
+    the files that could not be used (skipped, each error naming its file)."""
     path = Path(data)
     if (path / "dataset_dict.json").exists():
         ds = datasets.load_from_disk(str(path))[split]
         rate = (rundir.read_marker(path) or {}).get("sample_rate", 16000)
-        return read_wavs(ds, list(range(min(max_clips, ds.num_rows))), rate, EVAL_RATE)
+        return read_wavs(ds, list(range(min(max_clips, ds.num_rows))), rate, EVAL_RATE), []
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg"})[:max_clips]
-        return [audio.load(f, EVAL_RATE)[0] for f in files]
+        clips, skipped = [], []
+        for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+            try:
+                wav = audio.load(file, EVAL_RATE)[0]
+                clips.append(audio.check_waveform(wav, file, MIN_SECONDS, EVAL_RATE))  # PESQ and STOI need some
+            except audio.AudioError as err:
+                skipped.append(err)
+            if len(clips) == max_clips:
+                break
+        return clips, skipped
     raise FileNotFoundError(f"{data}: neither a dataset folder nor a folder of audio files")
 
 
