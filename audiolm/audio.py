@@ -113,6 +113,8 @@ def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> None:
     try:
         sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")
         os.replace(tmp, path)
+    except sf.LibsndfileError as err:  # libsndfile's own error for a full disk: an OSError like any other write
+        raise OSError(f"{path}: cannot write ({_short(err)})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

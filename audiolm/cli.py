@@ -17,6 +17,7 @@ non-zero; the files that were fine are still written.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _each_file(inputs: list[str], output: str, suffix: str, convert) -> int:
     when two inputs share a stem). A bad input is reported in one line naming it and skipped; the
     others are still written; the exit code says whether any was skipped."""
     stems = [Path(p).stem for p in inputs]
-    out, failed = Path(output), 0
+    out, failed, written = Path(output), 0, 0
     for path, stem in zip(inputs, stems, strict=True):
         target = out / f"{stem if stems.count(stem) == 1 else Path(path).name}{suffix}"
         try:
@@ -39,6 +40,11 @@ def _each_file(inputs: list[str], output: str, suffix: str, convert) -> int:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
+        except OSError as err:  # the output side (disk full, read-only): the next file would fail too
+            print(f"error: {target}: cannot write ({err.strerror or err}); stopped after writing {written} of "
+                  f"{len(inputs)} files, which are complete", file=sys.stderr)
+            return 2
+        written += 1
         print(f"{path} -> {target} ({note})")
     if failed and len(inputs) > 1:
         print(f"error: skipped {failed} of {len(inputs)} files (listed above); the other {len(inputs) - failed} were written",
@@ -49,8 +55,13 @@ def _each_file(inputs: list[str], output: str, suffix: str, convert) -> int:
 def _save_npy(target: Path, array: np.ndarray) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp.npy")  # atomic: never half an array under the final name
-    np.save(tmp, array)
-    tmp.replace(target)
+    buffer = io.BytesIO()  # serialized first: a failed write then raises the OS's own error (ENOSPC, EROFS)
+    np.save(buffer, array)
+    try:
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _tokenize_semantic(args: argparse.Namespace) -> int:

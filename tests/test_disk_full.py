@@ -1,0 +1,80 @@
+"""Writing fails (disk full, read-only output folder): one line naming the file and the cause,
+a non-zero exit, no temporary file left behind, and the outputs already written stay complete."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiolm import cli
+
+
+@pytest.fixture
+def inputs(tmp_path, speech_wav):
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"in{i}.wav")
+        shutil.copy(speech_wav, files[-1])
+    return files
+
+
+def _check(out, err, code, expected_written, cause):
+    assert code == 2
+    line, = [x for x in err.strip().splitlines() if x.startswith("error:")]
+    assert f"in{expected_written}.npy: cannot write ({cause})" in line and f"writing {expected_written} of 5" in line
+    assert sorted(p.name for p in out.iterdir()) == [f"in{i}.npy" for i in range(expected_written)]  # no temp files
+    for i in range(expected_written):
+        assert np.load(out / f"in{i}.npy").shape[0] == 4  # complete arrays: k x t codes
+
+
+@pytest.mark.parametrize("cause, number", [("No space left on device", errno.ENOSPC),
+                                           ("Read-only file system", errno.EROFS)])
+def test_a_failing_write_stops_the_batch_cleanly(inputs, tiny_continuations, tmp_path, capsys, monkeypatch, cause, number):
+    real_write, calls = Path.write_bytes, []
+
+    def write_bytes(self, data):  # the third file hits the wall half-way through
+        calls.append(self)
+        if len(calls) == 3:
+            real_write(self, data[: len(data) // 2])
+            raise OSError(number, cause)
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    out = tmp_path / "codes"
+    code = cli.main(["encode", "--codec", str(tiny_continuations.run_dir / "codec"), *map(str, inputs), "-o", str(out)])
+    _check(out, capsys.readouterr().err, code, 2, cause)
+
+
+def _can_mount() -> bool:
+    probe = subprocess.run(["sh", "-c", "command -v mount && test $(id -u) = 0"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root and mount (a real tmpfs); the fault-injected test covers the logic")
+def test_a_real_full_disk(inputs, tiny_continuations, tmp_path, capsys):
+    """The same on a 48 KB tmpfs, where each codes file is a few KB: the disk really fills up."""
+    out = tmp_path / "small"
+    out.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(out)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        (out / "ballast").write_bytes(b"\0" * (48 * 1024 - 3 * 4096))  # leaves room for about two files
+        code = cli.main(["encode", "--codec", str(tiny_continuations.run_dir / "codec"), *map(str, inputs),
+                         "-o", str(out / "codes")])
+        err = capsys.readouterr().err
+        assert code == 2 and "cannot write (No space left on device)" in err and err.count("\n") == 1
+        written = sorted(p.name for p in (out / "codes").iterdir())
+        assert written and all(not name.startswith(".") for name in written)
+        for name in written:
+            np.load(out / "codes" / name)
+        subprocess.run(["mount", "-o", "remount,ro", str(out)], check=True)
+        code = cli.main(["encode", "--codec", str(tiny_continuations.run_dir / "codec"), str(inputs[0]),
+                         "-o", str(out / "codes")])
+        assert code == 2 and "Read-only file system" in capsys.readouterr().err
+    finally:
+        subprocess.run(["umount", str(out)], capture_output=True)
