@@ -60,10 +60,17 @@ def prepare(wav: np.ndarray, rate: int, target_rate: int, source: str | os.PathL
     return resample(wav, rate, target_rate).astype(np.float32, copy=False)
 
 
-def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 mono; resample to `sample_rate` when given.
+STREAM_SECONDS = 300.0  # longer files are read, mixed down and resampled block by block
+
+
+def load(path: str | os.PathLike, sample_rate: int | None = None,
+         last_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 mono; resample to `sample_rate` when given; `last_seconds`:
+    only the end of the file (a prompt's tail), read without the rest.
 
     Returns (wav [n], rate). Any file soundfile (libsndfile) reads works: wav, flac, ogg, mp3.
+    Files over STREAM_SECONDS are read in blocks, so memory holds the result, not the file's
+    channels at its own rate as well.
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
@@ -76,12 +83,36 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.nd
     except OSError as err:
         raise AudioError(path, f"cannot be opened ({err.strerror or type(err).__name__})") from None
     try:
-        wav, rate = sf.read(str(path), dtype="float32", always_2d=False)
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            if last_seconds is not None and f.seekable() and f.frames > last_seconds * rate:
+                f.seek(f.frames - round(last_seconds * rate))
+            if f.frames - f.tell() > STREAM_SECONDS * rate:
+                return _read_blocks(f, path, sample_rate)
+            wav = f.read(dtype="float32", always_2d=False)
     except sf.LibsndfileError as err:
         raise AudioError(path, f"not a readable audio file ({_short(err)})") from None
     except (RuntimeError, ValueError) as err:
         raise AudioError(path, f"corrupt audio ({_short(err)})") from None
     return _finish(wav, rate, path, sample_rate)
+
+
+def _read_blocks(f: sf.SoundFile, path: Path, sample_rate: int | None, block_seconds: float = 30.0) -> tuple[np.ndarray, int]:
+    rate = f.samplerate
+    target = sample_rate or rate
+    stream = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ") if target != rate else None
+    parts, start = [], f.tell()
+    for block in f.blocks(blocksize=round(block_seconds * rate), dtype="float32", always_2d=True):
+        mono = block.mean(axis=1)
+        if not np.isfinite(mono).all():
+            at = (start + int(np.argmin(np.isfinite(mono)))) / rate
+            raise AudioError(path, f"audio contains NaN or infinite samples (at {at:.1f} s)")
+        parts.append(stream.resample_chunk(mono) if stream else mono)
+        start += len(block)
+    if stream:
+        parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    wav = np.concatenate(parts).astype(np.float32, copy=False)
+    return check_waveform(wav, path), target
 
 
 def decode_bytes(data: bytes, source: str, sample_rate: int | None = None) -> tuple[np.ndarray, int]:

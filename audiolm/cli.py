@@ -25,6 +25,8 @@ import numpy as np
 
 from audiolm import audio
 
+PROMPT_TAIL_SECONDS = 60.0  # `continue` reads at most this much of the end of a prompt file
+
 
 def _each_file(inputs: list[str], output: str, suffix: str, convert) -> int:
     """`convert(path, target)` for every input, writing OUTDIR/<stem><suffix> (the whole file name
@@ -71,7 +73,7 @@ def _tokenize_semantic(args: argparse.Namespace) -> int:
 
     def convert(path: str, target: Path) -> str:
         wav, _ = audio.load(path, tokenizer.sample_rate)
-        (ids,) = tokenizer.encode([wav])
+        ids = tokenizer.encode_long(wav)  # bounded memory for long files; the same ids
         if ids.size == 0:
             raise audio.AudioError(path, "audio too short for a single token frame")
         _save_npy(target, ids.astype(np.int64))
@@ -93,7 +95,7 @@ def _encode(args: argparse.Namespace) -> int:
 
     def convert(path: str, target: Path) -> str:
         wav, _ = audio.load(path, codec.sample_rate)
-        codes = codec.encode(torch.from_numpy(wav)[None], args.num_codebooks)[0, :, : codec.num_frames(len(wav))]
+        codes = codec.encode_long(torch.from_numpy(wav)[None], args.num_codebooks)[0]
         _save_npy(target, codes.numpy().astype(np.int64))
         return f"{codes.shape[0]} x {codes.shape[1]} codes at {codec.frame_rate:g} Hz"
 
@@ -110,7 +112,7 @@ def _decode(args: argparse.Namespace) -> int:
             codes = np.load(path, allow_pickle=False)
             if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
                 raise ValueError(f"expected an integer array [k, t], got {codes.dtype} {codes.shape}")
-            wav = codec.decode(torch.from_numpy(codes.astype(np.int64)).unsqueeze(0))[0].numpy()
+            wav = codec.decode_long(torch.from_numpy(codes.astype(np.int64)).unsqueeze(0))[0].numpy()
         except (OSError, ValueError) as err:
             raise audio.AudioError(path, str(err).splitlines()[0] or type(err).__name__) from None
         audio.save(target, wav, codec.sample_rate)
@@ -147,7 +149,9 @@ def _continue(args: argparse.Namespace) -> int:
 
     from audiolm.continuation import AudioLM
 
-    wav, rate = audio.load(args.prompt)  # before loading the model: a bad prompt fails fast
+    # Before loading the model, so that a bad prompt fails fast; only the end of a long recording is
+    # read (the LMs see at most their window of it).
+    wav, rate = audio.load(args.prompt, last_seconds=PROMPT_TAIL_SECONDS)
     model = AudioLM.from_pretrained(args.model, revision=args.revision)
     asked = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
     sampling = None

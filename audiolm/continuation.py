@@ -158,6 +158,12 @@ class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-c
         (out,) = self.continue_batch([wav], sample_rate, seconds, seed, sampling, acoustic_prompt)
         return out.full if include_prompt else out.continuation
 
+    @property
+    def max_prompt_seconds(self) -> float:
+        """How much of a prompt is used: the longest LM window. Earlier audio is dropped before
+        tokenizing, so a long recording costs no more than this."""
+        return max(spec.window_seconds for spec in self.specs.values())
+
     def prompt_frames(self, num_samples: int, sample_rate: int) -> int:
         return int(num_samples * self.codec.frame_rate / sample_rate)
 
@@ -165,9 +171,12 @@ class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-c
                        sampling: dict[str, SamplingConfig] | None = None,
                        acoustic_prompt: bool = True) -> list[Continuation]:
         """Several prompts at once; prompts of equal length in codec frames are generated together.
+        A prompt longer than `max_prompt_seconds` is cut to its end (the `prompt` of the result).
         With `acoustic_prompt=False` the codec codes of the prompt are withheld from the coarse and
         fine LMs (AudioLM's semantic-only condition: the voice cannot be carried over)."""
         sampling = {**self.sampling, **(sampling or {})}
+        keep = round(self.max_prompt_seconds * sample_rate)  # the LMs never look further back than their windows
+        wavs = [w[-keep:] if len(w) > keep else w for w in wavs]
         frames = [self.prompt_frames(len(w), sample_rate) for w in wavs]
         for n in frames:
             if n < 1:

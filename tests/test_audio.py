@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -57,3 +59,26 @@ def test_bad_files_raise_audio_error_naming_the_file(tmp_path, speech_wav, case,
     with pytest.raises(audio.AudioError) as err:
         audio.load(path)
     assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def test_long_files_are_read_in_blocks_with_the_same_result(tmp_path, speech, monkeypatch):
+    """Past STREAM_SECONDS a file is read, mixed down and resampled block by block (memory holds the
+    result only); the audio is the one-pass result up to the resampler's rounding."""
+    wav, rate = speech
+    stereo = np.stack([np.tile(wav, 4), 0.5 * np.tile(wav, 4)], axis=1)
+    path = tmp_path / "long.wav"
+    sf.write(path, stereo, rate, subtype="FLOAT")
+    whole, _ = audio.load(path, 16000)
+    monkeypatch.setattr(audio, "STREAM_SECONDS", 1.0)
+    monkeypatch.setattr(audio, "_read_blocks", functools.partial(audio._read_blocks, block_seconds=0.7))
+    blocks, rate16 = audio.load(path, 16000)
+    assert rate16 == 16000 and abs(len(blocks) - len(whole)) <= 1
+    n = min(len(blocks), len(whole))
+    assert np.abs(blocks[:n] - whole[:n]).max() < 1e-3
+    native, _ = audio.load(path)
+    tail, _ = audio.load(path, last_seconds=1.5)  # at the file's rate: the very same samples
+    assert len(tail) == round(1.5 * rate) and np.array_equal(tail, native[-len(tail):])
+    stereo[len(stereo) // 2, 1] = np.nan
+    sf.write(path, stereo, rate, subtype="FLOAT")
+    with pytest.raises(audio.AudioError, match=r"long.wav: audio contains NaN or infinite samples \(at \d+\.\d s\)"):
+        audio.load(path, 16000)

@@ -64,6 +64,37 @@ class Codec(nn.Module, HubMixin):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def hop_length(self) -> int:
+        return round(self.sample_rate / self.frame_rate)
+
+    def _chunks(self, frames: int, chunk_seconds: float, margin_seconds: float):
+        """(keep_from, keep_to, read_from, read_to) in frames: chunks with context on either side."""
+        chunk, margin = max(1, round(chunk_seconds * self.frame_rate)), round(margin_seconds * self.frame_rate)
+        for f0 in range(0, frames, chunk):
+            f1 = min(frames, f0 + chunk)
+            yield f0, f1, max(0, f0 - margin), min(frames, f1 + margin)
+
+    @torch.inference_mode()
+    def encode_long(self, wav: torch.Tensor, num_codebooks: int | None = None, chunk_seconds: float = 30.0,
+                    margin_seconds: float = 1.0) -> torch.Tensor:
+        """`encode` for audio of any length in bounded memory (a 30-minute file would need GBs of
+        activations at once): chunks encoded with `margin_seconds` of context on either side, whose
+        codes are dropped. Away from the joins the codes are `encode`'s; a recurrent codec (an LSTM
+        in the encoder) differs a little within about a margin of each join."""
+        frames, hop = self.num_frames(wav.shape[-1]), self.hop_length
+        parts = [self.encode(wav[..., a * hop : b * hop], num_codebooks)[..., f0 - a : f1 - a]
+                 for f0, f1, a, b in self._chunks(frames, chunk_seconds, margin_seconds)]
+        return torch.cat(parts, dim=-1)
+
+    @torch.inference_mode()
+    def decode_long(self, codes: torch.Tensor, chunk_seconds: float = 30.0, margin_seconds: float = 1.0) -> torch.Tensor:
+        """`decode` for any number of frames in bounded memory, the same way as `encode_long`."""
+        hop = self.hop_length
+        parts = [self.decode(codes[..., a:b])[..., (f0 - a) * hop : (f1 - a) * hop]
+                 for f0, f1, a, b in self._chunks(codes.shape[-1], chunk_seconds, margin_seconds)]
+        return torch.cat(parts, dim=-1)
+
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples * self.frame_rate / self.sample_rate)
 

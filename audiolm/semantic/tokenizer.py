@@ -90,6 +90,34 @@ class SemanticTokenizer(HubMixin):
         ids = assign(torch.cat(feats), self.centroids) if sum(lengths) else torch.zeros(0, dtype=torch.long)
         return [part.numpy().astype(np.int64) for part in ids.split(lengths)]
 
+    def encode_long(self, wav: np.ndarray, chunk_seconds: float = 60.0, margin_seconds: float = 1.0) -> np.ndarray:
+        """`encode` of one wav of any length in bounded memory (a 30-minute file's stacked log-mel
+        frames alone would take 0.5 GB): features of chunks with `margin_seconds` of context on either
+        side, whose frames are dropped. For spectral features the frames are `encode`'s; the
+        per-utterance normalisation is computed over the whole file in a first pass."""
+        win, hop = round(0.025 * self.sample_rate), round(self.sample_rate / self.frame_rate)
+        frames = max(0, (len(wav) - win) // hop + 1)
+        chunk, margin = max(1, round(chunk_seconds * self.frame_rate)), round(margin_seconds * self.frame_rate)
+        if frames <= chunk:
+            return self.encode([wav])[0]
+        spans = [(f0, min(frames, f0 + chunk)) for f0 in range(0, frames, chunk)]
+
+        def chunk_features():
+            for f0, f1 in spans:
+                a, b = max(0, f0 - margin), min(frames, f1 + margin)
+                (f,) = self.features([wav[a * hop : (b - 1) * hop + win]])
+                yield f[f0 - a : f1 - a]
+
+        shift, scale = 0.0, 1.0
+        if self.config.utterance_norm:  # first pass: the whole file's mean and std, as _utterance_normalize
+            total = sum_sq = 0.0
+            for f in chunk_features():
+                total, sum_sq = total + f.double().sum(0), sum_sq + f.double().pow(2).sum(0)
+            mean = total / frames
+            shift, scale = mean.float(), (sum_sq / frames - mean**2).clamp_min(0).sqrt().float().clamp_min(1e-3)
+        ids = [assign(((f - shift) / scale - self.mean) / self.std, self.centroids) for f in chunk_features()]
+        return torch.cat(ids).numpy().astype(np.int64)
+
     # -- fitting --------------------------------------------------------------------------
     @classmethod
     def fit(cls, cfg: SemanticConfig, features: FrameFeatures, batches: Iterable[Sequence[np.ndarray]]) -> SemanticTokenizer:

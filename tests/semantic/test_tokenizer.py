@@ -70,3 +70,14 @@ def test_a_local_speech_encoder_is_copied_into_the_saved_tokenizer(tmp_path, wav
         assert np.array_equal(a, b)
     again.save_pretrained(tmp_path / "tok2")  # and again, from the copy
     assert (tmp_path / "tok2" / "encoder" / "model.safetensors").exists()
+
+
+def test_long_audio_is_tokenized_in_chunks_with_the_same_ids(wavs):
+    """encode_long: features of chunks with context margins, the per-utterance normalisation over
+    the whole file in a first pass: the ids of a one-pass encode, in bounded memory."""
+    cfg = SemanticConfig(backend="logmel", num_clusters=16, kmeans_steps=30, kmeans_batch_size=512, context_frames=8)
+    tok = SemanticTokenizer.fit(cfg, build_features("logmel", context=8), [wavs])
+    long = np.concatenate(wavs * 3)
+    whole = tok.encode([long])[0]
+    chunked = tok.encode_long(long, chunk_seconds=0.5, margin_seconds=0.3)
+    assert len(chunked) == len(whole) > 3 * 50 and (chunked == whole).mean() > 0.999
