@@ -160,9 +160,10 @@ class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-c
 
     @property
     def max_prompt_seconds(self) -> float:
-        """How much of a prompt is used: the longest LM window. Earlier audio is dropped before
-        tokenizing, so a long recording costs no more than this."""
-        return max(spec.window_seconds for spec in self.specs.values())
+        """How much of a prompt is kept: 30 s, or the longest LM window if longer (the LMs never look
+        further back). Earlier audio is dropped before tokenizing, so a long recording costs no more
+        than this, and an ordinary prompt is used whole."""
+        return max(30.0, *(spec.window_seconds for spec in self.specs.values()))
 
     def prompt_frames(self, num_samples: int, sample_rate: int) -> int:
         return int(num_samples * self.codec.frame_rate / sample_rate)

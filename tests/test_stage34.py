@@ -149,3 +149,12 @@ def test_a_model_folder_with_a_pickle_is_refused(tiny_continuations, tmp_path):
     (model / "lm-fine" / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(ValueError, match=r"pytorch_model.bin: a pickle"):
         AudioLM.from_pretrained(model)
+
+
+def test_a_long_prompt_is_cut_to_its_end(tiny_continuations, speech):
+    wav, rate = speech
+    model = AudioLM.from_pretrained(tiny_continuations.run_dir)
+    long = np.tile(wav, int(40 * rate / len(wav)) + 1)  # over 40 s
+    (out,) = model.continue_batch([long], rate, seconds=0.3, seed=0)
+    assert model.max_prompt_seconds == 30.0
+    assert abs(len(out.prompt) / out.sample_rate - 30.0) <= 1 / 50 and len(out.continuation) > 0
