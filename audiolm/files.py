@@ -11,8 +11,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def sweep_temporaries(parent: Path, prefix: str) -> None:
+    """Remove what a killed run left behind: temporary files and folders named `prefix*` (a clean
+    exit removes its own; SIGKILL does not)."""
+    for stale in parent.glob(f"{prefix}*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(path.parent, f".{path.name}.")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -37,6 +48,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     folder replaces `final` whole. On an error nothing under `final` changes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(final.parent, f".{final.name}.")
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
         yield tmp

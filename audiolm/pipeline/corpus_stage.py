@@ -11,6 +11,7 @@ import datasets
 
 from audiolm.config import PipelineConfig, config_hash
 from audiolm.data.corpus import build_corpus, describe_source
+from audiolm.files import sweep_temporaries
 from audiolm.pipeline import rundir
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         return out
     print(f"stage 0 (corpus): preparing {describe_source(cfg.data)} corpus '{cfg.data.source}' -> {out}")
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(cfg.run_dir, ".corpus-cache.")
     cache = Path(tempfile.mkdtemp(dir=cfg.run_dir, prefix=".corpus-cache."))
     try:
         ds, report = build_corpus(cfg.data, cache)
