@@ -15,7 +15,7 @@ import datasets
 from audiolm.audio import AudioError
 from audiolm.config import ConfigError, load_config
 
-USER_ERRORS = (ConfigError, AudioError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, AudioError, OSError, ValueError)  # OSError: also a full disk or a read-only folder
 
 
 def stage_main(run: Callable[..., Path], description: str, argv: list[str] | None = None,
