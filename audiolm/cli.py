@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from audiolm import audio
+from audiolm.files import atomic_write_bytes
 
 PROMPT_TAIL_SECONDS = 60.0  # `continue` reads at most this much of the end of a prompt file
 
@@ -55,15 +56,9 @@ def _each_file(inputs: list[str], output: str, suffix: str, convert) -> int:
 
 
 def _save_npy(target: Path, array: np.ndarray) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp.npy")  # atomic: never half an array under the final name
     buffer = io.BytesIO()  # serialized first: a failed write then raises the OS's own error (ENOSPC, EROFS)
     np.save(buffer, array)
-    try:
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(target, buffer.getvalue())
 
 
 def _tokenize_semantic(args: argparse.Namespace) -> int:

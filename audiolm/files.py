@@ -21,13 +21,24 @@ def sweep_temporaries(parent: Path, prefix: str) -> None:
             stale.unlink(missing_ok=True)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` under `path` whole or not at all; a failed write (a full disk, a read-only folder)
+    raises the system's OSError and leaves no temporary file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(path.parent, f".{path.name}.")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

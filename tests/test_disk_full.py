@@ -4,9 +4,9 @@ a non-zero exit, no temporary file left behind, and the outputs already written 
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,16 +35,31 @@ def _check(out, err, code, expected_written, cause):
 @pytest.mark.parametrize("cause, number", [("No space left on device", errno.ENOSPC),
                                            ("Read-only file system", errno.EROFS)])
 def test_a_failing_write_stops_the_batch_cleanly(inputs, tiny_continuations, tmp_path, capsys, monkeypatch, cause, number):
-    real_write, calls = Path.write_bytes, []
+    real_fdopen, calls = os.fdopen, []
 
-    def write_bytes(self, data):  # the third file hits the wall half-way through
-        calls.append(self)
-        if len(calls) == 3:
-            real_write(self, data[: len(data) // 2])
+    class HalfWrite:  # a file object that writes half of the data, then fails as the system would
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
             raise OSError(number, cause)
-        return real_write(self, data)
 
-    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    def fdopen(fd, mode="r", *args, **kwargs):  # the third codes file hits the wall
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        if ".npy." in os.readlink(f"/proc/self/fd/{fd}"):
+            calls.append(fd)
+            if len(calls) == 3:
+                return HalfWrite(f)
+        return f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
     out = tmp_path / "codes"
     code = cli.main(["encode", "--codec", str(tiny_continuations.run_dir / "codec"), *map(str, inputs), "-o", str(out)])
     _check(out, capsys.readouterr().err, code, 2, cause)
