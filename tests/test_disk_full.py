@@ -93,3 +93,46 @@ def test_a_real_full_disk(inputs, tiny_continuations, tmp_path, capsys):
         assert code == 2 and "Read-only file system" in capsys.readouterr().err
     finally:
         subprocess.run(["umount", str(out)], capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount(), reason="needs root and mount (a real tmpfs)")
+def test_a_stage_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_room(tmp_path):
+    """The tiny pipeline's stages 0-2 on a 12 MB tmpfs: a stage runs out of space, says so in one
+    line, leaves no temporary behind and every finished output intact; given room, it resumes."""
+    import sys
+
+    import datasets
+
+    from tests.conftest import REPO
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(runs)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        stages = ["stage0_corpus", "stage1_semantic", "stage2_codec"]
+        command = lambda stage: [sys.executable, "-m", f"stages.{stage}", "--pipeline", "pipelines/tiny.yaml",  # noqa: E731
+                                 f"runs_dir={runs}"]
+        failed = None
+        for stage in stages:
+            result = subprocess.run(command(stage), cwd=REPO, capture_output=True, text=True)
+            if result.returncode:
+                failed = stage
+                break
+        assert failed, "the disk never filled up"
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr[-1500:]
+        print(f"the disk filled up in {failed}: {errors[0]}")
+        run = runs / "tiny"
+        assert not [p for p in run.rglob("*") if ".tmp" in p.name or (p.name.startswith(".") and "partial" not in p.name)]
+        if (run / "corpus" / "stage.json").exists():
+            assert datasets.load_from_disk(str(run / "corpus"))["train"].num_rows > 0
+        subprocess.run(["mount", "-o", "remount,size=256m", str(runs)], check=True)
+        for stage in stages[stages.index(failed):]:
+            result = subprocess.run(command(stage), cwd=REPO, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr[-1500:]
+        assert (run / "codec" / "model.safetensors").exists()
+    finally:
+        subprocess.run(["umount", str(runs)], capture_output=True)

@@ -30,11 +30,15 @@ def stage_main(run: Callable[..., Path], description: str, argv: list[str] | Non
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars only add noise
+    cfg = None
     try:
         cfg = load_config(args.pipeline, args.overrides)
         dests = [spec.get("dest", flag.lstrip("-").replace("-", "_")) for flag, spec in (options or {}).items()]
         run(cfg, args.force, **{d: getattr(args, d) for d in dests})
     except USER_ERRORS as err:
+        if isinstance(err, OSError) and not err.filename and err.strerror and cfg is not None:
+            # e.g. Arrow's ENOSPC names no file: say where the stage was writing, and that it can resume
+            err = f"cannot write under {cfg.run_dir}: {err.strerror}; finished outputs are intact, rerun to resume"
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
