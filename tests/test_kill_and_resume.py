@@ -26,11 +26,18 @@ def _command(stage: str, runs: Path) -> list[str]:
     return [sys.executable, "-m", f"stages.{stage}", "--pipeline", "pipelines/tiny.yaml", f"runs_dir={runs}"]
 
 
-def _run(stage: str, runs: Path) -> float:
+def _run(stage: str, runs: Path) -> tuple[float, str]:
     start = time.monotonic()
     result = subprocess.run(_command(stage, runs), cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    return time.monotonic() - start
+    return time.monotonic() - start, result.stdout
+
+
+def _finished_work(run: Path) -> dict[Path, tuple[int, int]]:
+    """What a killed run had finished: checkpoints, token shards, continuation wavs (inode, mtime)."""
+    files = [p for pattern in ("**/checkpoints/**/*.safetensors", "**/*partial*/**/*.arrow", "continuations/*.wav")
+             for p in run.glob(pattern)]
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
 
 
 def _killed(stage: str, runs: Path, after: float) -> bool:
@@ -67,14 +74,19 @@ def test_every_stage_killed_at_random_points_resumes_to_the_same_outputs(tmp_pat
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     rng = np.random.default_rng(0)
     kills = {}
+    reused = {}
     for stage in STAGES:
-        seconds = _run(stage, reference)
+        seconds, _ = _run(stage, reference)
         kills[stage] = 0
         for _ in range(KILLS):  # at random points of what an uninterrupted run takes (imports included)
             kills[stage] += _killed(stage, interrupted, after=float(rng.uniform(0.2, 0.6)) * seconds)
+        finished = _finished_work(interrupted / "tiny")
         _run(stage, interrupted)
         _no_temporaries(interrupted / "tiny")
-    print(f"SIGKILLs that hit a running stage: {kills}")
+        for path, stamp in finished.items():  # finished work is reused, never written again
+            assert not path.exists() or (path.stat().st_ino, path.stat().st_mtime_ns) == stamp, path
+        reused[stage] = sum(p.exists() for p in finished)
+    print(f"SIGKILLs that hit a running stage: {kills}; finished files kept untouched by the rerun: {reused}")
     assert sum(kills.values()) >= len(STAGES) * 2, kills  # most runs really were killed mid-way
 
     ref, got = reference / "tiny", interrupted / "tiny"
