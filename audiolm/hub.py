@@ -16,10 +16,12 @@ and a Hub id that is not in the cache while offline gives one line saying so.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -135,6 +137,22 @@ def weights_file(folder: Path, name: str = WEIGHTS_NAME) -> str:
         refuse_pickles(folder)
         raise FileNotFoundError(f"{folder}: no {name} (weights are read from safetensors only)")
     return str(file)
+
+
+def config_from(cls: type, values: dict[str, Any]):
+    """Dataclass `cls` from a saved config's values; keys it does not know (written by another
+    version) are ignored."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def copy_model_files(source: Path, dest: Path) -> None:
+    """A local transformers model's config and safetensors files (never a pickle) into `dest`, so
+    a saved part that uses it works where `source` does not exist."""
+    dest.mkdir()
+    for file in source.iterdir():
+        if file.suffix in (".json", ".safetensors"):
+            shutil.copy2(file, dest / file.name)
 
 
 def content_hash(folder: Path) -> str:

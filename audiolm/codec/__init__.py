@@ -13,7 +13,6 @@ def load_codec(name_or_dir: str | os.PathLike, revision: str | None = None, num_
                token: str | bool | None = None) -> Codec:
     """A codec saved by us (ours, or a reference to a pretrained one), or a transformers codec
     (EnCodec, DAC, Mimi): a local folder or a Hub id, either way."""
-    from audiolm.codec.model import SEANetCodec  # noqa: F401  (registers its kind)
     from audiolm.codec.pretrained import TransformersCodec
 
     folder = resolve_folder(name_or_dir, revision=revision, token=token)

@@ -5,7 +5,7 @@ strides) around a residual vector quantizer. Trained in stage 2; saved as `confi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from transformers.models.encodec.modeling_encodec import EncodecDecoder, Encodec
 
 from audiolm.codec.base import Codec
 from audiolm.codec.quantizer import ResidualQuantizer
-from audiolm.hub import WEIGHTS_NAME, weights_file
+from audiolm.hub import WEIGHTS_NAME, config_from, weights_file
 
 
 @dataclass
@@ -92,7 +92,6 @@ class SEANetCodec(Codec):
 
     @classmethod
     def _load_kind(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> SEANetCodec:
-        known = {f.name for f in fields(SEANetCodecConfig)}
-        model = cls(SEANetCodecConfig(**{k: v for k, v in config["model"].items() if k in known}))
+        model = cls(config_from(SEANetCodecConfig, config["model"]))
         model.load_state_dict(load_file(weights_file(folder)))
         return model.eval()

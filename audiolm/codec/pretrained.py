@@ -9,13 +9,13 @@ DAC's `n_quantizers` and Mimi's `num_quantizers`. Loaded by Hub id or local fold
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from audiolm.codec.base import Codec
+from audiolm.hub import copy_model_files
 
 SUPPORTED = ("encodec", "dac", "mimi")
 BUNDLED = "pretrained"  # where a local (not Hub) pretrained codec is copied when saved
@@ -88,10 +88,7 @@ class TransformersCodec(Codec):
         (its config and safetensors), so that the saved codec works on another machine."""
         ref = {"model": self.model_id, "revision": self.revision, "model_type": self.model_type}
         if Path(self.model_id).is_dir():
-            (folder / BUNDLED).mkdir()
-            for file in Path(self.model_id).iterdir():
-                if file.suffix in (".json", ".safetensors"):
-                    shutil.copy2(file, folder / BUNDLED / file.name)
+            copy_model_files(Path(self.model_id), folder / BUNDLED)
             ref.update(model=BUNDLED, bundled=True)
         return ref
 

@@ -10,7 +10,7 @@ stage-3 section and `benchmarks/lm_speed.py` give the measured tokens/s of both.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from audiolm.hub import WEIGHTS_NAME, HubMixin, weights_file
+from audiolm.hub import WEIGHTS_NAME, HubMixin, config_from, weights_file
 
 
 @dataclass
@@ -269,7 +269,6 @@ class Decoder(nn.Module, HubMixin):
 
     @classmethod
     def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Decoder:
-        known = {f.name for f in fields(DecoderConfig)}
-        model = cls(DecoderConfig(**{k: v for k, v in config["decoder"].items() if k in known}), config.get("task"))
+        model = cls(config_from(DecoderConfig, config["decoder"]), config.get("task"))
         model.load_state_dict(load_file(weights_file(folder)))  # strict: a missing or extra tensor is an error
         return model.eval()

@@ -30,17 +30,16 @@ def _read_json(file: Path) -> dict[str, Any] | None:
     return json.loads(file.read_text()) if file.exists() else None
 
 
-def run_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The numbers a run measured, as `bundle_card` rows (nothing for a stage that did not finish)."""
+def run_metrics(lms: dict[str, dict | None], results: dict | None) -> list[dict[str, Any]]:
+    """The numbers a run measured (its LMs' stage.json, stage 4's results.json), as `bundle_card`
+    rows; nothing for a stage that did not finish."""
     metrics = []
-    for task in TASKS:
-        lm = _read_json(run_dir / f"lm-{task}" / "stage.json")
+    for task, lm in lms.items():
         if lm and "heldout_perplexity" in lm:
             per = "" if task == "semantic" else " per codebook"
             metrics.append({"name": f"{task} LM held-out perplexity{per}", "type": "perplexity",
                             "value": lm["heldout_perplexity"],
                             "shown": f"{lm['heldout_perplexity']:.3g} (unigram {lm['unigram_perplexity']:.3g})"})
-    results = _read_json(run_dir / "continuations" / "results.json")
     if results:
         chance = results["chance"]
         for kind, name in (("continuation", "continuations with the acoustic prompt"),
@@ -66,16 +65,17 @@ def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
     else:
         corpus, dataset_type, dataset_name = f"`{cfg.data.source}`", cfg.data.source, cfg.data.source
     datasets = list(cfg.share.datasets) + ([cfg.data.source] if source == "hub" and not os.path.exists(cfg.data.source) else [])
+    lms = {t: _read_json(run_dir / f"lm-{t}" / "stage.json") for t in TASKS}
     results = _read_json(run_dir / "continuations" / "results.json") or {}
     c = cfg.continuation
-    steps = ", ".join(f"{t} LM {(_read_json(run_dir / f'lm-{t}' / 'stage.json') or {}).get('steps', '?')}" for t in TASKS)
+    steps = ", ".join(f"{t} LM {(lm or {}).get('steps', '?')}" for t, lm in lms.items())
     evaluation = (f"Held-out perplexity of each LM on {cfg.lm.eval_utterances} held-out utterances, next to a unigram model of "
                   "the same targets. Speaker accuracy: a classifier of mel statistics, trained on the codec's rendering of "
                   f"the train split, names the voice of {results.get('prompts', c.prompts)} continuations of {c.seconds:g} s "
                   f"from {c.prompt_seconds:g} s held-out prompts ({results.get('voices', '?')} voices); the semantic-only "
                   "condition withholds the prompt's codec tokens, so it cannot copy the voice.")
     training = f"Pipeline `{cfg.name}` on {corpus}; training steps: {steps}."
-    return {"repo_id": repo_id, "model_name": f"AudioLM ({cfg.name})", "metrics": run_metrics(run_dir),
+    return {"repo_id": repo_id, "model_name": f"AudioLM ({cfg.name})", "metrics": run_metrics(lms, results),
             "evaluation": evaluation, "training": training, "license": cfg.share.license,
             "language": list(cfg.share.language), "datasets": datasets or None, "tags": list(cfg.share.tags),
             "dataset_type": dataset_type, "dataset_name": dataset_name}

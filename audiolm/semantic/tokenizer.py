@@ -10,9 +10,8 @@ The layer is checked against the centroids' width.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audiolm.config import SemanticConfig
-from audiolm.hub import HubMixin, weights_file
+from audiolm.hub import HubMixin, config_from, copy_model_files, weights_file
 from audiolm.semantic.features import FrameFeatures, build_features
 from audiolm.semantic.kmeans import assign, fit_kmeans
 
@@ -153,23 +152,18 @@ class SemanticTokenizer(HubMixin):
         config = asdict(self.config)
         local = Path(self.config.model) if self.config.backend == "ssl" else None
         if local is not None and local.is_dir():
-            (folder / ENCODER_FOLDER).mkdir()
-            for file in local.iterdir():
-                if file.suffix in (".json", ".safetensors"):
-                    shutil.copy2(file, folder / ENCODER_FOLDER / file.name)
+            copy_model_files(local, folder / ENCODER_FOLDER)
             config["model"] = ENCODER_FOLDER
             config["bundled_encoder"] = True
         return config
 
     @classmethod
     def _load(cls, folder: Path, config: dict[str, Any], device: str = "cpu") -> SemanticTokenizer:
-        known = {f.name for f in fields(SemanticTokenizerConfig)}
-        values = {k: v for k, v in config.items() if k in known}
-        if values.get("format_version", 1) > SemanticTokenizerConfig.format_version:
-            raise ValueError(f"{folder}: saved by a newer audiolm (format {values['format_version']}); upgrade audiolm")
+        if config.get("format_version", 1) > SemanticTokenizerConfig.format_version:
+            raise ValueError(f"{folder}: saved by a newer audiolm (format {config['format_version']}); upgrade audiolm")
         if config.get("bundled_encoder"):  # a path again, so that saving the tokenizer copies the encoder along
-            values["model"] = str(folder / ENCODER_FOLDER)
-        tokenizer_config = SemanticTokenizerConfig(**values)
+            config = {**config, "model": str(folder / ENCODER_FOLDER)}
+        tokenizer_config = config_from(SemanticTokenizerConfig, config)
         tensors = load_file(weights_file(folder, WEIGHTS_NAME))
         features = build_features(tokenizer_config.backend, tokenizer_config.model, tokenizer_config.layer, device,
                                   tokenizer_config.sample_rate, tokenizer_config.context_frames, tokenizer_config.revision)
