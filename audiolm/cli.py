@@ -4,6 +4,7 @@
     audiolm encode --codec runs/demo/codec IN.wav [...] -o OUTDIR [--num-codebooks K]
     audiolm decode --codec runs/demo/codec CODES.npy [...] -o OUTDIR
     audiolm codec-eval --codec runs/demo/codec --data runs/demo/corpus [--num-codebooks 1 2 4 8]
+    audiolm semantic-eval --model runs/demo/semantic mfcc:100 --data runs/demo/corpus [--speakers v06 v07]
     audiolm continue PROMPT.wav -o OUT.wav --model runs/demo [--seconds 4] [--temperature T] [--top-k K]
                      [--top-p P] [--seed S] [--include-prompt]
     audiolm push runs/demo USER/REPO [--private] [--token T]    # the run as one bundle on the Hub
@@ -139,6 +140,34 @@ def _codec_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _semantic_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from audiolm.pipeline import semantic_eval
+
+    corpus, rate = semantic_eval.open_corpus(args.data)
+    if args.split not in corpus:
+        raise ValueError(f"{args.data}: no split '{args.split}' (has {', '.join(corpus)})")
+    ds = corpus[args.split]
+    if args.speakers:
+        keep = [i for i, s in enumerate(ds["speaker"]) if s in set(args.speakers)]
+        if not keep:
+            raise ValueError(f"{args.data}: no utterance of speakers {', '.join(args.speakers)} in '{args.split}'")
+        ds = ds.select(keep)
+    rows = []
+    for spec in args.model:
+        name, tokenizer = semantic_eval.load_tokenizer(spec, corpus, rate, args.context)
+        rows.append(semantic_eval.evaluate(name, tokenizer, ds, rate))
+    print(semantic_eval.format_table(rows))
+    who = f", speakers {', '.join(args.speakers)}" if args.speakers else ""
+    print(f"{ds.num_rows} utterances ({sum(ds['duration']) / 60:.1f} min) of {args.data} [{args.split}{who}]. "
+          "PNMI = I(phone; token) / H(phone); AUC: P(same sentence by another voice is closer than another sentence by the same voice).")
+    if args.json:
+        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1) + "\n")
+    return 0
+
+
 def _continue(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -219,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-codebooks", type=int, nargs="+", default=[1, 2, 4, 8])
     evaluate.add_argument("--max-clips", type=int, default=40)
     evaluate.set_defaults(func=_codec_eval)
+    sem_eval = commands.add_parser("semantic-eval", help="PNMI, phone/cluster purity, cross-voice consistency of semantic tokens")
+    sem_eval.add_argument("--model", required=True, nargs="+",
+                          help="semantic tokenizer folders or Hub ids, or spectral baselines fitted on the train split: mfcc:K, logmel:K")
+    sem_eval.add_argument("--data", required=True, help="a corpus folder (runs/demo/corpus) or a run folder")
+    sem_eval.add_argument("--split", default="heldout")
+    sem_eval.add_argument("--speakers", nargs="+", default=None, help="only these speakers (e.g. voices the encoder never heard)")
+    sem_eval.add_argument("--context", type=int, default=4, help="spectral baselines: +-N stacked frames (default: %(default)s)")
+    sem_eval.add_argument("--json", default=None, metavar="OUT.json")
+    sem_eval.set_defaults(func=_semantic_eval)
     cont = commands.add_parser("continue", help="continue speech from a prompt (semantic -> coarse -> fine -> codec)")
     cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
     cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")

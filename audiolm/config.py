@@ -58,28 +58,6 @@ class DataConfig:
 
 
 @dataclass
-class SemanticConfig:
-    """Stage 1: features from a speech encoder (or a spectral front end), then k-means."""
-
-    # "mfcc" / "logmel": spectral front ends that need no download (offline demo);
-    # "ssl": a transformers speech encoder (WavLM, HuBERT, Wav2Vec2, Wav2Vec2-BERT).
-    backend: str = "logmel"
-    model: str = ""  # Hub id or local folder, for backend "ssl"
-    revision: str = ""  # Hub revision (branch, tag or commit) of `model`; "" = main
-    layer: int = 6  # output of this transformer block (1-based)
-    utterance_norm: bool = True  # per-utterance mean/variance normalisation (removes channel, some voice)
-    context_frames: int = 4  # spectral backends: stack +-N neighbouring frames (+-80 ms at 4)
-    num_clusters: int = 100
-    kmeans_frames: int = 100_000  # frames sampled from the train split to fit k-means
-    kmeans_steps: int = 300
-    kmeans_batch_size: int = 8192
-    batch_seconds: float = 60.0  # audio per feature-extraction batch
-    dedup: bool = False  # also store ids with consecutive repeats removed
-    device: str = "auto"
-    seed: int = 0
-
-
-@dataclass
 class TrainConfig:
     """The one trainer's settings (codec now, the language models later)."""
 
@@ -97,6 +75,62 @@ class TrainConfig:
     log_every: int = 10
     max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0 = no limit
     seed: int = 0
+
+
+def _encoder_train(**values: Any) -> TrainConfig:
+    defaults = dict(steps=600, batch_size=8, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01,
+                    mixed_precision="bf16", checkpoint_every=200, eval_every=200)
+    return TrainConfig(**{**defaults, **values})
+
+
+@dataclass
+class EncoderConfig:
+    """Stage 1 with `semantic.backend: trained`: a small HuBERT (transformers `HubertModel`) trained
+    from scratch on the corpus, then used like a Hub encoder (see audiolm/semantic/pretrain.py)."""
+
+    # "hubert": masked prediction of k-means targets (iteration 1: MFCC k-means; iteration 2: k-means
+    # of the iteration-1 model's `target_layer`); "phones": frame-wise phone classification from the
+    # corpus' phone alignments (the demo corpus records eSpeak NG's).
+    objective: str = "hubert"
+    iterations: int = 2  # hubert only
+    target_clusters: int = 100  # K of the k-means targets (HuBERT: 100 for MFCC, 500 after)
+    target_context: int = 4  # MFCC targets: +-N stacked frames
+    target_layer: int = 3  # iteration-2 targets: output of this block of the previous iteration's model
+    hidden_size: int = 256
+    layers: int = 4
+    heads: int = 4
+    ffn_dim: int = 1024
+    conv_dim: int = 128  # channels of the 7-layer waveform front end (HuBERT's kernels and strides: 320 hop)
+    mask_prob: float = 0.65  # masked share of frames before spans overlap (about half masked at 0.65)
+    mask_length: int = 10  # frames per span
+    crop_seconds: float = 3.0  # training crop (a batch is cut to its shortest utterance)
+    augment: bool = True  # voice-changing augmentation: speed/pitch, formant-like EQ, band limits, noise
+    exclude_speakers: list[str] = field(default_factory=list)  # held out of encoder training entirely
+    train: TrainConfig = field(default_factory=_encoder_train)
+
+
+@dataclass
+class SemanticConfig:
+    """Stage 1: features from a speech encoder (or a spectral front end), then k-means."""
+
+    # "mfcc" / "logmel": spectral front ends that need no download (offline demo);
+    # "ssl": a transformers speech encoder (WavLM, HuBERT, Wav2Vec2, Wav2Vec2-BERT);
+    # "trained": a HuBERT-style encoder trained from scratch in stage 1 (`encoder`), then as "ssl".
+    backend: str = "logmel"
+    model: str = ""  # Hub id or local folder, for backend "ssl"
+    revision: str = ""  # Hub revision (branch, tag or commit) of `model`; "" = main
+    layer: int = 6  # output of this transformer block (1-based)
+    utterance_norm: bool = True  # per-utterance mean/variance normalisation (removes channel, some voice)
+    context_frames: int = 4  # spectral backends: stack +-N neighbouring frames (+-80 ms at 4)
+    num_clusters: int = 100
+    kmeans_frames: int = 100_000  # frames sampled from the train split to fit k-means
+    kmeans_steps: int = 300
+    kmeans_batch_size: int = 8192
+    batch_seconds: float = 60.0  # audio per feature-extraction batch
+    dedup: bool = False  # also store ids with consecutive repeats removed
+    device: str = "auto"
+    seed: int = 0
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
 
 @dataclass

@@ -5,7 +5,9 @@ like one: parquet/arrow files), a folder of audio files, or a manifest (.csv/.ts
 Every clip is converted to `sample_rate` mono; clips outside [min_seconds, max_seconds] and
 unreadable files are dropped, and the counts reported.
 
-Columns: id, speaker, text, duration (seconds), audio (float32 samples at `sample_rate`).
+Columns: id, speaker, text, duration (seconds), audio (float32 samples at `sample_rate`), and
+phones / phone_starts (time-stamped phone labels, see `audiolm.data.phones`; empty where the
+source has none: the demo corpus records eSpeak NG's phoneme events).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from audiolm import audio
 from audiolm.config import DataConfig
+from audiolm.data.phones import phone_events
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,11 @@ FEATURES = datasets.Features(
         "text": datasets.Value("string"),
         "duration": datasets.Value("float32"),
         "audio": datasets.Sequence(datasets.Value("float32")),
+        "phones": datasets.Sequence(datasets.Value("string")),
+        "phone_starts": datasets.Sequence(datasets.Value("int64")),
     }
 )
+FORMAT = 2  # 2: phone columns
 
 
 def describe_source(cfg: DataConfig) -> str:
@@ -60,7 +66,9 @@ def _raw_utterances(cfg: DataConfig, split: str) -> Iterator[dict]:
 
         utts = [u for u in demo_utterances(cfg.demo) if u.split == split]
         for utt, out in zip(utts, synthesize([(u.text, u.voice) for u in utts]), strict=True):
-            yield {"id": utt.id, "speaker": utt.speaker, "text": utt.text, "wav": out.wav, "rate": out.sample_rate}
+            phones, starts = phone_events(out.phonemes, out.sample_rate, cfg.sample_rate)
+            yield {"id": utt.id, "speaker": utt.speaker, "text": utt.text, "wav": out.wav, "rate": out.sample_rate,
+                   "phones": phones, "phone_starts": starts}
     elif kind == "hub":
         yield from _hub_utterances(cfg, split)
     else:
@@ -164,7 +172,8 @@ def _split_rows(cfg: DataConfig, split: str, counts: Counter, failures: list[str
             continue
         counts["kept"] += 1
         kept += 1
-        yield {"id": row["id"], "speaker": row["speaker"], "text": row["text"], "duration": duration, "audio": wav}
+        yield {"id": row["id"], "speaker": row["speaker"], "text": row["text"], "duration": duration, "audio": wav,
+               "phones": row.get("phones", []), "phone_starts": row.get("phone_starts", [])}
 
 
 def build_corpus(cfg: DataConfig, cache_dir: Path) -> tuple[datasets.DatasetDict, dict[str, dict[str, int]]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 
 from audiolm.config import PipelineConfig, config_hash
-from audiolm.data.corpus import build_corpus, describe_source
+from audiolm.data.corpus import FORMAT, build_corpus, describe_source
 from audiolm.files import sweep_temporaries
 from audiolm.pipeline import rundir
 
@@ -22,7 +22,7 @@ def corpus_dir(cfg: PipelineConfig) -> Path:
 
 
 def corpus_hash(cfg: PipelineConfig) -> str:
-    return config_hash("corpus", cfg.data)
+    return config_hash("corpus", cfg.data, FORMAT)
 
 
 def run(cfg: PipelineConfig, force: bool = False) -> Path:

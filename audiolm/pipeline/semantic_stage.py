@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from audiolm.config import PipelineConfig, SemanticConfig, config_hash
 from audiolm.data.corpus import read_wavs
-from audiolm.pipeline import corpus_stage, rundir
+from audiolm.pipeline import corpus_stage, encoder_stage, rundir
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -34,9 +34,11 @@ def resolve_device(device: str) -> str:
 
 
 def tokenizer_hash(cfg: PipelineConfig) -> str:
-    # Where and how fast it runs does not change the result.
-    fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items() if k not in ("device", "dedup")}
-    return config_hash("semantic-tokenizer", fitted, corpus_stage.corpus_hash(cfg))
+    # Where and how fast it runs does not change the result; the encoder's training only matters
+    # when there is one.
+    fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items() if k not in ("device", "dedup", "encoder")}
+    trained = encoder_stage.round_hash(cfg, encoder_stage.rounds(cfg.semantic.encoder)[-1]) if cfg.semantic.backend == "trained" else ""
+    return config_hash("semantic-tokenizer", fitted, trained, corpus_stage.corpus_hash(cfg))
 
 
 def wav_batches(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate: int,
@@ -68,6 +70,8 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     if rundir.is_up_to_date(out, digest, saved_part=True):
         return SemanticTokenizer.from_pretrained(out, device=device)
     s: SemanticConfig = cfg.semantic
+    if s.backend == "trained":  # train the encoder first; from then on it is a local transformers model
+        s = dataclasses.replace(s, backend="ssl", model=str(encoder_stage.run(cfg)), revision="")
     features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision)
     train = corpus["train"]
     order = np.random.default_rng(s.seed).permutation(train.num_rows).tolist()

@@ -1,0 +1,103 @@
+"""`audiolm semantic-eval`: how much of what is said, and how little of who says it, semantic tokens carry.
+
+For each tokenizer (a saved one, a Hub id, or a spectral baseline `mfcc:K` / `logmel:K` fitted here
+on the corpus' train split), on one split of a corpus: PNMI, phone purity and cluster purity
+against frame-level phone labels (where the corpus has them), and cross-voice consistency (edit
+distances of deduplicated tokens, same sentence by other voices vs other sentences by the same
+voice, and the AUC of telling the two apart). See audiolm/semantic/metrics.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+
+from audiolm.config import SemanticConfig
+from audiolm.data.corpus import read_wavs
+from audiolm.data.phones import PhoneInventory, frame_phones
+from audiolm.pipeline import rundir
+from audiolm.semantic.features import build_features
+from audiolm.semantic.metrics import phone_metrics, voice_consistency
+from audiolm.semantic.tokenizer import SemanticTokenizer
+
+SPECTRAL = ("mfcc", "logmel")
+
+
+@dataclass
+class Row:
+    name: str
+    clusters: int
+    utterances: int
+    pnmi: float | None
+    phone_purity: float | None
+    cluster_purity: float | None
+    same_sentence: float | None  # mean normalised edit distance, same sentence, other voice
+    other_sentence: float | None  # ... other sentence, same voice
+    auc: float | None
+    tokens_per_second: float  # after removing repeats
+
+
+def open_corpus(data: str) -> tuple[datasets.DatasetDict, int]:
+    """A corpus folder (`runs/<name>/corpus`) or a run folder (its corpus), and its sample rate."""
+    path = Path(data)
+    if (path / "corpus" / "dataset_dict.json").exists():
+        path = path / "corpus"
+    if not (path / "dataset_dict.json").exists():
+        raise FileNotFoundError(f"{data}: not a corpus folder (runs/<name>/corpus, written by stage 0) or a run folder")
+    rate = (rundir.read_marker(path) or {}).get("sample_rate", 16000)
+    return datasets.load_from_disk(str(path)), rate
+
+
+def spectral_baseline(spec: str, corpus: datasets.DatasetDict, rate: int, context: int, seed: int = 0) -> SemanticTokenizer:
+    """`mfcc:K` / `logmel:K`: k-means of that front end (CMVN, +-`context` frames) fitted on the train split."""
+    kind, _, k = spec.partition(":")
+    s = dataclasses.replace(SemanticConfig(), backend=kind, num_clusters=int(k or 100), context_frames=context, seed=seed)
+    features = build_features(kind, sample_rate=rate, context=context)
+    train = corpus["train"]
+    order = np.random.default_rng(seed).permutation(train.num_rows).tolist()
+    batches = (read_wavs(train, order[i : i + 32], rate, features.sample_rate) for i in range(0, len(order), 32))
+    return SemanticTokenizer.fit(s, features, batches)
+
+
+def load_tokenizer(spec: str, corpus: datasets.DatasetDict, rate: int, context: int) -> tuple[str, SemanticTokenizer]:
+    if spec.partition(":")[0] in SPECTRAL:
+        return f"{spec} (+-{context})", spectral_baseline(spec, corpus, rate, context)
+    return spec, SemanticTokenizer.from_pretrained(spec)
+
+
+def evaluate(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate: int) -> Row:
+    ids = []
+    for start in tqdm(range(0, ds.num_rows, 16), desc=f"tokenizing ({name})", leave=False):
+        wavs = read_wavs(ds, list(range(start, min(ds.num_rows, start + 16))), rate, tokenizer.sample_rate)
+        ids += tokenizer.encode(wavs)
+    seconds = float(sum(ds["duration"]))
+    dedup_tokens = sum(int(1 + np.count_nonzero(np.diff(x))) for x in ids if len(x))
+    pm = vc = None
+    if "phones" in ds.column_names and any(len(p) for p in ds["phones"]):
+        rows = ds.select_columns(["phones", "phone_starts"])
+        labels = [frame_phones(r["phones"], r["phone_starts"], len(x), rate, tokenizer.frame_rate) for r, x in zip(rows, ids, strict=True)]
+        inventory = PhoneInventory([p for row in labels for p in row])
+        pm = phone_metrics(ids, [inventory.ids(row) for row in labels])
+    try:
+        vc = voice_consistency(ids, ds["text"], ds["speaker"])
+    except ValueError:  # no sentence read by two voices
+        pass
+    return Row(name, tokenizer.num_clusters, ds.num_rows, pm and pm.pnmi, pm and pm.phone_purity, pm and pm.cluster_purity,
+               vc and vc.same_text_other_voice, vc and vc.other_text_same_voice, vc and vc.auc, dedup_tokens / seconds)
+
+
+def format_table(rows: list[Row]) -> str:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = ["| tokens | K | PNMI | phone purity | cluster purity | same sentence, other voice | other sentence, same voice | AUC | tokens/s (dedup) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.clusters} | {f(r.pnmi)} | {f(r.phone_purity)} | {f(r.cluster_purity)} | "
+                     f"{f(r.same_sentence)} | {f(r.other_sentence)} | {f(r.auc)} | {r.tokens_per_second:.1f} |")
+    return "\n".join(lines)

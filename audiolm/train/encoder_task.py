@@ -1,0 +1,84 @@
+"""Training the speech encoder (audiolm.semantic.pretrain) on the one trainer.
+
+A batch is `batch_size` random crops of training utterances with their frame targets, all cut to
+the same number of frames (at most `crop_seconds`, at most the shortest utterance drawn, as
+fairseq's HuBERT does), voice-augmented, and a span mask. Like the other tasks' batches it is a
+pure function of the step and the seed, so a resumed run sees exactly the data an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from audiolm.config import EncoderConfig
+from audiolm.semantic.augment import change_speed, colour, source_frames, speed_factor
+from audiolm.semantic.pretrain import MaskedPredictor, normalize, samples_for, span_mask
+from audiolm.train.trainer import Update
+
+Example = tuple[np.ndarray, np.ndarray]  # (wav at 16 kHz, one target id per 20 ms frame)
+
+
+class EncoderTask:
+    def __init__(self, model: MaskedPredictor, cfg: EncoderConfig, train: list[Example], heldout: list[Example],
+                 sample_rate: int = 16000, eval_utterances: int = 32):
+        self.models = {"encoder": model}
+        self.cfg, self.sample_rate = cfg, sample_rate
+        self.masked_only = cfg.objective == "hubert"
+        self.train = [(w, t) for w, t in train if len(t) >= 2]
+        if not self.train:
+            raise ValueError("no training utterance long enough for the encoder")
+        self.max_frames = max(2, round(cfg.crop_seconds * 50))
+        self.heldout = heldout[:eval_utterances]
+
+    def batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.train.seed, step, micro])
+        picks = rng.integers(0, len(self.train), cfg.train.batch_size)
+        factors = [speed_factor(rng) if cfg.augment else 1.0 for _ in picks]
+        frames = min([self.max_frames] + [int(len(self.train[i][1]) / f) - 1 for i, f in zip(picks, factors, strict=True)])
+        frames = max(frames, 1)
+        wavs, targets = [], []
+        for i, factor in zip(picks, factors, strict=True):
+            wav, target = self.train[i]
+            need = min(len(target), math.ceil(frames * factor) + 1)  # clean frames the crop shows
+            first = int(rng.integers(0, len(target) - need + 1))
+            clean = wav[320 * first : 320 * first + samples_for(need)]
+            if cfg.augment:
+                crop = colour(change_speed(clean, factor, samples_for(frames)), rng, self.sample_rate)
+            else:
+                crop = clean[: samples_for(frames)]
+            wavs.append(crop)
+            targets.append(target[first + source_frames(frames, factor, need)])
+        mask = span_mask(rng, len(picks), frames, cfg.mask_prob, cfg.mask_length)
+        return (torch.from_numpy(np.stack(wavs)), torch.from_numpy(np.stack(targets)), torch.from_numpy(mask))
+
+    def step(self, batch, step: int, update: Update) -> dict[str, float]:
+        model = self.models["encoder"]
+        device = next(model.parameters()).device
+        wavs, targets, mask = (t.to(device) for t in batch)
+        loss, accuracy = model(normalize(wavs), targets, mask, self.masked_only)
+        update("encoder", loss)
+        return {"loss": loss.item(), "accuracy": accuracy.item()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out loss and accuracy, un-augmented, with masks fixed by the seed: comparable
+        from one evaluation to the next."""
+        model = self.models["encoder"]
+        model.eval()
+        device = next(model.parameters()).device
+        rng = np.random.default_rng([self.cfg.train.seed, 123457])
+        total = correct = count = 0.0
+        for wav, target in self.heldout:
+            frames = min(len(target), self.max_frames)
+            x = torch.from_numpy(wav[: samples_for(frames)]).unsqueeze(0).to(device)
+            y = torch.from_numpy(target[:frames]).unsqueeze(0).to(device)
+            mask = torch.from_numpy(span_mask(rng, 1, frames, self.cfg.mask_prob, self.cfg.mask_length)).to(device)
+            loss, accuracy = model(normalize(x), y, mask, self.masked_only)
+            n = int((mask & (y >= 0)).sum() if self.masked_only else (y >= 0).sum())
+            total, correct, count = total + loss.item() * n, correct + accuracy.item() * n, count + n
+        return {"loss": total / max(1, count), "accuracy": correct / max(1, count)}
