@@ -162,7 +162,8 @@ def _semantic_eval(args: argparse.Namespace) -> int:
     print(semantic_eval.format_table(rows))
     who = f", speakers {', '.join(args.speakers)}" if args.speakers else ""
     print(f"{ds.num_rows} utterances ({sum(ds['duration']) / 60:.1f} min) of {args.data} [{args.split}{who}]. "
-          "PNMI = I(phone; token) / H(phone); AUC: P(same sentence by another voice is closer than another sentence by the same voice).")
+          "PNMI = I(phone; token) / H(phone); AUC = P(the same sentence by another voice is closer than "
+          "another sentence by the same voice).")
     if args.json:
         Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1) + "\n")
     return 0
@@ -250,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_codec_eval)
     sem_eval = commands.add_parser("semantic-eval", help="PNMI, phone/cluster purity, cross-voice consistency of semantic tokens")
     sem_eval.add_argument("--model", required=True, nargs="+",
-                          help="semantic tokenizer folders or Hub ids, or spectral baselines fitted on the train split: mfcc:K, logmel:K")
+                          help="semantic tokenizer folders or Hub ids, or spectral baselines fitted on the "
+                               "train split: mfcc:K, logmel:K")
     sem_eval.add_argument("--data", required=True, help="a corpus folder (runs/demo/corpus) or a run folder")
     sem_eval.add_argument("--split", default="heldout")
     sem_eval.add_argument("--speakers", nargs="+", default=None, help="only these speakers (e.g. voices the encoder never heard)")

@@ -103,6 +103,9 @@ class EncoderConfig:
     conv_dim: int = 128  # channels of the 7-layer waveform front end (HuBERT's kernels and strides: 320 hop)
     mask_prob: float = 0.65  # masked share of frames before spans overlap (about half masked at 0.65)
     mask_length: int = 10  # frames per span
+    # loss on unmasked frames, relative to masked ones: HuBERT uses 0 (alpha = 1); with minutes of CPU
+    # instead of days of GPU, predicting the visible frames too gives the front end a signal early.
+    unmasked_weight: float = 0.0
     crop_seconds: float = 3.0  # training crop (a batch is cut to its shortest utterance)
     augment: bool = True  # voice-changing augmentation: speed/pitch, formant-like EQ, band limits, noise
     exclude_speakers: list[str] = field(default_factory=list)  # held out of encoder training entirely

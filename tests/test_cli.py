@@ -40,3 +40,26 @@ def test_bad_inputs_give_one_line_each_and_exit_nonzero(tiny_run, tmp_path, spee
 def test_wrong_model_folder(tmp_path, speech_wav):
     res = _cli("tokenize", "semantic", "--model", tmp_path, speech_wav, "-o", tmp_path / "o")
     assert res.returncode == 2 and "not a saved semantic tokenizer" in res.stderr
+
+
+def test_semantic_eval_compares_backends(tiny_run, tmp_path):
+    """`audiolm semantic-eval` on the tiny run: the stage-1 tokenizer and a spectral baseline fitted on
+    the train split, one row each, with phone metrics (the demo corpus has alignments) and the AUC."""
+    import json
+
+    out = tmp_path / "eval.json"
+    result = run_cli("semantic-eval", "--model", tiny_run.run_dir / "semantic", "mfcc:16", "--data", tiny_run.run_dir,
+                     "--json", out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [r["clusters"] for r in rows] == [32, 16]
+    for r in rows:
+        assert 0 < r["pnmi"] < 1 and 0 < r["phone_purity"] <= 1 and 0 < r["cluster_purity"] <= 1
+        assert 0 <= r["auc"] <= 1 and r["utterances"] == 24  # 6 held-out sentences x 4 voices
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert "| PNMI |" in table[0] and len(table) == 3  # header and two rows
+    only = run_cli("semantic-eval", "--model", tiny_run.run_dir / "semantic", "--data", tiny_run.run_dir / "corpus",
+                   "--speakers", "v00", "v01")
+    assert only.returncode == 0 and "12 utterances" in only.stdout
+    bad = run_cli("semantic-eval", "--model", "mfcc:16", "--data", tmp_path)
+    assert bad.returncode == 2 and "not a corpus folder" in bad.stderr and "Traceback" not in bad.stderr

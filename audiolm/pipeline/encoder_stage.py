@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from audiolm.config import EncoderConfig, PipelineConfig, SemanticConfig, config_hash
+from audiolm.config import EncoderConfig, PipelineConfig, config_hash
 from audiolm.data.corpus import read_wavs
 from audiolm.data.phones import PhoneInventory, frame_phones
 from audiolm.files import atomic_dir
@@ -56,7 +56,9 @@ def round_hash(cfg: PipelineConfig, upto: str) -> str:
     s = cfg.semantic
     kmeans = (s.kmeans_frames, s.kmeans_steps, s.kmeans_batch_size, s.seed)
     names = rounds(s.encoder)
-    return config_hash("encoder", s.encoder, kmeans, names[: names.index(upto) + 1], corpus_stage.corpus_hash(cfg))
+    # how many iterations follow does not change this one: a second iteration reuses the first
+    settings = {k: v for k, v in dataclasses.asdict(s.encoder).items() if k != "iterations"}
+    return config_hash("encoder", settings, kmeans, names[: names.index(upto) + 1], corpus_stage.corpus_hash(cfg))
 
 
 def _split(ds: datasets.Dataset, exclude: list[str]) -> datasets.Dataset:
@@ -129,7 +131,8 @@ def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, n
     with atomic_dir(out) as tmp:
         encoder.save_pretrained(tmp, safe_serialization=True)
         feature_extractor(cfg.data.sample_rate).save_pretrained(tmp)
-    rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step, **{f"heldout_{k}": v for k, v in metrics.items()})
+    rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step,
+                        **{f"heldout_{k}": v for k, v in metrics.items()})
     return metrics
 
 

@@ -22,7 +22,7 @@ from audiolm.data.corpus import read_wavs
 from audiolm.data.phones import PhoneInventory, frame_phones
 from audiolm.pipeline import rundir
 from audiolm.semantic.features import build_features
-from audiolm.semantic.metrics import phone_metrics, voice_consistency
+from audiolm.semantic.metrics import PhoneMetrics, phone_metrics, voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
 
 SPECTRAL = ("mfcc", "logmel")
@@ -70,6 +70,17 @@ def load_tokenizer(spec: str, corpus: datasets.DatasetDict, rate: int, context: 
     return spec, SemanticTokenizer.from_pretrained(spec)
 
 
+def phone_scores(ids: list[np.ndarray], ds: datasets.Dataset, rate: int, frame_rate: float) -> PhoneMetrics | None:
+    """PNMI and purities of per-utterance token ids against the rows' phone alignments (None without)."""
+    if "phones" not in ds.column_names or not any(len(p) for p in ds["phones"]):
+        return None
+    rows = ds.select_columns(["phones", "phone_starts"])
+    labels = [frame_phones(r["phones"], r["phone_starts"], len(x), rate, frame_rate)
+              for r, x in zip(rows, ids, strict=True)]
+    inventory = PhoneInventory([p for row in labels for p in row])
+    return phone_metrics(ids, [inventory.ids(row) for row in labels])
+
+
 def evaluate(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate: int) -> Row:
     ids = []
     for start in tqdm(range(0, ds.num_rows, 16), desc=f"tokenizing ({name})", leave=False):
@@ -77,12 +88,7 @@ def evaluate(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate
         ids += tokenizer.encode(wavs)
     seconds = float(sum(ds["duration"]))
     dedup_tokens = sum(int(1 + np.count_nonzero(np.diff(x))) for x in ids if len(x))
-    pm = vc = None
-    if "phones" in ds.column_names and any(len(p) for p in ds["phones"]):
-        rows = ds.select_columns(["phones", "phone_starts"])
-        labels = [frame_phones(r["phones"], r["phone_starts"], len(x), rate, tokenizer.frame_rate) for r, x in zip(rows, ids, strict=True)]
-        inventory = PhoneInventory([p for row in labels for p in row])
-        pm = phone_metrics(ids, [inventory.ids(row) for row in labels])
+    pm, vc = phone_scores(ids, ds, rate, tokenizer.frame_rate), None
     try:
         vc = voice_consistency(ids, ds["text"], ds["speaker"])
     except ValueError:  # no sentence read by two voices
@@ -95,8 +101,9 @@ def format_table(rows: list[Row]) -> str:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    lines = ["| tokens | K | PNMI | phone purity | cluster purity | same sentence, other voice | other sentence, same voice | AUC | tokens/s (dedup) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    head = ["tokens", "K", "PNMI", "phone purity", "cluster purity", "same sentence, other voice",
+            "other sentence, same voice", "AUC", "tokens/s (dedup)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(f"| {r.name} | {r.clusters} | {f(r.pnmi)} | {f(r.phone_purity)} | {f(r.cluster_purity)} | "
                      f"{f(r.same_sentence)} | {f(r.other_sentence)} | {f(r.auc)} | {r.tokens_per_second:.1f} |")

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from audiolm.config import PipelineConfig, SemanticConfig, config_hash
 from audiolm.data.corpus import read_wavs
-from audiolm.pipeline import corpus_stage, encoder_stage, rundir
+from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -37,7 +37,9 @@ def tokenizer_hash(cfg: PipelineConfig) -> str:
     # Where and how fast it runs does not change the result; the encoder's training only matters
     # when there is one.
     fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items() if k not in ("device", "dedup", "encoder")}
-    trained = encoder_stage.round_hash(cfg, encoder_stage.rounds(cfg.semantic.encoder)[-1]) if cfg.semantic.backend == "trained" else ""
+    trained = ""
+    if cfg.semantic.backend == "trained":
+        trained = encoder_stage.round_hash(cfg, encoder_stage.rounds(cfg.semantic.encoder)[-1])
     return config_hash("semantic-tokenizer", fitted, trained, corpus_stage.corpus_hash(cfg))
 
 
@@ -124,11 +126,17 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     heldout = tokens["heldout"]
     info = {"stage": "semantic-tokens", "semantic_frame_rate": tokenizer.frame_rate,
             "semantic_vocab_size": tokenizer.num_clusters, "semantic_tokenizer": "semantic"}
+    heldout_ids = [np.asarray(x) for x in heldout["semantic"]]
+    phones = semantic_eval.phone_scores(heldout_ids, heldout, corpus_rate, tokenizer.frame_rate)
+    if phones is not None:
+        info["heldout_phones"] = dataclasses.asdict(phones)
+        print(f"  held-out PNMI {phones.pnmi:.3f}, phone purity {phones.phone_purity:.3f}, "
+              f"cluster purity {phones.cluster_purity:.3f}")
     try:
-        vc = voice_consistency([np.asarray(x) for x in heldout["semantic"]], heldout["text"], heldout["speaker"])
+        vc = voice_consistency(heldout_ids, heldout["text"], heldout["speaker"])
         info["heldout_voice_consistency"] = dataclasses.asdict(vc)
         print(f"  held-out edit distance of deduplicated tokens: same sentence, other voice "
-              f"{vc.same_text_other_voice:.3f}; other sentence, same voice {vc.other_text_same_voice:.3f}")
+              f"{vc.same_text_other_voice:.3f}; other sentence, same voice {vc.other_text_same_voice:.3f} (AUC {vc.auc:.3f})")
     except ValueError as err:  # corpora without repeated sentences across voices
         print(f"  (no voice-consistency check: {err})")
     rundir.save_dataset(tokens, out)

@@ -30,7 +30,10 @@ class AugmentConfig:
     noise_prob: float = 0.5
 
 
-def speed_factor(rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> float:
+DEFAULT = AugmentConfig()
+
+
+def speed_factor(rng: np.random.Generator, cfg: AugmentConfig = DEFAULT) -> float:
     """Log-uniform: as many slower as faster voices."""
     lo, hi = np.log(cfg.speed[0]), np.log(cfg.speed[1])
     return float(np.exp(rng.uniform(lo, hi)))
@@ -49,7 +52,7 @@ def source_frames(frames: int, factor: float, available: int) -> np.ndarray:
     return np.minimum(np.round(np.arange(frames) * factor).astype(np.int64), available - 1)
 
 
-def colour(wav: np.ndarray, rng: np.random.Generator, sample_rate: int, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+def colour(wav: np.ndarray, rng: np.random.Generator, sample_rate: int, cfg: AugmentConfig = DEFAULT) -> np.ndarray:
     """Random equaliser, band limits and noise on one crop."""
     spectrum = np.fft.rfft(wav)
     freqs = np.fft.rfftfreq(len(wav), 1 / sample_rate)

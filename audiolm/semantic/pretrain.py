@@ -102,19 +102,23 @@ class MaskedPredictor(nn.Module):
         self.encoder = encoder
         self.head = nn.Linear(encoder.config.hidden_size, num_targets)
 
-    def forward(self, wavs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None,
-                masked_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, wavs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                unmasked_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """wavs [b, n] (normalised), targets [b, t] (IGNORE where unlabelled), mask [b, t] bool.
-        Returns (mean cross-entropy, accuracy) over the frames the loss is taken on."""
+        Loss: mean cross-entropy over masked frames + `unmasked_weight` x that over the others
+        (HuBERT's alpha = 1 / (1 + unmasked_weight)). Returns (loss, accuracy on masked frames,
+        or on all frames when nothing is masked)."""
         hidden = self.encoder(wavs, mask_time_indices=mask).last_hidden_state  # [b, t, d]
         if hidden.shape[1] != targets.shape[1]:
             raise ValueError(f"{hidden.shape[1]} encoder frames but {targets.shape[1]} targets")
-        scored = targets != IGNORE
-        if masked_only and mask is not None:
-            scored &= mask
+        labelled = targets != IGNORE
+        scored = labelled & mask if mask.any() else labelled
+        others = labelled & ~scored
         logits = self.head(hidden[scored]).float()
         labels = targets[scored]
         loss = F.cross_entropy(logits, labels) if labels.numel() else hidden.sum() * 0.0
+        if unmasked_weight and others.any():
+            loss = loss + unmasked_weight * F.cross_entropy(self.head(hidden[others]).float(), targets[others])
         accuracy = (logits.argmax(-1) == labels).float().mean() if labels.numel() else loss.detach()
         return loss, accuracy.detach()
 

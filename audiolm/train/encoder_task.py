@@ -27,7 +27,6 @@ class EncoderTask:
                  sample_rate: int = 16000, eval_utterances: int = 32):
         self.models = {"encoder": model}
         self.cfg, self.sample_rate = cfg, sample_rate
-        self.masked_only = cfg.objective == "hubert"
         self.train = [(w, t) for w, t in train if len(t) >= 2]
         if not self.train:
             raise ValueError("no training utterance long enough for the encoder")
@@ -60,14 +59,15 @@ class EncoderTask:
         model = self.models["encoder"]
         device = next(model.parameters()).device
         wavs, targets, mask = (t.to(device) for t in batch)
-        loss, accuracy = model(normalize(wavs), targets, mask, self.masked_only)
+        loss, accuracy = model(normalize(wavs), targets, mask, self.cfg.unmasked_weight)
         update("encoder", loss)
         return {"loss": loss.item(), "accuracy": accuracy.item()}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out loss and accuracy, un-augmented, with masks fixed by the seed: comparable
-        from one evaluation to the next."""
+        """Held-out loss and accuracy, un-augmented. hubert: on masked frames, masks fixed by the
+        seed (comparable from one evaluation to the next); phones: on every frame of unmasked audio,
+        as the tokenizer will see it."""
         model = self.models["encoder"]
         model.eval()
         device = next(model.parameters()).device
@@ -77,8 +77,9 @@ class EncoderTask:
             frames = min(len(target), self.max_frames)
             x = torch.from_numpy(wav[: samples_for(frames)]).unsqueeze(0).to(device)
             y = torch.from_numpy(target[:frames]).unsqueeze(0).to(device)
-            mask = torch.from_numpy(span_mask(rng, 1, frames, self.cfg.mask_prob, self.cfg.mask_length)).to(device)
-            loss, accuracy = model(normalize(x), y, mask, self.masked_only)
-            n = int((mask & (y >= 0)).sum() if self.masked_only else (y >= 0).sum())
+            prob = self.cfg.mask_prob if self.cfg.objective == "hubert" else 0.0
+            mask = torch.from_numpy(span_mask(rng, 1, frames, prob, self.cfg.mask_length)).to(device)
+            loss, accuracy = model(normalize(x), y, mask, 0.0)  # the masked frames' loss alone
+            n = int((mask & (y >= 0)).sum() if mask.any() else (y >= 0).sum())
             total, correct, count = total + loss.item() * n, correct + accuracy.item() * n, count + n
         return {"loss": total / max(1, count), "accuracy": correct / max(1, count)}

@@ -84,3 +84,32 @@ def test_max_utterances_and_empty_split_error(tmp_path, audio_folder):
     assert ds["train"].num_rows == 2 and ds["heldout"].num_rows <= 2
     with pytest.raises(ValueError, match="no usable clips"):
         build_corpus(DataConfig(source=str(audio_folder), min_seconds=100, max_seconds=200), tmp_path / "d")
+
+
+def test_demo_corpus_records_phone_alignments(tmp_path, audio_folder):
+    """eSpeak NG's phoneme events become time-stamped phone labels that line up with the audio:
+    frames labelled silence are far quieter than frames labelled vowels."""
+    from audiolm.data.phones import SILENCE, frame_phones, normalize_phone
+    from audiolm.semantic.features import num_frames
+
+    cfg = DataConfig(demo=DemoCorpusConfig(voices=2, sentences=6, heldout_sentences=2, voices_per_train_sentence=1))
+    ds, _ = build_corpus(cfg, tmp_path / "a")
+    quiet, vowels = [], []
+    for row in ds["train"].with_format("numpy"):
+        starts, phones = row["phone_starts"], list(row["phones"])
+        assert len(phones) == len(starts) > 10 and (np.diff(starts) > 0).all()
+        assert 0 <= starts[0] and starts[-1] <= len(row["audio"]) + 1
+        assert not any(p[0] in "',;" or p[-1].isdigit() for p in phones)  # stress and length marks folded away
+        wav = row["audio"]
+        labels = frame_phones(phones, starts, num_frames(len(wav), 16000), 16000)
+        for i, label in enumerate(labels):
+            rms = float(np.sqrt(np.mean(wav[320 * i : 320 * i + 400] ** 2)))
+            if label == SILENCE:
+                quiet.append(rms)
+            elif label[0] in "aeiouAEIOU@3":
+                vowels.append(rms)
+    assert len(quiet) > 20 and len(vowels) > 100
+    assert np.median(quiet) < 0.1 * np.median(vowels)
+    assert normalize_phone("'oU") == "oU" and normalize_phone(";") is None and normalize_phone("_:") == SILENCE
+    folder, _ = build_corpus(DataConfig(source=str(audio_folder), heldout_fraction=0.3, min_seconds=0.1), tmp_path / "f")
+    assert folder["train"][0]["phones"] == [] and folder["train"][0]["phone_starts"] == []

@@ -81,3 +81,20 @@ def test_long_audio_is_tokenized_in_chunks_with_the_same_ids(wavs):
     whole = tok.encode([long])[0]
     chunked = tok.encode_long(long, chunk_seconds=0.5, margin_seconds=0.3)
     assert len(chunked) == len(whole) > 3 * 50 and (chunked == whole).mean() > 0.999
+
+
+def test_phone_metrics_and_auc_on_known_cases():
+    from audiolm.semantic.metrics import auc, phone_metrics
+
+    rng = np.random.default_rng(0)
+    phones = rng.integers(0, 8, 5000)
+    perfect = phone_metrics([phones * 3 + 1], [phones])  # a renamed copy of the phones
+    assert perfect.pnmi == pytest.approx(1.0) and perfect.phone_purity == pytest.approx(1.0)
+    split = phone_metrics([phones * 2 + rng.integers(0, 2, 5000)], [phones])  # each phone split over 2 tokens
+    assert split.pnmi == pytest.approx(1.0) and split.phone_purity == pytest.approx(1.0)
+    assert split.cluster_purity == pytest.approx(0.5, abs=0.03)
+    noise = phone_metrics([rng.integers(0, 50, 5000)], [phones])
+    assert noise.pnmi < 0.05 and noise.phone_purity < 0.3
+    ignored = phone_metrics([np.array([1, 2, 3])], [np.array([0, -100, 0])])
+    assert ignored.frames == 2
+    assert auc([0.1, 0.2], [0.3, 0.4]) == 1.0 and auc([0.5], [0.1, 0.9]) == 0.5 and auc([0.3], [0.3]) == 0.5

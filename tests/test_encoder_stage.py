@@ -1,0 +1,108 @@
+"""Stage 1 with `semantic.backend: trained` on pipelines/tiny.yaml: the encoder is trained from
+scratch (both objectives), saved as a transformers folder, and the tokenizer built on it saves and
+loads through the same backend as a Hub HuBERT."""
+
+import datasets
+import numpy as np
+import pytest
+
+from audiolm.config import load_config
+from audiolm.pipeline import encoder_stage, rundir, semantic_stage
+from audiolm.semantic.tokenizer import SemanticTokenizer
+
+from .conftest import REPO
+
+TINY_ENCODER = [
+    "semantic.backend=trained", "semantic.layer=2", "semantic.encoder.hidden_size=32", "semantic.encoder.layers=2",
+    "semantic.encoder.heads=2", "semantic.encoder.ffn_dim=64", "semantic.encoder.conv_dim=16",
+    "semantic.encoder.target_clusters=16", "semantic.encoder.target_layer=1", "semantic.encoder.crop_seconds=1.0",
+    "semantic.encoder.train.steps=6", "semantic.encoder.train.batch_size=4", "semantic.encoder.train.warmup_steps=2",
+    "semantic.encoder.train.checkpoint_every=3", "semantic.encoder.train.eval_every=3",
+    "semantic.encoder.train.mixed_precision='no'",
+]
+
+
+def _config(runs, *extra):
+    return load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={runs}", *TINY_ENCODER, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_run, tmp_path_factory):
+    import shutil
+
+    runs = tmp_path_factory.mktemp("encoder-runs")
+    cfg = _config(runs, "semantic.encoder.exclude_speakers=[v03]")
+    shutil.copytree(tiny_run.run_dir / "corpus", cfg.run_dir / "corpus")
+    semantic_stage.run(cfg)
+    return cfg
+
+
+def test_two_hubert_iterations_then_tokens(trained_run):
+    from transformers import AutoModel, HubertModel
+
+    cfg = trained_run
+    for name in ("iter1", "iter2"):
+        folder = cfg.run_dir / "encoder" / name
+        marker = rundir.read_marker(folder)
+        assert marker["steps"] == 6 and np.isfinite(marker["heldout_loss"])
+        model = AutoModel.from_pretrained(folder)  # what loading a Hub HuBERT does
+        assert isinstance(model, HubertModel) and model.config.num_hidden_layers == 2
+        assert (cfg.run_dir / "encoder" / f"{name}.train" / "checkpoints" / "latest").exists()
+    # the tokenizer bundles the final encoder and is an ordinary `ssl` tokenizer
+    tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic")
+    assert tokenizer.config.backend == "ssl" and tokenizer.config.layer == 2
+    assert (cfg.run_dir / "semantic" / "encoder" / "model.safetensors").exists()
+    tokens = datasets.load_from_disk(str(cfg.run_dir / "tokens"))
+    corpus = datasets.load_from_disk(str(cfg.run_dir / "corpus"))
+    row = corpus["heldout"].with_format("numpy")[0]
+    assert tokenizer.encode([row["audio"]])[0].tolist() == tokens["heldout"][0]["semantic"]
+    for r in tokens["heldout"]:
+        assert abs(len(r["semantic"]) - r["duration"] * 50) <= 2
+
+
+def test_saved_tokenizer_travels_without_the_run(trained_run, tmp_path):
+    import shutil
+
+    source = trained_run.run_dir / "semantic"
+    tokenizer = SemanticTokenizer.from_pretrained(source)
+    tokenizer.save_pretrained(tmp_path / "saved")
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "saved", moved)
+    shutil.rmtree(tmp_path / "saved")
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    assert SemanticTokenizer.from_pretrained(moved).encode([wav])[0].tolist() == tokenizer.encode([wav])[0].tolist()
+
+
+def test_excluded_speakers_and_up_to_date(trained_run, capsys):
+    cfg = trained_run
+    semantic_stage.run(cfg)
+    assert "is up to date" in capsys.readouterr().out
+    # another exclusion is another encoder; the spectral backends ignore the encoder section
+    other = _config(cfg.runs_dir, "semantic.encoder.exclude_speakers=[v02]")
+    assert encoder_stage.round_hash(other, "iter1") != encoder_stage.round_hash(cfg, "iter1")
+    one = _config(cfg.runs_dir, "semantic.encoder.exclude_speakers=[v03]", "semantic.encoder.iterations=1")
+    assert encoder_stage.round_hash(one, "iter1") == encoder_stage.round_hash(cfg, "iter1")  # iteration 2 reuses it
+    spectral = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={cfg.runs_dir}"])
+    moved = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={cfg.runs_dir}", "semantic.encoder.layers=3"])
+    assert semantic_stage.tokenizer_hash(spectral) == semantic_stage.tokenizer_hash(moved)
+    with pytest.raises(ValueError, match="leaves no training utterance"):
+        encoder_stage._split(datasets.load_from_disk(str(cfg.run_dir / "corpus"))["train"], ["v00", "v01", "v02", "v03"])
+
+
+def test_phone_objective(trained_run, tmp_path):
+    import shutil
+
+    cfg = _config(tmp_path, "semantic.encoder.objective=phones")
+    shutil.copytree(trained_run.run_dir / "corpus", cfg.run_dir / "corpus")
+    folder = encoder_stage.run(cfg)
+    assert folder.name == "phones"
+    from transformers import AutoConfig
+
+    labels = AutoConfig.from_pretrained(folder).id2label
+    assert labels[0] == "sil" and len(labels) > 20  # eSpeak NG's English phones
+    assert rundir.read_marker(folder)["heldout_accuracy"] >= 0
+
+
+def test_unknown_objective_is_named(tmp_path):
+    with pytest.raises(ValueError, match="semantic.encoder.objective 'ctc'"):
+        encoder_stage.rounds(_config(tmp_path, "semantic.encoder.objective=ctc").semantic.encoder)
