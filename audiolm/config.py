@@ -77,10 +77,9 @@ class TrainConfig:
     seed: int = 0
 
 
-def _encoder_train(**values: Any) -> TrainConfig:
-    defaults = dict(steps=600, batch_size=8, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01,
-                    mixed_precision="bf16", checkpoint_every=200, eval_every=200)
-    return TrainConfig(**{**defaults, **values})
+def _train(**defaults: Any) -> Any:
+    """A default factory for a section's own training defaults."""
+    return lambda: TrainConfig(**defaults)
 
 
 @dataclass
@@ -109,7 +108,9 @@ class EncoderConfig:
     crop_seconds: float = 3.0  # training crop (a batch is cut to its shortest utterance)
     augment: bool = True  # voice-changing augmentation: speed/pitch, formant-like EQ, band limits, noise
     exclude_speakers: list[str] = field(default_factory=list)  # held out of encoder training entirely
-    train: TrainConfig = field(default_factory=_encoder_train)
+    train: TrainConfig = field(default_factory=_train(
+        steps=600, batch_size=8, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01, mixed_precision="bf16",
+        checkpoint_every=200, eval_every=200))
 
 
 @dataclass
@@ -165,12 +166,6 @@ class CodecConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _lm_train(**values: Any) -> TrainConfig:
-    defaults = dict(steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1,
-                    mixed_precision="bf16", checkpoint_every=250, eval_every=250)
-    return TrainConfig(**{**defaults, **values})
-
-
 @dataclass
 class LMConfig:
     """One decoder-only LM (the same class for the three tasks) and its training."""
@@ -182,7 +177,9 @@ class LMConfig:
     ffn_dim: int = 0  # 0 = 8/3 * dim (SwiGLU)
     dropout: float = 0.0
     window_seconds: float = 4.0  # training crop and generation context, in seconds of audio
-    train: TrainConfig = field(default_factory=_lm_train)
+    train: TrainConfig = field(default_factory=_train(
+        steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1, mixed_precision="bf16",
+        checkpoint_every=250, eval_every=250))
 
 
 @dataclass
