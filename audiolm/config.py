@@ -89,7 +89,8 @@ class EncoderConfig:
 
     # "hubert": masked prediction of k-means targets (iteration 1: MFCC k-means; iteration 2: k-means
     # of the iteration-1 model's `target_layer`); "phones": frame-wise phone classification from the
-    # corpus' phone alignments (the demo corpus records eSpeak NG's).
+    # corpus' phone alignments (the demo corpus records eSpeak NG's; with unmasked_weight 1 every
+    # frame is scored, as the demo does).
     objective: str = "hubert"
     iterations: int = 2  # hubert only
     target_clusters: int = 100  # K of the k-means targets (HuBERT: 100 for MFCC, 500 after)
