@@ -158,12 +158,14 @@ def _semantic_eval(args: argparse.Namespace) -> int:
     rows = []
     for spec in args.model:
         name, tokenizer = semantic_eval.load_tokenizer(spec, corpus, rate, args.context)
-        rows.append(semantic_eval.evaluate(name, tokenizer, ds, rate))
+        probe_on = corpus["train"] if args.split != "train" and "train" in corpus else None
+        rows.append(semantic_eval.evaluate(name, tokenizer, ds, rate, probe_on))
     print(semantic_eval.format_table(rows))
     who = f", speakers {', '.join(args.speakers)}" if args.speakers else ""
     print(f"{ds.num_rows} utterances ({sum(ds['duration']) / 60:.1f} min) of {args.data} [{args.split}{who}]. "
           "PNMI = I(phone; token) / H(phone); AUC = P(the same sentence by another voice is closer than "
-          "another sentence by the same voice).")
+          "another sentence by the same voice); voice from histogram: a speaker classifier on token histograms, "
+          "trained on the train split.")
     if args.json:
         Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1) + "\n")
     return 0

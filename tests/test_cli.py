@@ -56,6 +56,7 @@ def test_semantic_eval_compares_backends(tiny_run, tmp_path):
     for r in rows:
         assert 0 < r["pnmi"] < 1 and 0 < r["phone_purity"] <= 1 and 0 < r["cluster_purity"] <= 1
         assert 0 <= r["auc"] <= 1 and r["utterances"] == 24  # 6 held-out sentences x 4 voices
+        assert 0 <= r["voice_probe"] <= 1
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert "| PNMI |" in table[0] and len(table) == 3  # header and two rows
     only = run_cli("semantic-eval", "--model", tiny_run.run_dir / "semantic", "--data", tiny_run.run_dir / "corpus",

@@ -22,7 +22,7 @@ from audiolm.data.corpus import read_wavs
 from audiolm.data.phones import PhoneInventory, frame_phones
 from audiolm.pipeline import rundir
 from audiolm.semantic.features import build_features
-from audiolm.semantic.metrics import PhoneMetrics, phone_metrics, voice_consistency
+from audiolm.semantic.metrics import PhoneMetrics, phone_metrics, voice_consistency, voice_from_histograms
 from audiolm.semantic.tokenizer import SemanticTokenizer
 
 SPECTRAL = ("mfcc", "logmel")
@@ -40,6 +40,7 @@ class Row:
     other_sentence: float | None  # ... other sentence, same voice
     auc: float | None
     tokens_per_second: float  # after removing repeats
+    voice_probe: float | None  # speaker named from the token histogram (classifier trained on the train split)
 
 
 def open_corpus(data: str) -> tuple[datasets.DatasetDict, int]:
@@ -81,11 +82,18 @@ def phone_scores(ids: list[np.ndarray], ds: datasets.Dataset, rate: int, frame_r
     return phone_metrics(ids, [inventory.ids(row) for row in labels])
 
 
-def evaluate(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate: int) -> Row:
+def _tokenize(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate: int) -> list[np.ndarray]:
     ids = []
     for start in tqdm(range(0, ds.num_rows, 16), desc=f"tokenizing ({name})", leave=False):
         wavs = read_wavs(ds, list(range(start, min(ds.num_rows, start + 16))), rate, tokenizer.sample_rate)
         ids += tokenizer.encode(wavs)
+    return ids
+
+
+def evaluate(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate: int,
+             probe_on: datasets.Dataset | None = None) -> Row:
+    """`probe_on`: a split to train the token-histogram speaker probe on (None: no probe)."""
+    ids = _tokenize(name, tokenizer, ds, rate)
     seconds = float(sum(ds["duration"]))
     dedup_tokens = sum(int(1 + np.count_nonzero(np.diff(x))) for x in ids if len(x))
     pm, vc = phone_scores(ids, ds, rate, tokenizer.frame_rate), None
@@ -93,8 +101,13 @@ def evaluate(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate
         vc = voice_consistency(ids, ds["text"], ds["speaker"])
     except ValueError:  # no sentence read by two voices
         pass
+    probe = None
+    if probe_on is not None and len(set(probe_on["speaker"])) > 1:
+        train_ids = _tokenize(f"{name}, probe", tokenizer, probe_on, rate)
+        probe = voice_from_histograms(train_ids, probe_on["speaker"], ids, ds["speaker"], tokenizer.num_clusters)
     return Row(name, tokenizer.num_clusters, ds.num_rows, pm and pm.pnmi, pm and pm.phone_purity, pm and pm.cluster_purity,
-               vc and vc.same_text_other_voice, vc and vc.other_text_same_voice, vc and vc.auc, dedup_tokens / seconds)
+               vc and vc.same_text_other_voice, vc and vc.other_text_same_voice, vc and vc.auc, dedup_tokens / seconds,
+               probe)
 
 
 def format_table(rows: list[Row]) -> str:
@@ -102,9 +115,10 @@ def format_table(rows: list[Row]) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     head = ["tokens", "K", "PNMI", "phone purity", "cluster purity", "same sentence, other voice",
-            "other sentence, same voice", "AUC", "tokens/s (dedup)"]
+            "other sentence, same voice", "AUC", "tokens/s (dedup)", "voice from histogram"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(f"| {r.name} | {r.clusters} | {f(r.pnmi)} | {f(r.phone_purity)} | {f(r.cluster_purity)} | "
-                     f"{f(r.same_sentence)} | {f(r.other_sentence)} | {f(r.auc)} | {r.tokens_per_second:.1f} |")
+                     f"{f(r.same_sentence)} | {f(r.other_sentence)} | {f(r.auc)} | {r.tokens_per_second:.1f} | "
+                     f"{f(r.voice_probe)} |")
     return "\n".join(lines)
