@@ -64,3 +64,15 @@ def test_semantic_eval_compares_backends(tiny_run, tmp_path):
     assert only.returncode == 0 and "12 utterances" in only.stdout
     bad = run_cli("semantic-eval", "--model", "mfcc:16", "--data", tmp_path)
     assert bad.returncode == 2 and "not a corpus folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_voice_probe_names_speakers_only_when_tokens_carry_them():
+    from audiolm.pipeline.semantic_eval import voice_from_histograms
+
+    rng = np.random.default_rng(0)
+    speakers = [f"v{i % 4}" for i in range(80)]
+    # each speaker favours its own quarter of the vocabulary
+    marked = [rng.integers(0, 40, 200) // 4 * 4 + int(s[1]) for s in speakers]
+    unmarked = [rng.integers(0, 40, 200) for _ in speakers]
+    assert voice_from_histograms(marked[:40], speakers[:40], marked[40:], speakers[40:], 40) == 1.0
+    assert voice_from_histograms(unmarked[:40], speakers[:40], unmarked[40:], speakers[40:], 40) < 0.5

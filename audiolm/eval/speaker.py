@@ -35,10 +35,15 @@ class SpeakerClassifier:
     @classmethod
     def fit(cls, wavs: list[np.ndarray], speakers: list[str], sample_rate: int, steps: int = 300,
             weight_decay: float = 1e-3) -> SpeakerClassifier:
+        return cls.fit_features(np.stack([mel_statistics(w, sample_rate) for w in wavs]), speakers, steps, weight_decay)
+
+    @classmethod
+    def fit_features(cls, x: np.ndarray, speakers: list[str], steps: int = 300,
+                     weight_decay: float = 1e-3) -> SpeakerClassifier:
+        """The same classifier on any per-utterance feature vectors [n, d] (token histograms, say)."""
         labels = sorted(set(speakers))
         if len(labels) < 2:
             raise ValueError("a speaker classifier needs at least two speakers")
-        x = np.stack([mel_statistics(w, sample_rate) for w in wavs])
         mean, std = x.mean(0), x.std(0) + 1e-6
         features = torch.from_numpy((x - mean) / std).float()
         target = torch.tensor([labels.index(s) for s in speakers])
@@ -55,10 +60,12 @@ class SpeakerClassifier:
         opt.step(closure)
         return cls(labels, mean, std, weight.detach(), bias.detach())
 
-    def predict(self, wavs: list[np.ndarray], sample_rate: int) -> list[str]:
-        x = np.stack([mel_statistics(w, sample_rate) for w in wavs])
+    def predict_features(self, x: np.ndarray) -> list[str]:
         logits = torch.from_numpy((x - self.mean) / self.std).float() @ self.weight + self.bias
         return [self.labels[i] for i in logits.argmax(1).tolist()]
+
+    def predict(self, wavs: list[np.ndarray], sample_rate: int) -> list[str]:
+        return self.predict_features(np.stack([mel_statistics(w, sample_rate) for w in wavs]))
 
     def accuracy(self, wavs: list[np.ndarray], speakers: list[str], sample_rate: int) -> float:
         return float(np.mean([p == s for p, s in zip(self.predict(wavs, sample_rate), speakers, strict=True)]))

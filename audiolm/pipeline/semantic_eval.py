@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 from audiolm.config import SemanticConfig
 from audiolm.data.corpus import read_wavs
 from audiolm.data.phones import PhoneInventory, frame_phones
+from audiolm.eval.speaker import SpeakerClassifier
 from audiolm.pipeline import rundir
 from audiolm.semantic.features import build_features
-from audiolm.semantic.metrics import PhoneMetrics, phone_metrics, voice_consistency, voice_from_histograms
+from audiolm.semantic.metrics import PhoneMetrics, phone_metrics, voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
 
 SPECTRAL = ("mfcc", "logmel")
@@ -80,6 +81,20 @@ def phone_scores(ids: list[np.ndarray], ds: datasets.Dataset, rate: int, frame_r
               for r, x in zip(rows, ids, strict=True)]
     inventory = PhoneInventory([p for row in labels for p in row])
     return phone_metrics(ids, [inventory.ids(row) for row in labels])
+
+
+def voice_from_histograms(train_ids: list[np.ndarray], train_speakers: list[str], test_ids: list[np.ndarray],
+                          test_speakers: list[str], num_tokens: int) -> float:
+    """How much of the voice is left in tokens: the stage-4 speaker classifier (logistic regression),
+    fed each utterance's token histogram instead of its spectrum, trained on one split and tested on
+    another. Content-only tokens would leave it little beyond the speakers' accents and tempo."""
+    def histograms(ids: list[np.ndarray]) -> np.ndarray:
+        return np.stack([np.bincount(np.asarray(x, dtype=np.int64), minlength=num_tokens)[:num_tokens] / max(1, len(x))
+                         for x in ids])
+
+    probe = SpeakerClassifier.fit_features(histograms(train_ids), list(train_speakers), weight_decay=1e-2)
+    predicted = probe.predict_features(histograms(test_ids))
+    return float(np.mean([p == s for p, s in zip(predicted, test_speakers, strict=True)]))
 
 
 def _tokenize(name: str, tokenizer: SemanticTokenizer, ds: datasets.Dataset, rate: int) -> list[np.ndarray]:

@@ -5,10 +5,6 @@ Do the tokens follow the phones? Given frame-level phone labels, the joint distr
 predicts its phone), cluster purity (how well a phone predicts its token) and PNMI, the share of
 the phone entropy the tokens explain, I(phone; token) / H(phone).
 
-How much of the voice is left in them? A multinomial logistic regression on each utterance's
-token histogram, trained on one split's utterances and tested on another's, names the speaker;
-content-only tokens would leave it little to go on beyond the speakers' accents and tempo.
-
 Do the tokens follow the words or the voice? For utterances with text and speaker labels: the
 normalised edit distance between the repeat-free token sequences of (a) the same sentence read by
 two different voices and (b) two different sentences read by the same voice. Content tokens make
@@ -25,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from audiolm.tokens import dedup, normalized_edit_distance
 
@@ -102,34 +97,3 @@ def voice_consistency(ids: Sequence[np.ndarray], texts: Sequence[str], speakers:
     a, b = distances(same_text), distances(same_voice)
     return VoiceConsistency(float(np.mean(a)), float(np.mean(b)), auc(a, b), len(a) + len(b))
 
-
-def voice_from_histograms(train_ids: Sequence[np.ndarray], train_speakers: Sequence[str],
-                          test_ids: Sequence[np.ndarray], test_speakers: Sequence[str], num_tokens: int,
-                          weight_decay: float = 1e-2) -> float:
-    """Accuracy of naming the speaker of each test utterance from its token histogram (speakers the
-    classifier was not trained on count as misses)."""
-    labels = sorted(set(train_speakers))
-    if len(labels) < 2:
-        raise ValueError("a speaker probe needs at least two training speakers")
-
-    def histograms(ids: Sequence[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.bincount(np.asarray(x, dtype=np.int64), minlength=num_tokens)[:num_tokens]
-                                          / max(1, len(x)) for x in ids])).float()
-
-    x, test = histograms(train_ids), histograms(test_ids)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x, test = (x - mean) / std, (test - mean) / std
-    target = torch.tensor([labels.index(s) for s in train_speakers])
-    weight = torch.zeros(num_tokens, len(labels), requires_grad=True)
-    bias = torch.zeros(len(labels), requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], max_iter=300, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight + bias, target) + weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    predicted = (test @ weight + bias).argmax(1).tolist()
-    return float(np.mean([labels[p] == s for p, s in zip(predicted, test_speakers, strict=True)]))

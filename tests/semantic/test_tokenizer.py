@@ -99,14 +99,3 @@ def test_phone_metrics_and_auc_on_known_cases():
     assert ignored.frames == 2
     assert auc([0.1, 0.2], [0.3, 0.4]) == 1.0 and auc([0.5], [0.1, 0.9]) == 0.5 and auc([0.3], [0.3]) == 0.5
 
-
-def test_voice_probe_names_speakers_only_when_tokens_carry_them():
-    from audiolm.semantic.metrics import voice_from_histograms
-
-    rng = np.random.default_rng(0)
-    speakers = [f"v{i % 4}" for i in range(80)]
-    # each speaker favours its own quarter of the vocabulary
-    marked = [rng.integers(0, 40, 200) // 4 * 4 + int(s[1]) for s in speakers]
-    unmarked = [rng.integers(0, 40, 200) for _ in speakers]
-    assert voice_from_histograms(marked[:40], speakers[:40], marked[40:], speakers[40:], 40) == 1.0
-    assert voice_from_histograms(unmarked[:40], speakers[:40], unmarked[40:], speakers[40:], 40) < 0.5
