@@ -79,7 +79,7 @@ class EncoderTask:
             y = torch.from_numpy(target[:frames]).unsqueeze(0).to(device)
             prob = self.cfg.mask_prob if self.cfg.objective == "hubert" else 0.0
             mask = torch.from_numpy(span_mask(rng, 1, frames, prob, self.cfg.mask_length)).to(device)
-            loss, accuracy = model(normalize(x), y, mask, 0.0)  # the masked frames' loss alone
+            loss, accuracy = model(normalize(x), y, mask, 0.0)  # masked frames only (all, with no mask)
             n = int((mask & (y >= 0)).sum() if mask.any() else (y >= 0).sum())
             total, correct, count = total + loss.item() * n, correct + accuracy.item() * n, count + n
         return {"loss": total / max(1, count), "accuracy": correct / max(1, count)}
