@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from audiolm import audio
 from audiolm.config import DataConfig
-from audiolm.data.phones import phone_events
+from audiolm.data.phones import frame_phones, phone_events
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,16 @@ def build_corpus(cfg: DataConfig, cache_dir: Path) -> tuple[datasets.DatasetDict
         if not counts["kept"]:
             raise ValueError(f"{cfg.source}: split '{split}' has no usable clips ({report[split]})")
     return datasets.DatasetDict(parts), report
+
+
+def has_phones(ds: datasets.Dataset) -> bool:
+    return "phones" in ds.column_names and any(len(p) for p in ds["phones"])
+
+
+def read_frame_phones(ds: datasets.Dataset, frames: list[int], rate: int, frame_rate: float = 50.0) -> list[list[str]]:
+    """Each row's phone label per frame (`frames[i]` frames for row i), from its phone alignment."""
+    rows = ds.select_columns(["phones", "phone_starts"])
+    return [frame_phones(r["phones"], r["phone_starts"], n, rate, frame_rate) for r, n in zip(rows, frames, strict=True)]
 
 
 def read_wavs(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate: int) -> list[np.ndarray]:

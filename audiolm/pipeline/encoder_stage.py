@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from audiolm.config import EncoderConfig, PipelineConfig, config_hash
-from audiolm.data.corpus import read_wavs
-from audiolm.data.phones import PhoneInventory, frame_phones
+from audiolm.data.corpus import has_phones, read_frame_phones, read_wavs
+from audiolm.data.phones import PhoneInventory
 from audiolm.files import atomic_dir
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.semantic.features import build_features
@@ -90,15 +90,13 @@ def _kmeans_targets(cfg: PipelineConfig, previous: Path | None, wavs: list[np.nd
 
 def _phone_targets(train: datasets.Dataset, heldout: datasets.Dataset, wavs: list[np.ndarray],
                    heldout_wavs: list[np.ndarray], rate: int) -> tuple[list[np.ndarray], list[np.ndarray], PhoneInventory]:
-    if not any(len(p) for p in train["phones"]):
+    if not has_phones(train):
         raise ValueError("semantic.encoder.objective 'phones' needs a corpus with phone alignments "
                          "(the demo corpus has them; this one has none)")
     inventory = PhoneInventory([p for row in train["phones"] for p in row])
 
     def labels(ds: datasets.Dataset, ws: list[np.ndarray]) -> list[np.ndarray]:
-        rows = ds.select_columns(["phones", "phone_starts"])
-        return [inventory.ids(frame_phones(r["phones"], r["phone_starts"], num_frames(len(w)), rate))
-                for r, w in zip(rows, ws, strict=True)]
+        return [inventory.ids(row) for row in read_frame_phones(ds, [num_frames(len(w)) for w in ws], rate)]
 
     return labels(train, wavs), labels(heldout, heldout_wavs), inventory
 

@@ -18,8 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiolm.config import SemanticConfig
-from audiolm.data.corpus import read_wavs
-from audiolm.data.phones import PhoneInventory, frame_phones
+from audiolm.data.corpus import has_phones, read_frame_phones, read_wavs
+from audiolm.data.phones import PhoneInventory
 from audiolm.eval.speaker import SpeakerClassifier
 from audiolm.pipeline import rundir
 from audiolm.semantic.features import build_features
@@ -74,11 +74,9 @@ def load_tokenizer(spec: str, corpus: datasets.DatasetDict, rate: int, context: 
 
 def phone_scores(ids: list[np.ndarray], ds: datasets.Dataset, rate: int, frame_rate: float) -> PhoneMetrics | None:
     """PNMI and purities of per-utterance token ids against the rows' phone alignments (None without)."""
-    if "phones" not in ds.column_names or not any(len(p) for p in ds["phones"]):
+    if not has_phones(ds):
         return None
-    rows = ds.select_columns(["phones", "phone_starts"])
-    labels = [frame_phones(r["phones"], r["phone_starts"], len(x), rate, frame_rate)
-              for r, x in zip(rows, ids, strict=True)]
+    labels = read_frame_phones(ds, [len(x) for x in ids], rate, frame_rate)
     inventory = PhoneInventory([p for row in labels for p in row])
     return phone_metrics(ids, [inventory.ids(row) for row in labels])
 

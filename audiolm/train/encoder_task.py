@@ -72,12 +72,12 @@ class EncoderTask:
         model.eval()
         device = next(model.parameters()).device
         rng = np.random.default_rng([self.cfg.train.seed, 123457])
+        prob = self.cfg.mask_prob if self.cfg.objective == "hubert" else 0.0
         total = correct = count = 0.0
         for wav, target in self.heldout:
             frames = min(len(target), self.max_frames)
             x = torch.from_numpy(wav[: samples_for(frames)]).unsqueeze(0).to(device)
             y = torch.from_numpy(target[:frames]).unsqueeze(0).to(device)
-            prob = self.cfg.mask_prob if self.cfg.objective == "hubert" else 0.0
             mask = torch.from_numpy(span_mask(rng, 1, frames, prob, self.cfg.mask_length)).to(device)
             loss, accuracy = model(normalize(x), y, mask, 0.0)  # masked frames only (all, with no mask)
             n = int((mask & (y >= 0)).sum() if mask.any() else (y >= 0).sum())
