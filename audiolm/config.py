@@ -127,7 +127,10 @@ class SemanticConfig:
     layer: int = 6  # output of this transformer block (1-based)
     utterance_norm: bool = True  # per-utterance mean/variance normalisation (removes channel, some voice)
     context_frames: int = 4  # spectral backends: stack +-N neighbouring frames (+-80 ms at 4)
-    num_clusters: int = 100
+    # "kmeans": k-means of `layer`'s features (K = num_clusters); "classifier": the classes of the
+    # encoder's frame classifier (a ...ForCTC model: stage 1's phone-supervised encoder), K = its classes.
+    units: str = "kmeans"
+    num_clusters: int = 100  # k-means units only
     kmeans_frames: int = 100_000  # frames sampled from the train split to fit k-means
     kmeans_steps: int = 300
     kmeans_batch_size: int = 8192

@@ -103,6 +103,59 @@ def test_phone_objective(trained_run, tmp_path):
     assert rundir.read_marker(folder)["heldout_accuracy"] >= 0
 
 
+def test_phone_units_are_the_classifier_decisions(trained_run, tmp_path):
+    """`semantic.units: classifier`: tokens are the argmax of the saved HubertForCTC's logits, K is
+    its phone set, and the saved tokenizer reproduces them elsewhere."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCTC
+
+    from audiolm.data.corpus import read_wavs
+    from audiolm.semantic.pretrain import normalize
+
+    cfg = _config(tmp_path, "semantic.encoder.objective=phones", "semantic.units=classifier")
+    shutil.copytree(trained_run.run_dir / "corpus", cfg.run_dir / "corpus")
+    tokens = datasets.load_from_disk(str(semantic_stage.run(cfg)))
+    folder = encoder_stage.final_encoder(cfg)
+    assert AutoConfig.from_pretrained(folder).architectures == ["HubertForCTC"]
+    classes = AutoConfig.from_pretrained(folder).vocab_size
+    corpus = datasets.load_from_disk(str(cfg.run_dir / "corpus"))
+    wavs = read_wavs(corpus["heldout"], [0, 1], 16000, 16000)
+    model = AutoModelForCTC.from_pretrained(folder).eval()
+    with torch.no_grad():
+        expected = [model(normalize(torch.from_numpy(w)[None])).logits[0].argmax(-1).numpy() for w in wavs]
+    for row, want in zip(tokens["heldout"].select([0, 1])["semantic"], expected, strict=True):
+        np.testing.assert_array_equal(row, want)
+    moved = tmp_path / "moved"
+    shutil.copytree(cfg.run_dir / "semantic", moved)
+    shutil.rmtree(cfg.run_dir / "encoder")
+    tokenizer = SemanticTokenizer.from_pretrained(moved)
+    assert tokenizer.num_clusters == classes and tokenizer.config.units == "classifier"
+    for got, want in zip(tokenizer.encode(wavs), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # the bare encoder under the classifier still loads through AutoModel (k-means units of a block)
+    assert type(AutoModel.from_pretrained(moved / "encoder")).__name__ == "HubertModel"
+
+
+def test_classifier_units_need_a_classifier(trained_run, tmp_path):
+    import shutil
+
+    from audiolm.semantic.features import build_features
+
+    cfg = _config(tmp_path, "semantic.units=classifier")
+    shutil.copytree(trained_run.run_dir / "corpus", cfg.run_dir / "corpus")
+    with pytest.raises(ValueError, match="needs semantic.encoder.objective 'phones'"):
+        semantic_stage.run(cfg)
+    assert not (cfg.run_dir / "encoder").exists()  # refused before any training
+    with pytest.raises(ValueError, match="frame classifier"):  # a masked-prediction encoder has none
+        build_features("ssl", str(encoder_stage.final_encoder(trained_run)), units="classifier")
+    with pytest.raises(ValueError, match="backend 'mfcc' has no classifier"):
+        build_features("mfcc", units="classifier")
+    with pytest.raises(ValueError, match="unknown semantic.units 'argmax'"):
+        build_features("ssl", "x", units="argmax")
+
+
 def test_unknown_objective_is_named(tmp_path):
     with pytest.raises(ValueError, match="semantic.encoder.objective 'ctc'"):
         encoder_stage.rounds(_config(tmp_path, "semantic.encoder.objective=ctc").semantic.encoder)

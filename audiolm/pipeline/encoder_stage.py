@@ -2,7 +2,8 @@
 
 Outputs, per training round (`iter1`, `iter2`, or `phones`): `runs/<name>/encoder/<round>/`, a
 transformers folder (config.json, model.safetensors, preprocessor_config.json) that
-`AutoModel.from_pretrained` loads like a Hub HuBERT, with a stage.json holding its held-out loss
+`AutoModel.from_pretrained` loads like a Hub HuBERT (the phone round is a `HubertForCTC`, so
+`AutoModelForCTC` loads its phone classifier too), with a stage.json holding its held-out loss
 and accuracy; training state in `runs/<name>/encoder/<round>.train/` (checkpoints, logs), so a
 killed run resumes. Each round's targets come from the corpus on disk: MFCC k-means (iteration 1),
 k-means of the previous round's encoder (iteration 2), or the corpus' phone alignments (phones).
@@ -26,12 +27,13 @@ from audiolm.data.phones import PhoneInventory
 from audiolm.files import atomic_dir
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.semantic.features import build_features
-from audiolm.semantic.pretrain import MaskedPredictor, feature_extractor, new_encoder, num_frames
+from audiolm.semantic.pretrain import MaskedPredictor, feature_extractor, new_encoder, num_frames, with_classifier
 from audiolm.semantic.tokenizer import SemanticTokenizer
 from audiolm.train.encoder_task import EncoderTask
 from audiolm.train.trainer import Trainer
 
 OBJECTIVES = ("hubert", "phones")
+FORMAT = 2  # 2: a phone encoder is saved with its classifier (HubertForCTC)
 
 
 def rounds(e: EncoderConfig) -> list[str]:
@@ -58,7 +60,7 @@ def round_hash(cfg: PipelineConfig, upto: str) -> str:
     names = rounds(s.encoder)
     # how many iterations follow does not change this one: a second iteration reuses the first
     settings = {k: v for k, v in dataclasses.asdict(s.encoder).items() if k != "iterations"}
-    return config_hash("encoder", settings, kmeans, names[: names.index(upto) + 1], corpus_stage.corpus_hash(cfg))
+    return config_hash("encoder", FORMAT, settings, kmeans, names[: names.index(upto) + 1], corpus_stage.corpus_hash(cfg))
 
 
 def _split(ds: datasets.Dataset, exclude: list[str]) -> datasets.Dataset:
@@ -121,10 +123,10 @@ def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, n
         tqdm.write(f"  step {trainer.step}: held-out loss {m['loss']:.3f}, accuracy {m['accuracy']:.3f}")
 
     trainer.fit(on_eval=report)
-    encoder = trainer.accelerator.unwrap_model(task.models["encoder"]).encoder.cpu().eval()
-    if inventory is not None:  # the phone set, for the record (a HuBERT config carries labels)
-        encoder.config.id2label = dict(enumerate(inventory.names))
-        encoder.config.label2id = {p: i for i, p in enumerate(inventory.names)}
+    predictor = trainer.accelerator.unwrap_model(task.models["encoder"]).cpu().eval()
+    # A phone classifier is kept with its head (semantic.units: classifier takes tokens from it);
+    # k-means targets' head means nothing once training is over.
+    encoder = with_classifier(predictor, inventory.names) if inventory is not None else predictor.encoder
     out = encoder_dir(cfg) / name
     with atomic_dir(out) as tmp:
         encoder.save_pretrained(tmp, safe_serialization=True)

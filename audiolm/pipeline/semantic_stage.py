@@ -73,12 +73,19 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
         return SemanticTokenizer.from_pretrained(out, device=device)
     s: SemanticConfig = cfg.semantic
     if s.backend == "trained":  # train the encoder first; from then on it is a local transformers model
+        if s.units == "classifier" and s.encoder.objective != "phones":
+            raise ValueError("semantic.units 'classifier' with backend 'trained' needs semantic.encoder.objective "
+                             "'phones' (a masked-prediction encoder has no frame classifier to take units from)")
         s = dataclasses.replace(s, backend="ssl", model=str(encoder_stage.run(cfg)), revision="")
-    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision)
+    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision,
+                              s.units)
     train = corpus["train"]
     order = np.random.default_rng(s.seed).permutation(train.num_rows).tolist()
-    print(f"stage 1 (semantic): fitting k-means (K={s.num_clusters}) on up to {s.kmeans_frames} frames of "
-          f"{s.backend}{' ' + s.model + ' layer ' + str(s.layer) if s.backend == 'ssl' else ''} features")
+    if s.units == "classifier":
+        print(f"stage 1 (semantic): units = the {features.dim} classes of {s.model}'s frame classifier")
+    else:
+        print(f"stage 1 (semantic): fitting k-means (K={s.num_clusters}) on up to {s.kmeans_frames} frames of "
+              f"{s.backend}{' ' + s.model + ' layer ' + str(s.layer) if s.backend == 'ssl' else ''} features")
     batches = (wavs for _, wavs in wav_batches(train, order, corpus_rate, features.sample_rate, s.batch_seconds, sort=False))
     tokenizer = SemanticTokenizer.fit(s, features, tqdm(batches, desc="features for k-means", unit="batch", leave=False))
     tokenizer.save_pretrained(out)

@@ -104,21 +104,16 @@ class EncoderFeatures:
     """
 
     def __init__(self, model: str, layer: int, device: str = "cpu", sample_rate: int = 16000, revision: str = ""):
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+        from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
         revision = revision or None
         config = AutoConfig.from_pretrained(model, revision=revision)
-        self.model = AutoModel.from_pretrained(model, config=config, revision=revision, use_safetensors=True).eval().to(device)
+        self.name = model
+        self.model = self._load(model, config, revision).eval().to(device)
         try:
             self.processor = AutoFeatureExtractor.from_pretrained(model, revision=revision)
         except OSError:  # a bare model folder: the wav2vec2-family defaults
             self.processor = Wav2Vec2FeatureExtractor(sampling_rate=sample_rate, do_normalize=True, return_attention_mask=True)
-        blocks = self.model.encoder.layers
-        if not 1 <= layer <= len(blocks):
-            raise ValueError(f"{model}: layer {layer} does not exist (the encoder has blocks 1..{len(blocks)})")
-        self.model.encoder.layers = blocks[:layer]
-        self._captured: torch.Tensor | None = None
-        blocks[layer - 1].register_forward_hook(self._capture)
         self.device, self.sample_rate = device, self.processor.sampling_rate
         if self.sample_rate != sample_rate:
             raise ValueError(f"{model}: expects {self.sample_rate} Hz audio, the pipeline gives {sample_rate} Hz")
@@ -126,10 +121,33 @@ class EncoderFeatures:
             self.frame_rate = self.sample_rate / math.prod(config.conv_stride)
         else:  # w2v-BERT: 100 Hz filterbanks stacked by the processor's stride
             self.frame_rate = 100.0 / getattr(self.processor, "stride", 1)
-        self.dim = config.hidden_size
+        self.dim = self._select(layer, config)
+
+    @staticmethod
+    def _load(model: str, config, revision: str | None):
+        from transformers import AutoModel, AutoModelForCTC
+
+        if "ForCTC" in "".join(config.architectures or []):  # the encoder under its classifier, loaded
+            # as saved (AutoModel would load it too, reporting the classifier's weights as unexpected)
+            return AutoModelForCTC.from_pretrained(model, config=config, revision=revision, use_safetensors=True).base_model
+        return AutoModel.from_pretrained(model, config=config, revision=revision, use_safetensors=True)
+
+    def _select(self, layer: int, config) -> int:
+        """Keep blocks 1..layer and capture the last one's output; returns the feature width."""
+        blocks = self.model.encoder.layers
+        if not 1 <= layer <= len(blocks):
+            raise ValueError(f"{self.name}: layer {layer} does not exist (the encoder has blocks 1..{len(blocks)})")
+        self.model.encoder.layers = blocks[:layer]
+        self._captured: torch.Tensor | None = None
+        blocks[layer - 1].register_forward_hook(self._capture)
+        return config.hidden_size
 
     def _capture(self, module, args, output) -> None:
         self._captured = output[0] if isinstance(output, tuple) else output
+
+    def _frames(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.model(**inputs)
+        return self._captured
 
     @torch.inference_mode()
     def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -138,21 +156,57 @@ class EncoderFeatures:
             return_tensors="pt", padding=True,
         )
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        self.model(**inputs)
-        hidden = self._captured.float().cpu()  # [b, t, d]
+        frames = self._frames(inputs).float().cpu()  # [b, t, d]
         if "input_values" in inputs:
             lengths = self.model._get_feat_extract_output_lengths(torch.tensor([len(w) for w in wavs]))
         else:
             lengths = inputs["attention_mask"].sum(-1).cpu()
-        return [hidden[i, : int(n)] for i, n in enumerate(lengths)]
+        return [frames[i, : int(n)] for i, n in enumerate(lengths)]
+
+
+class ClassifierFeatures(EncoderFeatures):
+    """Per-frame class posteriors of a speech encoder with a frame classifier on top (a transformers
+    `...ForCTC` model: the phone-supervised encoder of stage 1, or a phone recognizer from the Hub).
+    Tokens from them are the classifier's decisions, the ASR-derived units of the literature; the
+    tokenizer stores one-hot centroids, so nearest-centroid assignment is the argmax. A CTC-trained
+    recognizer answers "blank" on most frames: only frame-wise classifiers make good units."""
+
+    @staticmethod
+    def _load(model: str, config, revision: str | None):
+        from transformers import AutoModelForCTC
+
+        try:
+            return AutoModelForCTC.from_pretrained(model, config=config, revision=revision, use_safetensors=True)
+        except ValueError as err:  # a bare encoder: transformers has no classifier class for its config
+            raise ValueError(f"{model}: semantic.units 'classifier' needs an encoder with a frame classifier "
+                             f"(a ...ForCTC model, such as stage 1's phone-supervised encoder): {err}") from err
+
+    def _select(self, layer: int, config) -> int:
+        if "ForCTC" not in "".join(config.architectures or []):
+            raise ValueError(f"{self.name}: semantic.units 'classifier' needs an encoder saved with its frame "
+                             f"classifier (architectures {config.architectures}; stage 1's phone-supervised "
+                             f"encoder has one, a masked-prediction one does not)")
+        return config.vocab_size
+
+    def _frames(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**inputs).logits.float().softmax(-1)
+
+
+UNITS = ("kmeans", "classifier")
 
 
 def build_features(backend: str, model: str = "", layer: int = 6, device: str = "cpu", sample_rate: int = 16000,
-                   context: int = 4, revision: str = "") -> FrameFeatures:
+                   context: int = 4, revision: str = "", units: str = "kmeans") -> FrameFeatures:
+    if units not in UNITS:
+        raise ValueError(f"unknown semantic.units '{units}' (use {' or '.join(UNITS)})")
     if backend in ("mfcc", "logmel"):
+        if units != "kmeans":
+            raise ValueError(f"semantic.units '{units}' needs a speech encoder; backend '{backend}' has no classifier")
         return SpectralFeatures(backend, sample_rate, context)
     if backend == "ssl":
         if not model:
             raise ValueError("semantic.backend 'ssl' needs semantic.model (a Hub id or a local folder)")
+        if units == "classifier":
+            return ClassifierFeatures(model, layer, device, sample_rate, revision)
         return EncoderFeatures(model, layer, device, sample_rate, revision)
     raise ValueError(f"unknown semantic.backend '{backend}' (use 'mfcc', 'logmel' or 'ssl')")

@@ -123,6 +123,27 @@ class MaskedPredictor(nn.Module):
         return loss, accuracy.detach()
 
 
+def with_classifier(predictor: MaskedPredictor, labels: list[str]):
+    """The trained encoder and its head as a transformers `HubertForCTC`: the class Hub phone
+    recognizers use, whose `logits` are this head's (`lm_head` on the last block's normalised
+    output). `AutoModel` still loads the bare encoder from it, `AutoModelForCTC` the classifier;
+    the labels go into the config's id2label."""
+    import copy
+
+    from transformers import HubertForCTC
+
+    if predictor.head.out_features != len(labels):
+        raise ValueError(f"{len(labels)} labels for a head of {predictor.head.out_features} classes")
+    config = copy.deepcopy(predictor.encoder.config)
+    config.vocab_size = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    model = HubertForCTC(config)
+    model.hubert.load_state_dict(predictor.encoder.state_dict())
+    model.lm_head.load_state_dict(predictor.head.state_dict())
+    return model.eval()
+
+
 def normalize(wavs: torch.Tensor) -> torch.Tensor:
     """The feature extractor's per-utterance normalisation, on a batch of equal-length crops."""
     return (wavs - wavs.mean(-1, keepdim=True)) / torch.sqrt(wavs.var(-1, keepdim=True, correction=0) + 1e-7)

@@ -40,6 +40,7 @@ class SemanticTokenizerConfig:
     utterance_norm: bool
     context_frames: int = 0
     revision: str = ""  # of `model`, when it is a Hub id
+    units: str = "kmeans"  # "classifier": the encoder's frame classes (one-hot centroids, see ClassifierFeatures)
     format_version: int = 1
 
 
@@ -120,7 +121,10 @@ class SemanticTokenizer(HubMixin):
     # -- fitting --------------------------------------------------------------------------
     @classmethod
     def fit(cls, cfg: SemanticConfig, features: FrameFeatures, batches: Iterable[Sequence[np.ndarray]]) -> SemanticTokenizer:
-        """Collect up to `cfg.kmeans_frames` frames from `batches` of wavs, standardise, fit k-means."""
+        """Collect up to `cfg.kmeans_frames` frames from `batches` of wavs, standardise, fit k-means.
+        With `cfg.units == "classifier"` nothing is fitted: the units are the classifier's classes."""
+        if cfg.units == "classifier":
+            return cls.of_classifier(cfg, features)
         chunks, total = [], 0
         for wavs in batches:
             for f in cls._utterance_normalize(features(wavs), cfg.utterance_norm):
@@ -146,6 +150,18 @@ class SemanticTokenizer(HubMixin):
         )
         return cls(config, features, centroids, mean, std)
 
+    @classmethod
+    def of_classifier(cls, cfg: SemanticConfig, features: FrameFeatures) -> SemanticTokenizer:
+        """Units = classes of the encoder's frame classifier (features: its posteriors). One-hot
+        centroids make nearest-centroid assignment the argmax (|p - e_k|^2 = |p|^2 + 1 - 2 p_k),
+        so these tokenizers share the format, `encode` and `encode_long` of k-means ones."""
+        k = features.dim
+        config = SemanticTokenizerConfig(
+            backend=cfg.backend, model=cfg.model, layer=0, revision=cfg.revision, num_clusters=k,
+            sample_rate=features.sample_rate, frame_rate=features.frame_rate, feature_dim=k,
+            utterance_norm=False, units="classifier")
+        return cls(config, features, torch.eye(k), torch.zeros(k), torch.ones(k))
+
     # -- persistence (audiolm.hub.HubMixin) ----------------------------------------------
     def _write(self, folder: Path) -> dict[str, Any]:
         save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(folder / WEIGHTS_NAME))
@@ -166,5 +182,6 @@ class SemanticTokenizer(HubMixin):
         tokenizer_config = config_from(SemanticTokenizerConfig, config)
         tensors = load_file(weights_file(folder, WEIGHTS_NAME))
         features = build_features(tokenizer_config.backend, tokenizer_config.model, tokenizer_config.layer, device,
-                                  tokenizer_config.sample_rate, tokenizer_config.context_frames, tokenizer_config.revision)
+                                  tokenizer_config.sample_rate, tokenizer_config.context_frames, tokenizer_config.revision,
+                                  tokenizer_config.units)
         return cls(tokenizer_config, features, tensors["centroids"], tensors["mean"], tensors["std"])
