@@ -131,6 +131,12 @@ class SemanticConfig:
     # encoder's frame classifier (a ...ForCTC model: stage 1's phone-supervised encoder), K = its classes.
     units: str = "kmeans"
     num_clusters: int = 100  # k-means units only
+    # Price of a change of id, in squared (standardised) distance: the ids minimise distance +
+    # penalty x changes, so brief flickers between neighbouring units merge into the segment around
+    # them. 0 = nearest unit per frame. Scale: classifier units' distances are 2 x probability
+    # margins (0.5: a switch must gain 0.25 probability summed over the new segment); k-means ones are
+    # sums over all standardised dimensions (hundreds).
+    duration_penalty: float = 0.0
     kmeans_frames: int = 100_000  # frames sampled from the train split to fit k-means
     kmeans_steps: int = 300
     kmeans_batch_size: int = 8192

@@ -56,7 +56,8 @@ def final_encoder(cfg: PipelineConfig) -> Path:
 
 def round_hash(cfg: PipelineConfig, upto: str) -> str:
     s = cfg.semantic
-    kmeans = (s.kmeans_frames, s.kmeans_steps, s.kmeans_batch_size, s.seed)
+    # k-means settings shape the targets of masked prediction; phone targets come from the corpus
+    kmeans = (s.kmeans_frames, s.kmeans_steps, s.kmeans_batch_size, s.seed) if s.encoder.objective == "hubert" else None
     names = rounds(s.encoder)
     # how many iterations follow does not change this one: a second iteration reuses the first
     settings = {k: v for k, v in dataclasses.asdict(s.encoder).items() if k != "iterations"}

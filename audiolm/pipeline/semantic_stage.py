@@ -87,7 +87,9 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
         print(f"stage 1 (semantic): fitting k-means (K={s.num_clusters}) on up to {s.kmeans_frames} frames of "
               f"{s.backend}{' ' + s.model + ' layer ' + str(s.layer) if s.backend == 'ssl' else ''} features")
     batches = (wavs for _, wavs in wav_batches(train, order, corpus_rate, features.sample_rate, s.batch_seconds, sort=False))
-    tokenizer = SemanticTokenizer.fit(s, features, tqdm(batches, desc="features for k-means", unit="batch", leave=False))
+    if s.units == "kmeans":
+        batches = tqdm(batches, desc="features for k-means", unit="batch", leave=False)
+    tokenizer = SemanticTokenizer.fit(s, features, batches)
     tokenizer.save_pretrained(out)
     rundir.write_marker(out, digest, stage="semantic-tokenizer")
     return tokenizer

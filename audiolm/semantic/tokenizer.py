@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from audiolm.config import SemanticConfig
 from audiolm.hub import HubMixin, config_from, copy_model_files, weights_file
 from audiolm.semantic.features import FrameFeatures, build_features
-from audiolm.semantic.kmeans import assign, fit_kmeans
+from audiolm.semantic.kmeans import PenalizedAssignment, assign, fit_kmeans
 
 WEIGHTS_NAME = "kmeans.safetensors"
 ENCODER_FOLDER = "encoder"  # a local speech encoder, bundled
@@ -41,6 +41,7 @@ class SemanticTokenizerConfig:
     context_frames: int = 0
     revision: str = ""  # of `model`, when it is a Hub id
     units: str = "kmeans"  # "classifier": the encoder's frame classes (one-hot centroids, see ClassifierFeatures)
+    duration_penalty: float = 0.0  # price of a change of id, in squared distance (kmeans.PenalizedAssignment)
     format_version: int = 1
 
 
@@ -86,9 +87,18 @@ class SemanticTokenizer(HubMixin):
     def encode(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Mono float32 wavs at `sample_rate` -> one int64 id array per wav (frames at `frame_rate`)."""
         feats = self.normalized_features(wavs)
+        if self.config.duration_penalty:
+            return [self._assign([f]) for f in feats]
         lengths = [f.shape[0] for f in feats]
         ids = assign(torch.cat(feats), self.centroids) if sum(lengths) else torch.zeros(0, dtype=torch.long)
         return [part.numpy().astype(np.int64) for part in ids.split(lengths)]
+
+    def _assign(self, chunks: Iterable[torch.Tensor]) -> np.ndarray:
+        """Ids of one utterance's normalised frames, given in order in any number of chunks."""
+        assignment = PenalizedAssignment(self.centroids, self.config.duration_penalty)
+        for chunk in chunks:
+            assignment.feed(chunk)
+        return assignment.finish().numpy().astype(np.int64)
 
     def encode_long(self, wav: np.ndarray, chunk_seconds: float = 60.0, margin_seconds: float = 1.0) -> np.ndarray:
         """`encode` of one wav of any length in bounded memory (a 30-minute file's stacked log-mel
@@ -115,8 +125,7 @@ class SemanticTokenizer(HubMixin):
                 total, sum_sq = total + f.double().sum(0), sum_sq + f.double().pow(2).sum(0)
             mean = total / frames
             shift, scale = mean.float(), (sum_sq / frames - mean**2).clamp_min(0).sqrt().float().clamp_min(1e-3)
-        ids = [assign(((f - shift) / scale - self.mean) / self.std, self.centroids) for f in chunk_features()]
-        return torch.cat(ids).numpy().astype(np.int64)
+        return self._assign(((f - shift) / scale - self.mean) / self.std for f in chunk_features())
 
     # -- fitting --------------------------------------------------------------------------
     @classmethod
@@ -146,7 +155,7 @@ class SemanticTokenizer(HubMixin):
             revision=cfg.revision if not spectral else "",
             num_clusters=cfg.num_clusters, sample_rate=features.sample_rate, frame_rate=features.frame_rate,
             feature_dim=features.dim, utterance_norm=cfg.utterance_norm,
-            context_frames=cfg.context_frames if spectral else 0,
+            context_frames=cfg.context_frames if spectral else 0, duration_penalty=cfg.duration_penalty,
         )
         return cls(config, features, centroids, mean, std)
 
@@ -159,7 +168,7 @@ class SemanticTokenizer(HubMixin):
         config = SemanticTokenizerConfig(
             backend=cfg.backend, model=cfg.model, layer=0, revision=cfg.revision, num_clusters=k,
             sample_rate=features.sample_rate, frame_rate=features.frame_rate, feature_dim=k,
-            utterance_norm=False, units="classifier")
+            utterance_norm=False, units="classifier", duration_penalty=cfg.duration_penalty)
         return cls(config, features, torch.eye(k), torch.zeros(k), torch.ones(k))
 
     # -- persistence (audiolm.hub.HubMixin) ----------------------------------------------

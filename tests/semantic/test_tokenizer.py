@@ -81,6 +81,11 @@ def test_long_audio_is_tokenized_in_chunks_with_the_same_ids(wavs):
     whole = tok.encode([long])[0]
     chunked = tok.encode_long(long, chunk_seconds=0.5, margin_seconds=0.3)
     assert len(chunked) == len(whole) > 3 * 50 and (chunked == whole).mean() > 0.999
+    # with a duration penalty the path runs across chunk joins: the same ids again, and fewer changes
+    tok.config.duration_penalty = 2000.0  # squared distances over 17 x 80 standardised dimensions
+    smooth = tok.encode([long])[0]
+    assert (tok.encode_long(long, chunk_seconds=0.5, margin_seconds=0.3) == smooth).mean() > 0.999
+    assert np.count_nonzero(np.diff(smooth)) < 0.8 * np.count_nonzero(np.diff(whole))
 
 
 def test_phone_metrics_and_auc_on_known_cases():
