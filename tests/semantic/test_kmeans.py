@@ -52,7 +52,7 @@ def test_penalized_assignment_is_the_cheapest_path():
         penalty = [0.0, 0.3, 1.0, 3.0][trial % 4]
         dist = ((x[:, None] - centroids[None]) ** 2).sum(-1)
 
-        def cost(path):
+        def cost(path, dist=dist, penalty=penalty):
             return sum(dist[t, k] for t, k in enumerate(path)) + penalty * sum(a != b for a, b in itertools.pairwise(path))
 
         best = min(cost(p) for p in itertools.product(range(3), repeat=6))
