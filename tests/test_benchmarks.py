@@ -20,3 +20,16 @@ def test_runner_writes_flat_figures_with_same_run_baselines(tmp_path):
         if f["baseline"] is not None:
             assert abs(f["ratio"] - f["value"] / f["baseline"]) < 1e-9
     assert "matmul_peak_gflops" in result.stdout  # the printed table
+
+
+def test_stage1_benchmark_follows_the_demo_config(tmp_path):
+    """The tokenize group builds the demo's stage-1 tokenizer from pipelines/demo.yaml: when the
+    demo's semantic settings change, this is what notices (it once failed on backend 'trained')."""
+    out = tmp_path / "figures.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "tokenize", "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = {f["name"]: f for f in json.loads(out.read_text())}
+    stage1 = figures["semantic_tokenize_audio_s_per_s_demo"]
+    assert stage1["value"] > 1 and stage1["baseline"] > 1 and "53 phone units" in stage1["unit"]
+    assert figures["stage2_tokenize_audio_s_per_s_demo"]["value"] > 1
