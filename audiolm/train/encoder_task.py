@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from audiolm.config import EncoderConfig
-from audiolm.semantic.augment import change_speed, colour, source_frames, speed_factor
+from audiolm.semantic.augment import change_speed, colour, formant_factor, shift_formants, source_frames, speed_factor
 from audiolm.semantic.pretrain import MaskedPredictor, normalize, samples_for, span_mask
 from audiolm.train.trainer import Update
 
@@ -47,7 +47,10 @@ class EncoderTask:
             first = int(rng.integers(0, len(target) - need + 1))
             clean = wav[320 * first : 320 * first + samples_for(need)]
             if cfg.augment:
-                crop = colour(change_speed(clean, factor, samples_for(frames)), rng, self.sample_rate)
+                crop = change_speed(clean, factor, samples_for(frames))
+                if cfg.formant_shift:
+                    crop = shift_formants(crop, formant_factor(rng))
+                crop = colour(crop, rng, self.sample_rate)
             else:
                 crop = clean[: samples_for(frames)]
             wavs.append(crop)

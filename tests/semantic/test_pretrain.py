@@ -77,13 +77,14 @@ def test_batch_targets_follow_the_audio_without_augmentation():
 
 def test_speed_change_stretches_the_targets():
     examples = _counting_examples(count=3, seconds=3.0)
-    task = EncoderTask(MaskedPredictor(new_encoder(TINY), 10), TINY, examples, examples)
-    for step in range(5):
-        wavs, targets, _ = task.batch(step, 0)
-        assert wavs.shape[1] == samples_for(targets.shape[1])
-        for target in targets.numpy():
-            steps = np.diff(target)
-            assert (steps >= 0).all() and (steps <= 2).all()
+    for cfg in (TINY, dataclasses.replace(TINY, formant_shift=True)):
+        task = EncoderTask(MaskedPredictor(new_encoder(cfg), 10), cfg, examples, examples)
+        for step in range(5):
+            wavs, targets, _ = task.batch(step, 0)
+            assert wavs.shape[1] == samples_for(targets.shape[1]) and torch.isfinite(wavs).all()
+            for target in targets.numpy():
+                steps = np.diff(target)
+                assert (steps >= 0).all() and (steps <= 2).all()
     # a tone at 1 kHz played 1.1x faster is at 1.1 kHz, and lasts 1/1.1 as long
     t = np.arange(32000) / 16000
     fast = change_speed(np.sin(2 * np.pi * 1000 * t).astype(np.float32), 1.1, 16000)
@@ -98,6 +99,37 @@ def test_colour_keeps_length_and_changes_the_spectrum():
     out = colour(wav, np.random.default_rng(1), 16000)
     assert out.shape == wav.shape and out.dtype == np.float32 and np.isfinite(out).all()
     assert not np.allclose(out, wav, atol=1e-2)
+
+
+def test_formant_shift_moves_the_envelope_and_keeps_the_pitch():
+    """A vowel-like sound (120 Hz harmonics under formants at 700 and 1800 Hz, a noise floor): the
+    spectral centroid moves with the factor (measured x0.93 for 0.88, x1.14 for 1.14), the pitch
+    (autocorrelation peak) and length stay."""
+    from audiolm.semantic.augment import shift_formants
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+
+    def envelope(f):
+        return np.exp(-0.5 * ((f - 700) / 250) ** 2) + 0.5 * np.exp(-0.5 * ((f - 1800) / 300) ** 2) + 0.01
+
+    wav = sum(envelope(k * 120.0) * np.sin(2 * np.pi * k * 120.0 * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 66))
+    wav = (wav + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+    def centroid(x):
+        power, freqs = np.abs(np.fft.rfft(x)) ** 2, np.fft.rfftfreq(len(x), 1 / 16000)
+        return (power * freqs)[freqs < 4000].sum() / power[freqs < 4000].sum()
+
+    def pitch(x):
+        ac = np.correlate(x[:4000], x[:4000], "full")[3999:]
+        return 16000 / (40 + ac[40:266].argmax())
+
+    for factor in (0.88, 1.14):
+        out = shift_formants(wav, factor)
+        assert out.shape == wav.shape and out.dtype == np.float32 and np.isfinite(out).all()
+        # the centroid follows the factor (less far down: below 700 Hz there are only a few harmonics to carry it)
+        assert 0.5 < np.log(centroid(out) / centroid(wav)) / np.log(factor) < 1.2
+        assert abs(pitch(out) - pitch(wav)) < 1.0 and abs(pitch(wav) - 120) < 1.0
 
 
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch(speech):
