@@ -156,9 +156,9 @@ def _semantic_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.data}: no utterance of speakers {', '.join(args.speakers)} in '{args.split}'")
         ds = ds.select(keep)
     rows = []
+    probe_on = corpus["train"] if args.split != "train" and "train" in corpus else None
     for spec in args.model:
         name, tokenizer = semantic_eval.load_tokenizer(spec, corpus, rate, args.context)
-        probe_on = corpus["train"] if args.split != "train" and "train" in corpus else None
         rows.append(semantic_eval.evaluate(name, tokenizer, ds, rate, probe_on))
     print(semantic_eval.format_table(rows))
     who = f", speakers {', '.join(args.speakers)}" if args.speakers else ""

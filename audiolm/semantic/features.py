@@ -95,6 +95,11 @@ def _deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     return F.conv1d(padded, kernel.flip(-1)).squeeze(1).T
 
 
+def _has_classifier(config) -> bool:
+    """Saved as a `...ForCTC` model: an encoder with a frame classifier on top."""
+    return "ForCTC" in "".join(config.architectures or [])
+
+
 class EncoderFeatures:
     """Hidden states of one transformer block of a `transformers` speech encoder.
 
@@ -127,7 +132,7 @@ class EncoderFeatures:
     def _load(model: str, config, revision: str | None):
         from transformers import AutoModel, AutoModelForCTC
 
-        if "ForCTC" in "".join(config.architectures or []):  # the encoder under its classifier, loaded
+        if _has_classifier(config):  # the encoder under its classifier, loaded
             # as saved (AutoModel would load it too, reporting the classifier's weights as unexpected)
             return AutoModelForCTC.from_pretrained(model, config=config, revision=revision, use_safetensors=True).base_model
         return AutoModel.from_pretrained(model, config=config, revision=revision, use_safetensors=True)
@@ -175,18 +180,15 @@ class ClassifierFeatures(EncoderFeatures):
     def _load(model: str, config, revision: str | None):
         from transformers import AutoModelForCTC
 
-        try:
-            return AutoModelForCTC.from_pretrained(model, config=config, revision=revision, use_safetensors=True)
-        except ValueError as err:  # a bare encoder: transformers has no classifier class for its config
-            raise ValueError(f"{model}: semantic.units 'classifier' needs an encoder with a frame classifier "
-                             f"(a ...ForCTC model, such as stage 1's phone-supervised encoder): {err}") from err
-
-    def _select(self, layer: int, config) -> int:
-        if "ForCTC" not in "".join(config.architectures or []):
-            raise ValueError(f"{self.name}: semantic.units 'classifier' needs an encoder saved with its frame "
+        # checked before loading: AutoModelForCTC would load a bare encoder too, with a random classifier
+        if not _has_classifier(config):
+            raise ValueError(f"{model}: semantic.units 'classifier' needs an encoder saved with its frame "
                              f"classifier (architectures {config.architectures}; stage 1's phone-supervised "
                              f"encoder has one, a masked-prediction one does not)")
-        return config.vocab_size
+        return AutoModelForCTC.from_pretrained(model, config=config, revision=revision, use_safetensors=True)
+
+    def _select(self, layer: int, config) -> int:
+        return config.vocab_size  # every class is a unit; `layer` does not apply
 
     def _frames(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**inputs).logits.float().softmax(-1)

@@ -96,4 +96,3 @@ def voice_consistency(ids: Sequence[np.ndarray], texts: Sequence[str], speakers:
 
     a, b = distances(same_text), distances(same_voice)
     return VoiceConsistency(float(np.mean(a)), float(np.mean(b)), auc(a, b), len(a) + len(b))
-
