@@ -121,23 +121,46 @@ def _codec_eval(args: argparse.Namespace) -> int:
     from audiolm.pipeline import codec_eval
 
     codec = _load_codec(args)
-    clips, skipped = codec_eval.load_clips(args.data, args.split, args.max_clips)
-    for err in skipped:
-        print(f"error: skipped {err}", file=sys.stderr)
-    if not clips:
-        raise ValueError(f"{args.data}: no readable audio to evaluate on")
     codebooks = [k for k in args.num_codebooks if k <= codec.num_codebooks] or [codec.num_codebooks]
-    rows = codec_eval.codec_rows(codec, clips, codebooks)
-    notes = [f"{len(clips)} clips from {args.data}, metrics at 16 kHz."]
-    if codec_eval.opus_available():
-        targets = sorted({max(codec_eval.OPUS_MIN_KBPS, round(codec.bitrate(k) / 1000)) for k in codebooks})
-        rows += [codec_eval.opus_row(clips, kbps) for kbps in targets]
-        notes.append(f"Opus asked for the codec's bitrates, at least {codec_eval.OPUS_MIN_KBPS} kbps (its floor).")
-    else:
-        notes.append("Opus skipped: opusenc/opusdec not found (Debian package opus-tools).")
+    opus = codec_eval.opus_available()
+    opus_kbps = sorted({max(codec_eval.OPUS_MIN_KBPS, round(codec.bitrate(k) / 1000)) for k in codebooks})
+    groups = [("", None)]
+    if args.unseen_speakers:  # voices the codec trained on and voices it never heard, scored apart
+        data = datasets_speakers(args.data, args.split)
+        seen = sorted(set(data) - set(args.unseen_speakers))
+        groups = [(", seen voices", seen), (", unseen voices", list(args.unseen_speakers))]
+    rows, notes = [], []
+    for label, speakers in groups:
+        clips, skipped = codec_eval.load_clips(args.data, args.split, args.max_clips, speakers)
+        for err in skipped:
+            print(f"error: skipped {err}", file=sys.stderr)
+        if not clips:
+            raise ValueError(f"{args.data}: no readable audio to evaluate on")
+        rows += codec_eval.codec_rows(codec, clips, codebooks, label)
+        if opus:
+            rows += [codec_eval.opus_row(clips, kbps, label) for kbps in opus_kbps]
+        voices = f" ({', '.join(speakers)})" if speakers else ""
+        notes.append(f"{len(clips)} clips{label} from {args.data}{voices}.")
+        if args.plots:
+            paths = codec_eval.plot_resyntheses(codec, clips[: args.num_plots], Path(args.plots),
+                                                "unseen" if label.endswith("unseen voices") else "clip")
+            notes.append(f"Spectrograms: {', '.join(str(p) for p in paths)}")
+    notes.append("Metrics at 16 kHz; pitch by WORLD's Harvest on original and output alike (F0 error: RMS over frames voiced "
+                 "in both, gross errors (> 20%) counted apart).")
+    notes.append(f"Opus asked for the codec's bitrates, at least {codec_eval.OPUS_MIN_KBPS} kbps (its floor)." if opus else
+                 "Opus skipped: opusenc/opusdec not found (Debian package opus-tools).")
     print(codec_eval.format_table(rows))
     print("\n".join(notes))
     return 0
+
+
+def datasets_speakers(data: str, split: str) -> list[str]:
+    import datasets
+
+    path = Path(data)
+    if not (path / "dataset_dict.json").exists():
+        raise ValueError(f"{data}: --unseen-speakers needs a corpus folder (one with speaker labels)")
+    return list(dict.fromkeys(datasets.load_from_disk(str(path))[split]["speaker"]))
 
 
 def _semantic_eval(args: argparse.Namespace) -> int:
@@ -244,12 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("inputs", nargs="+", metavar="CODES.npy")
     decode.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     decode.set_defaults(func=_decode)
-    evaluate = commands.add_parser("codec-eval", help="SI-SNR, mel distance, PESQ, STOI per number of codebooks, vs Opus")
+    evaluate = commands.add_parser("codec-eval", help="SI-SNR, mel distance, PESQ, STOI, F0 and voicing errors "
+                                                      "per number of codebooks, vs Opus")
     codec_args(evaluate)
     evaluate.add_argument("--data", required=True, help="a corpus/token dataset folder or a folder of audio files")
     evaluate.add_argument("--split", default="heldout")
     evaluate.add_argument("--num-codebooks", type=int, nargs="+", default=[1, 2, 4, 8])
-    evaluate.add_argument("--max-clips", type=int, default=40)
+    evaluate.add_argument("--max-clips", type=int, default=40, help="per group of voices")
+    evaluate.add_argument("--unseen-speakers", nargs="+", default=None, metavar="SPEAKER",
+                          help="voices the codec never trained on: scored in rows of their own (a corpus folder's speakers)")
+    evaluate.add_argument("--plots", default=None, metavar="DIR", help="spectrogram PNGs of original vs resynthesis")
+    evaluate.add_argument("--num-plots", type=int, default=3)
     evaluate.set_defaults(func=_codec_eval)
     sem_eval = commands.add_parser("semantic-eval", help="PNMI, phone/cluster purity, cross-voice consistency of semantic tokens")
     sem_eval.add_argument("--model", required=True, nargs="+",

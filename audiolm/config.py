@@ -155,13 +155,24 @@ class SemanticConfig:
 class CodecConfig:
     """Stage 2: the acoustic codec, ours (`seanet`) or a pretrained one by Hub id or folder."""
 
-    # "seanet": ours, trained in stage 2; or a pretrained transformers codec ("facebook/encodec_24khz",
-    # "descript/dac_16khz", "kyutai/mimi", or a local folder of one).
+    # Ours, trained in stage 2: "source-filter" (frame-rate ConvNeXt encoder and decoder, harmonic +
+    # noise excitation filtered per STFT bin: audiolm/codec/source_filter.py) or "seanet" (waveform
+    # convolutions, transformers' EnCodec modules); or a pretrained transformers codec
+    # ("facebook/encodec_24khz", "descript/dac_16khz", "kyutai/mimi", or a local folder of one).
     model: str = "seanet"
     revision: str = ""
     num_codebooks: int = 8  # codebooks used when encoding (a pretrained codec's bandwidth)
-    # our codec's architecture
+    # our codecs' architecture
     sample_rate: int = 16000
+    # source-filter: samples per code frame, STFT hop and window, backbone width and depths
+    hop_length: int = 320
+    stft_hop: int = 160
+    n_fft: int = 640
+    dim: int = 256
+    ffn_dim: int = 768
+    encoder_layers: int = 4
+    decoder_layers: int = 6
+    # seanet:
     strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])  # encoder strides; product = hop
     num_filters: int = 32
     latent_dim: int = 128
@@ -177,6 +188,8 @@ class CodecConfig:
     feature_weight: float = 2.0
     adversarial_start_step: int = 500  # reconstruction-only warm-up before the discriminator starts
     segment_seconds: float = 1.0
+    augment: bool = False  # change each training crop's voice (speed, formants, EQ, band limits, noise)
+    exclude_speakers: list[str] = field(default_factory=list)  # never in codec training (codec-eval reports them apart)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

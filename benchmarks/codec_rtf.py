@@ -14,8 +14,8 @@ import json
 
 import torch
 
-from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
 from audiolm.config import load_config
+from audiolm.pipeline.codec_stage import build_codec
 from benchmarks.timing import median_seconds
 
 
@@ -29,19 +29,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     c = load_config("pipelines/demo.yaml").codec
-    demo = SEANetCodec(SEANetCodecConfig(sample_rate=c.sample_rate, strides=c.strides, num_filters=c.num_filters,
-                                         latent_dim=c.latent_dim, lstm_layers=c.lstm_layers,
-                                         residual_layers=c.residual_layers, causal=c.causal, num_codebooks=c.num_codebooks,
-                                         codebook_size=c.codebook_size))
+    demo = build_codec(c)
     wav = torch.randn(1, int(args.seconds * demo.sample_rate)) * 0.1
-    demo(torch.randn(4, 16000) * 0.1)  # k-means-initialise the codebooks
+    demo.quantizer(demo.analyse(torch.randn(4, 16000) * 0.1))  # k-means-initialise the codebooks
     demo.eval()
     results: dict[str, float] = {"threads": torch.get_num_threads(), "audio_seconds": args.seconds}
     with torch.inference_mode():
         codes = demo.encode(wav)
         results["demo_encode_x_realtime"] = _rate(lambda: demo.encode(wav), args.seconds)
         results["demo_decode_x_realtime"] = _rate(lambda: demo.decode(codes), args.seconds)
-        z = demo.encoder(demo._pad(wav))
+        z = demo.analyse(wav)
         rvq = demo.quantizer.rvq
         results["quantize_lean_x_realtime"] = _rate(lambda: demo.quantizer.encode(z), args.seconds, 5)
         results["quantize_residualvq_x_realtime"] = _rate(lambda: rvq(z.transpose(1, 2)), args.seconds, 5)

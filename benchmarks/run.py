@@ -118,16 +118,12 @@ def lm_demo(quick: bool, run: Path) -> list[Figure]:
 
 # -- tokenizers and codec ------------------------------------------------------------------------
 def _demo_codec():
-    from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
     from audiolm.config import load_config
+    from audiolm.pipeline.codec_stage import build_codec
 
-    c = load_config("pipelines/demo.yaml").codec
     torch.manual_seed(0)
-    codec = SEANetCodec(SEANetCodecConfig(sample_rate=c.sample_rate, strides=c.strides, num_filters=c.num_filters,
-                                          latent_dim=c.latent_dim, lstm_layers=c.lstm_layers,
-                                          residual_layers=c.residual_layers, causal=c.causal,
-                                          num_codebooks=c.num_codebooks, codebook_size=c.codebook_size))
-    codec(torch.randn(4, 16000) * 0.1)  # k-means-initialise the codebooks
+    codec = build_codec(load_config("pipelines/demo.yaml").codec)
+    codec.quantizer(codec.analyse(torch.randn(4, 16000) * 0.1))  # k-means-initialise the codebooks
     return codec.eval()
 
 

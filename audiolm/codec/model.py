@@ -70,8 +70,12 @@ class SEANetCodec(Codec):
         extra = -wav.shape[-1] % self.config.hop_length
         return torch.nn.functional.pad(wav, (0, extra)).unsqueeze(1)
 
+    def analyse(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [b, n] -> latent [b, d, t], before quantization."""
+        return self.encoder(self._pad(wav))
+
     def forward(self, wav: torch.Tensor, dropout_seed: int | None = None) -> CodecOutput:
-        z = self.encoder(self._pad(wav))
+        z = self.analyse(wav)
         quantized, codes, commit = self.quantizer(z, dropout_seed)
         out = self.decoder(quantized)[:, 0, : wav.shape[-1]]
         return CodecOutput(out, codes, commit)
@@ -79,7 +83,7 @@ class SEANetCodec(Codec):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         k = self._check_codebooks(num_codebooks)
-        return self.quantizer.encode(self.encoder(self._pad(wav)), k)
+        return self.quantizer.encode(self.analyse(wav), k)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from audiolm.codec import Codec, load_codec
 from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
-from audiolm.config import PipelineConfig, config_hash
+from audiolm.codec.source_filter import SourceFilterCodec, SourceFilterCodecConfig
+from audiolm.config import CodecConfig, PipelineConfig, config_hash
 from audiolm.data.corpus import read_wavs
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.train.codec_task import CodecTask
@@ -27,33 +28,49 @@ from audiolm.train.trainer import Trainer
 SHARD_SIZE = 256
 
 
+OURS = ("seanet", "source-filter")
+
+
 def codec_hash(cfg: PipelineConfig) -> str:
     c = cfg.codec
-    if c.model != "seanet":  # a pretrained codec depends on nothing we train
+    if c.model not in OURS:  # a pretrained codec depends on nothing we train
         return config_hash("codec-pretrained", c.model, c.revision, c.num_codebooks)
-    return config_hash("codec-seanet", c, corpus_stage.corpus_hash(cfg))
+    return config_hash(f"codec-{c.model}", c, corpus_stage.corpus_hash(cfg))
 
 
-def _architecture(cfg: PipelineConfig) -> SEANetCodecConfig:
-    c = cfg.codec
-    return SEANetCodecConfig(sample_rate=c.sample_rate, strides=list(c.strides), num_filters=c.num_filters,
-                             latent_dim=c.latent_dim, lstm_layers=c.lstm_layers, residual_layers=c.residual_layers,
-                             causal=c.causal, num_codebooks=c.num_codebooks,
-                             codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout,
-                             commitment_weight=c.commitment_weight)
+def build_codec(c: CodecConfig) -> SEANetCodec | SourceFilterCodec:
+    """A new (untrained) codec of ours, as `codec.model` names it."""
+    if c.model == "source-filter":
+        return SourceFilterCodec(SourceFilterCodecConfig(
+            sample_rate=c.sample_rate, hop_length=c.hop_length, stft_hop=c.stft_hop, n_fft=c.n_fft, dim=c.dim,
+            ffn_dim=c.ffn_dim, encoder_layers=c.encoder_layers, decoder_layers=c.decoder_layers, latent_dim=c.latent_dim,
+            num_codebooks=c.num_codebooks, codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout,
+            commitment_weight=c.commitment_weight))
+    return SEANetCodec(SEANetCodecConfig(
+        sample_rate=c.sample_rate, strides=list(c.strides), num_filters=c.num_filters, latent_dim=c.latent_dim,
+        lstm_layers=c.lstm_layers, residual_layers=c.residual_layers, causal=c.causal, num_codebooks=c.num_codebooks,
+        codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout, commitment_weight=c.commitment_weight))
 
 
-def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int, out: Path) -> SEANetCodec:
+def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int,
+                out: Path) -> SEANetCodec | SourceFilterCodec:
     torch.manual_seed(cfg.codec.train.seed)
-    codec = SEANetCodec(_architecture(cfg))
-    train = read_wavs(corpus["train"], list(range(corpus["train"].num_rows)), corpus_rate, codec.sample_rate)
-    heldout = read_wavs(corpus["heldout"], list(range(min(16, corpus["heldout"].num_rows))), corpus_rate, codec.sample_rate)
+    codec = build_codec(cfg.codec)
+    excluded = set(cfg.codec.exclude_speakers)
+    rows = [i for i, s in enumerate(corpus["train"]["speaker"]) if s not in excluded]
+    if not rows:
+        raise ValueError(f"codec.exclude_speakers={sorted(excluded)} leaves no training utterances")
+    train = read_wavs(corpus["train"], rows, corpus_rate, codec.sample_rate)
+    heldout_rows = [i for i, s in enumerate(corpus["heldout"]["speaker"]) if s not in excluded][:16]
+    heldout = read_wavs(corpus["heldout"], heldout_rows, corpus_rate, codec.sample_rate)
     task = CodecTask(codec, cfg.codec, train, heldout)
     work = cfg.run_dir / "codec-train"
     rundir.prepare_partial(work, codec_hash(cfg), "codec-train")
     params = sum(p.numel() for p in codec.parameters()) / 1e6
-    print(f"stage 2 (codec): training a {params:.1f}M-parameter codec, {codec.frame_rate:g} Hz x {codec.num_codebooks} "
-          f"codebooks of {codec.codebook_size} ({codec.bitrate() / 1000:g} kbps), {cfg.codec.train.steps} steps")
+    print(f"stage 2 (codec): training a {params:.1f}M-parameter {cfg.codec.model} codec, {codec.frame_rate:g} Hz x "
+          f"{codec.num_codebooks} codebooks of {codec.codebook_size} ({codec.bitrate() / 1000:g} kbps), "
+          f"{cfg.codec.train.steps} steps on {len(rows)} utterances"
+          + (f" (left out: {', '.join(sorted(excluded))})" if excluded else ""))
     trainer = Trainer(task, cfg.codec.train, work)
     trainer.fit(on_eval=lambda m: tqdm.write(f"  step {trainer.step}: held-out mel distance {m['mel_distance']:.3f}, "
                                              f"SI-SNR {m['si_snr']:.1f} dB"))
@@ -94,7 +111,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         print(f"stage 2 (codec): {codec_dir} and the acoustic codes in {tokens_dir} are up to date")
         return codec_dir
     if force or not rundir.is_up_to_date(codec_dir, digest, saved_part=True):
-        if cfg.codec.model == "seanet":
+        if cfg.codec.model in OURS:
             train_codec(cfg, corpus, corpus_rate, codec_dir)
         else:
             load_codec(cfg.codec.model, cfg.codec.revision or None, cfg.codec.num_codebooks).save_pretrained(codec_dir)

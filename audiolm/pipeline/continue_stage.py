@@ -9,6 +9,7 @@ Batches are written as they finish, so a killed run resumes at the first unfinis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -25,7 +26,7 @@ from audiolm.continuation import PARTS, AudioLM
 from audiolm.data.corpus import read_wavs
 from audiolm.eval.speaker import SpeakerClassifier
 from audiolm.files import atomic_write_text
-from audiolm.pipeline import corpus_stage, lm_stage, report, rundir
+from audiolm.pipeline import codec_eval, corpus_stage, lm_stage, report, rundir
 
 KINDS = ("prompt", "continuation", "full", "semantic-only")
 
@@ -107,6 +108,31 @@ def evaluate(cfg: PipelineConfig, model: AudioLM, heldout: datasets.Dataset, pic
     }
 
 
+def codec_figures(cfg: PipelineConfig, model: AudioLM, heldout: datasets.Dataset, corpus_rate: int,
+                  clips_per_group: int = 4) -> dict:
+    """The codec on held-out sentences of the voices it trained on and, apart, of the voices it never
+    heard (`codec.exclude_speakers`): codec-eval's row with all codebooks (a few clips: Harvest, the
+    pitch tracker, runs at ~4x real time; `audiolm codec-eval` gives the full table), and
+    spectrograms of two unseen-voice clips for the report."""
+    unseen = set(cfg.codec.exclude_speakers)
+    speakers = heldout["speaker"]
+    groups = {"seen voices": [i for i, s in enumerate(speakers) if s not in unseen],
+              "unseen voices": [i for i, s in enumerate(speakers) if s in unseen]}
+    codebooks = [model.codec.num_codebooks]
+    rows, plots = {}, []
+    for name, indices in groups.items():
+        if not indices:
+            continue
+        indices = indices[:: max(1, len(indices) // clips_per_group)][:clips_per_group]
+        clips = read_wavs(heldout, indices, corpus_rate, codec_eval.EVAL_RATE)
+        rows[name] = [dataclasses.asdict(r) for r in codec_eval.codec_rows(model.codec, clips, codebooks, f", {name}")]
+        if name == "unseen voices" or not unseen:
+            stem = "codec-unseen" if unseen else "codec"
+            paths = codec_eval.plot_resyntheses(model.codec, clips[:2], cfg.run_dir / "report", stem)
+            plots = [str(p.relative_to(cfg.run_dir)) for p in paths]
+    return {"rows": rows, "plots": plots, "unseen_speakers": sorted(unseen)}
+
+
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
     out = cfg.run_dir / "continuations"
     digest = continuation_hash(cfg)
@@ -124,6 +150,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     rundir.prepare_partial(out, digest, "continuations")
     spent = _generate(cfg, model, heldout, corpus_rate, picks, out)
     results = evaluate(cfg, model, heldout, picks, out)
+    results["codec"] = codec_figures(cfg, model, heldout, corpus_rate)
     if spent:  # both conditions were generated: 2 x prompts x seconds of audio
         results["generation_real_time_factor"] = 2 * len(picks) * cfg.continuation.seconds / spent
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")

@@ -39,6 +39,22 @@ def log_mel(wav: np.ndarray, sample_rate: int, n_fft: int = 1024, mels: int = 80
     return torch.log10(spec.T @ mel_filters(sample_rate, n_fft, mels) + 1e-6).T.numpy()
 
 
+def compare_spectrograms(panels: list[tuple[str, np.ndarray]], sample_rate: int, path: Path) -> None:
+    """Log-mel spectrograms of several signals (title, wav) stacked on one time axis."""
+    plt = _figure()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)), sharex=True)
+    specs = [log_mel(wav, sample_rate) for _, wav in panels]
+    low, high = min(float(s.min()) for s in specs), max(float(s.max()) for s in specs)
+    for ax, (title, wav), spec in zip(np.atleast_1d(axes), panels, specs, strict=True):
+        ax.imshow(spec, origin="lower", aspect="auto", extent=(0, len(wav) / sample_rate, 0, spec.shape[0]), cmap="magma",
+                  vmin=max(low, high - 6), vmax=high)  # one colour scale: 60 dB below the loudest bin
+        ax.set_title(title)
+        ax.set_ylabel("mel band")
+    np.atleast_1d(axes)[-1].set_xlabel("seconds")
+    _save(fig, path)
+    plt.close(fig)
+
+
 def loss_curves(run_dir: Path, path: Path) -> bool:
     plt = _figure()
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3))
@@ -84,6 +100,19 @@ def spectrograms(folder: Path, example: str, prompt_seconds: float, path: Path) 
     plt.close(fig)
 
 
+def codec_section(codec: dict) -> list[str]:
+    from audiolm.pipeline.codec_eval import Row, format_table
+
+    rows = [Row(**r) for group in codec["rows"].values() for r in group]
+    unseen = ", ".join(codec["unseen_speakers"])
+    lines = ["", "## The codec (stage 2)", "",
+             "Held-out sentences resynthesized (metrics at 16 kHz, pitch by WORLD's Harvest on both; "
+             "`audiolm codec-eval` adds Opus)" + (f"; unseen voices ({unseen}) were never in codec training" if unseen else "")
+             + ":", "", format_table(rows), ""]
+    lines += [f"![original vs resynthesis]({p})" for p in codec["plots"]]
+    return lines
+
+
 def write(cfg: PipelineConfig, results: dict) -> Path:
     run_dir = cfg.run_dir
     figures = run_dir / "report"
@@ -122,6 +151,8 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
     if "generation_real_time_factor" in results:
         lines.append(f"Generation ran at {results['generation_real_time_factor']:.2f}x real time "
                      f"(both conditions, batches of {c.batch_size}).")
+    if results.get("codec", {}).get("rows"):
+        lines += codec_section(results["codec"])
     lines += ["", "## Examples", ""]
     for example in results["examples"][: c.report_examples]:
         spectrograms(run_dir / "continuations", example, c.prompt_seconds, figures / f"{example}.png")
