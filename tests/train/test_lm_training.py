@@ -115,3 +115,14 @@ def test_training_windows_run_on_into_the_same_speakers_next_utterance():
     np.testing.assert_array_equal(stream[: len(expected)], expected)  # speaker a's next utterance, not b's
     ids, predicts = packed.batch(0, 0)
     assert ids.shape[0] == lm_task.cfg.batch_size and (ids != LAYOUT.PAD).sum(1).min() == lm_task.spec.window + 1
+
+
+def test_bf16_falls_back_to_fp32_only_where_the_cpu_would_emulate_it(monkeypatch):
+    from audiolm.train.trainer import native_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, expected in ((False, False, "no"), (True, False, "bf16"), (False, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert native_precision("bf16") == expected
+        assert native_precision("no") == "no"
