@@ -82,7 +82,8 @@ class Trainer:
         self.task, self.cfg, self.out_dir = task, cfg, Path(out_dir)
         precision = native_precision(cfg.mixed_precision)
         if precision != cfg.mixed_precision:
-            print(f"  training in fp32: this CPU has no native {cfg.mixed_precision} arithmetic (emulated, it is many times slower)")
+            print(f"  training in fp32: this CPU has no native {cfg.mixed_precision} arithmetic "
+                  "(emulated, it is many times slower)")
         _allow_new_precision(precision)
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                                        cpu=not torch.cuda.is_available())
