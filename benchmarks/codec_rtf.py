@@ -39,6 +39,7 @@ def main() -> None:
         results["demo_encode_x_realtime"] = _rate(lambda: demo.encode(wav), args.seconds)
         results["demo_decode_x_realtime"] = _rate(lambda: demo.decode(codes), args.seconds)
         z = demo.analyse(wav)
+        codes = demo.quantizer.encode(z)  # the residual VQ's own levels (the source-filter codec adds a pitch code)
         rvq = demo.quantizer.rvq
         results["quantize_lean_x_realtime"] = _rate(lambda: demo.quantizer.encode(z), args.seconds, 5)
         results["quantize_residualvq_x_realtime"] = _rate(lambda: rvq(z.transpose(1, 2)), args.seconds, 5)

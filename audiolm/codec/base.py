@@ -11,14 +11,16 @@ of ours, and `audiolm.codec.load_codec` also a transformers codec folder or Hub 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from audiolm.hub import HubMixin
+from audiolm.hub import WEIGHTS_NAME, HubMixin, config_from, weights_file
 
 
 class Codec(nn.Module, HubMixin):
@@ -42,8 +44,12 @@ class Codec(nn.Module, HubMixin):
         return {"kind": self.kind, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
                 "num_codebooks": self.num_codebooks, "codebook_size": self.codebook_size, **self._write_kind(folder)}
 
+    config_class: type | None = None  # our trained codecs: the dataclass of `self.config`
+
     def _write_kind(self, folder: Path) -> dict[str, Any]:
-        raise NotImplementedError
+        """A codec of ours: its weights (safetensors) and its architecture dataclass."""
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        return {"model": dataclasses.asdict(self.config)}
 
     @classmethod
     def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Codec:
@@ -56,7 +62,9 @@ class Codec(nn.Module, HubMixin):
 
     @classmethod
     def _load_kind(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Codec:
-        raise NotImplementedError
+        model = cls(config_from(cls.config_class, config["model"]))
+        model.load_state_dict(load_file(weights_file(folder)))
+        return model.eval()
 
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         raise NotImplementedError

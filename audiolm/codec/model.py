@@ -5,18 +5,14 @@ strides) around a residual vector quantizer. Trained in stage 2; saved as `confi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import EncodecConfig
 from transformers.models.encodec.modeling_encodec import EncodecDecoder, EncodecEncoder
 
 from audiolm.codec.base import Codec
 from audiolm.codec.quantizer import ResidualQuantizer
-from audiolm.hub import WEIGHTS_NAME, config_from, weights_file
 
 
 @dataclass
@@ -47,6 +43,7 @@ class CodecOutput:
 
 class SEANetCodec(Codec):
     kind = "seanet"
+    config_class = SEANetCodecConfig
 
     def __init__(self, config: SEANetCodecConfig):
         super().__init__()
@@ -90,12 +87,3 @@ class SEANetCodec(Codec):
         self._check_codes(codes)
         return self.decoder(self.quantizer.decode(codes))[:, 0]
 
-    def _write_kind(self, folder: Path) -> dict[str, Any]:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
-        return {"model": asdict(self.config)}
-
-    @classmethod
-    def _load_kind(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> SEANetCodec:
-        model = cls(config_from(SEANetCodecConfig, config["model"]))
-        model.load_state_dict(load_file(weights_file(folder)))
-        return model.eval()

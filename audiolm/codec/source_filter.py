@@ -21,19 +21,15 @@ training step is cheap and sees much audio.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from audiolm.codec.base import Codec
 from audiolm.codec.pitch import yin
 from audiolm.codec.quantizer import ResidualQuantizer
-from audiolm.hub import WEIGHTS_NAME, config_from, weights_file
 
 
 @dataclass
@@ -124,6 +120,7 @@ def harmonic_excitation(f0: torch.Tensor, voiced: torch.Tensor, hop: int, sample
 
 class SourceFilterCodec(Codec):
     kind = "source-filter"
+    config_class = SourceFilterCodecConfig
 
     def __init__(self, config: SourceFilterCodecConfig):
         super().__init__()
@@ -174,7 +171,12 @@ class SourceFilterCodec(Codec):
         """wav [b, n] -> complex STFT [b, f, t * r], t = ceil(n / hop): one frame per `stft_hop`."""
         c = self.config
         wav = nn.functional.pad(wav.float(), (0, -wav.shape[-1] % c.hop_length))
-        return torch.stft(wav, c.n_fft, c.stft_hop, window=self.window, return_complex=True)[..., :-1]
+        return self._stft(wav)[..., :-1]
+
+    def _stft(self, x: torch.Tensor) -> torch.Tensor:
+        # zero padding at the ends: reflection would need more samples than the pad (a one-frame clip)
+        c = self.config
+        return torch.stft(x, c.n_fft, c.stft_hop, window=self.window, return_complex=True, pad_mode="constant")
 
     def analyse(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [b, n] -> latent [b, d, t] (the spectrum's; the pitch is coded apart)."""
@@ -195,8 +197,7 @@ class SourceFilterCodec(Codec):
         harmonics = harmonic_excitation(f0, voiced, c.stft_hop, c.sample_rate)
         generator = None if noise_seed is None else torch.Generator(device=f0.device).manual_seed(noise_seed)
         noise = torch.randn(harmonics.shape, generator=generator, device=f0.device)
-        h = torch.stft(harmonics, c.n_fft, c.stft_hop, window=self.window, return_complex=True)[..., :frames]
-        n = torch.stft(noise, c.n_fft, c.stft_hop, window=self.window, return_complex=True)[..., :frames]
+        h, n = self._stft(harmonics)[..., :frames], self._stft(noise)[..., :frames]
         return h * torch.exp(gain_h) * 0.1 + n * torch.exp(gain_n) * 0.1
 
     def _inverse(self, spectrum: torch.Tensor, length: int) -> torch.Tensor:
@@ -234,12 +235,3 @@ class SourceFilterCodec(Codec):
         spectrum = self.render(latent, self.pitch_of(codes[:, 0]), noise_seed)
         return self._inverse(spectrum, t * self.config.hop_length)
 
-    def _write_kind(self, folder: Path) -> dict[str, Any]:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
-        return {"model": asdict(self.config)}
-
-    @classmethod
-    def _load_kind(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> SourceFilterCodec:
-        model = cls(config_from(SourceFilterCodecConfig, config["model"]))
-        model.load_state_dict(load_file(weights_file(folder)))
-        return model.eval()
