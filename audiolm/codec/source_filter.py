@@ -213,9 +213,6 @@ class SourceFilterCodec(Codec):
         spectrum = self.render(quantized, self.pitch_of(pitch), noise_seed)
         return SpectralOutput(spectrum, torch.cat([pitch[:, None], codes], 1), commit)
 
-    def to_wav(self, out: SpectralOutput, length: int) -> torch.Tensor:
-        return self._inverse(out.spectrum, length)
-
     # -- the Codec interface -----------------------------------------------------------------
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
