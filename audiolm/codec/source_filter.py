@@ -67,6 +67,7 @@ class SourceFilterCodecConfig:
 @dataclass
 class SpectralOutput:
     spectrum: torch.Tensor  # [b, f, frames] decoded complex STFT (frames = t * r)
+    target: torch.Tensor  # [b, f, frames] the input's STFT, which the decoded one should match
     codes: torch.Tensor  # [b, k, t]: pitch, then the residual VQ's (-1 where quantizer dropout left a level out)
     commitment_loss: torch.Tensor
 
@@ -178,9 +179,10 @@ class SourceFilterCodec(Codec):
         c = self.config
         return torch.stft(x, c.n_fft, c.stft_hop, window=self.window, return_complex=True, pad_mode="constant")
 
-    def analyse(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav [b, n] -> latent [b, d, t] (the spectrum's; the pitch is coded apart)."""
-        feats = torch.log(self.stft(wav).abs().clamp_min(1e-5))
+    def analyse(self, wav: torch.Tensor, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+        """wav [b, n] (or its `stft`, if already computed) -> latent [b, d, t] (the spectrum's; the
+        pitch is coded apart)."""
+        feats = torch.log((self.stft(wav) if spectrum is None else spectrum).abs().clamp_min(1e-5))
         return self.encoder(rearrange(feats, "b f (t r) -> b (r f) t", r=self.config.frames_per_code)).transpose(1, 2)
 
     # -- synthesis -------------------------------------------------------------------------
@@ -209,9 +211,10 @@ class SourceFilterCodec(Codec):
         """Training: the spectrum decoded from the quantized latent and the coded pitch, exactly as
         `decode` renders it (the pitch code needs no teacher forcing: it is the same here and there)."""
         pitch = self.pitch_codes(self.pitch(wav))
-        quantized, codes, commit = self.quantizer(self.analyse(wav), dropout_seed)
+        target = self.stft(wav)
+        quantized, codes, commit = self.quantizer(self.analyse(wav, target), dropout_seed)
         spectrum = self.render(quantized, self.pitch_of(pitch), noise_seed)
-        return SpectralOutput(spectrum, torch.cat([pitch[:, None], codes], 1), commit)
+        return SpectralOutput(spectrum, target, torch.cat([pitch[:, None], codes], 1), commit)
 
     # -- the Codec interface -----------------------------------------------------------------
     @torch.no_grad()

@@ -38,9 +38,10 @@ class CodecTask:
         self.cfg = cfg
         self.spectral = isinstance(codec, SourceFilterCodec)
         self.models = {"codec": codec} if self.spectral else {"codec": codec, "discriminator": MultiScaleSTFTDiscriminator()}
-        self.mel = MultiResolutionMelLoss(codec.sample_rate)
         if self.spectral:
             self.mel_bank = mel_filters(codec.sample_rate, codec.config.n_fft, 80)
+        else:
+            self.mel = MultiResolutionMelLoss(codec.sample_rate)
         self.segment = int(cfg.segment_seconds * codec.sample_rate) // codec.hop_length * codec.hop_length
         self.train_wavs = train_wavs
         self.heldout = heldout_wavs[:eval_clips]
@@ -78,7 +79,7 @@ class CodecTask:
         real = batch.to(next(codec.parameters()).device)
         seed = cfg.train.seed * 7919 + step
         out = codec(real, dropout_seed=seed, noise_seed=seed)
-        target = self._unwrap(codec).stft(real)
+        target = out.target
         magnitude = (torch.log(out.spectrum.abs().clamp_min(1e-5)) - torch.log(target.abs().clamp_min(1e-5))).abs().mean()
         mel = (self._log_mel(out.spectrum) - self._log_mel(target)).abs().mean()
         loss = magnitude + mel + out.commitment_loss
