@@ -24,12 +24,39 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class AugmentConfig:
+    """Voice-changing augmentation (audiolm/augment.py), shared by the encoder and the codec."""
+
+    speed: tuple[float, float] = (0.85, 1.18)  # playback-rate factor: pitch, formants and tempo together
+    formants: tuple[float, float] = (0.88, 1.14)  # envelope factor, pitch and tempo kept
+    eq_peaks: int = 3
+    eq_db: float = 8.0
+    tilt_db_per_octave: float = 3.0
+    lowpass_hz: tuple[float, float] = (3400.0, 8000.0)
+    highpass_hz: tuple[float, float] = (0.0, 300.0)
+    noise_snr_db: tuple[float, float] = (15.0, 40.0)
+    noise_prob: float = 0.5
+    pitch: tuple[float, float] = (0.8, 1.25)  # F0 factor (formants and tempo kept), log-uniform
+    pitch_prob: float = 0.0  # WORLD costs ~90 ms per second of audio on one core: off unless asked
+    rt60_s: tuple[float, float] = (0.15, 0.7)
+    direct_to_reverb_db: tuple[float, float] = (0.0, 12.0)
+    reverb_prob: float = 0.0
+
+
+@dataclass
 class DemoCorpusConfig:
     """The built-in corpus, synthesized offline with eSpeak NG (see audiolm.data.demo)."""
 
-    voices: int = 8  # distinct speakers; each held-out sentence is spoken by all of them
+    # "classic": up to 10 hand-picked voices (v00..); "many": a bank of generated voices (accent x
+    # eSpeak variant x pitch, range, speed, formant scale; audiolm.data.voices) for training, and
+    # `unseen_voices` of a family absent from training (the Klatt-synthesis variants, u00..) that
+    # read held-out sentences only
+    bank: str = "classic"
+    voices: int = 8  # distinct training voices
+    unseen_voices: int = 0  # "many" only: voices that no model trains on
+    heldout_voices: int = 0  # training voices that also read the held-out sentences (0 = all of them)
     sentences: int = 360  # distinct sentences in total (train + held-out)
-    heldout_sentences: int = 40
+    heldout_sentences: int = 40  # each read by every held-out voice
     voices_per_train_sentence: int = 2
     seed: int = 0
 
@@ -112,6 +139,7 @@ class EncoderConfig:
     # vary apart (demo, 340 steps: PNMI 0.565 vs 0.568 without, unheard voices 0.511 vs 0.521, voice
     # probe 62% vs 66%: off by default)
     formant_shift: bool = False
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)  # the ranges and odds, with augment
     exclude_speakers: list[str] = field(default_factory=list)  # held out of encoder training entirely
     train: TrainConfig = field(default_factory=_train(
         steps=600, batch_size=8, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01, mixed_precision="bf16",
@@ -153,18 +181,17 @@ class SemanticConfig:
 
 @dataclass
 class CodecConfig:
-    """Stage 2: the acoustic codec, ours (`seanet`) or a pretrained one by Hub id or folder."""
+    """Stage 2: the acoustic codec, ours (`source-filter`) or a pretrained one by Hub id or folder."""
 
     # Ours, trained in stage 2: "source-filter" (frame-rate ConvNeXt encoder and decoder, harmonic +
-    # noise excitation filtered per STFT bin: audiolm/codec/source_filter.py) or "seanet" (waveform
-    # convolutions, transformers' EnCodec modules); or a pretrained transformers codec
-    # ("facebook/encodec_24khz", "descript/dac_16khz", "kyutai/mimi", or a local folder of one).
-    model: str = "seanet"
+    # noise excitation filtered per STFT bin: audiolm/codec/source_filter.py); or a pretrained
+    # transformers codec ("facebook/encodec_24khz", "descript/dac_16khz", "kyutai/mimi", or a local
+    # folder of one).
+    model: str = "source-filter"
     revision: str = ""
     num_codebooks: int = 8  # codebooks used when encoding (a pretrained codec's bandwidth)
-    # our codecs' architecture
+    # our codec's architecture: samples per code frame, STFT hop and window, backbone width and depths
     sample_rate: int = 16000
-    # source-filter: samples per code frame, STFT hop and window, backbone width and depths
     hop_length: int = 320
     stft_hop: int = 160
     n_fft: int = 640
@@ -172,23 +199,13 @@ class CodecConfig:
     ffn_dim: int = 768
     encoder_layers: int = 4
     decoder_layers: int = 6
-    # seanet:
-    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])  # encoder strides; product = hop
-    num_filters: int = 32
     latent_dim: int = 128
-    lstm_layers: int = 2
-    residual_layers: int = 1  # residual blocks per SEANet stage
-    causal: bool = True  # causal convolutions (streamable); non-causal trains faster (see README)
     codebook_size: int = 1024
     quantizer_dropout: bool = True  # train with a random number of codebooks: one model, several bitrates
     commitment_weight: float = 1.0
-    # losses (documented fixed weights, as in DAC): see audiolm/codec/losses.py
-    mel_weight: float = 15.0
-    adversarial_weight: float = 1.0
-    feature_weight: float = 2.0
-    adversarial_start_step: int = 500  # reconstruction-only warm-up before the discriminator starts
     segment_seconds: float = 1.0
     augment: bool = False  # change each training crop's voice (speed, formants, EQ, band limits, noise)
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)  # the ranges and odds, with augment
     exclude_speakers: list[str] = field(default_factory=list)  # never in codec training (codec-eval reports them apart)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -205,7 +205,7 @@ class HubMixin(ModelHubMixin, library_name="audiolm", license="mit", tags=["audi
         raise NotImplementedError
 
     def card_usage(self) -> str:
-        owner = next(c for c in type(self).__mro__ if "component" in c.__dict__)  # Codec, not SEANetCodec
+        owner = next(c for c in type(self).__mro__ if "component" in c.__dict__)  # Codec, not SourceFilterCodec
         return f"from {owner.__module__} import {owner.__name__}\n\npart = {owner.__name__}.from_pretrained(\"REPO_ID\")"
 
     def card_description(self) -> str:

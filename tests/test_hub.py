@@ -16,7 +16,7 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from audiolm.codec import load_codec
-from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
+from audiolm.codec.source_filter import SourceFilterCodec, SourceFilterCodecConfig
 from audiolm.continuation import AudioLM
 from audiolm.lm.model import Decoder
 from audiolm.pipeline import share
@@ -82,15 +82,25 @@ def test_save_then_load_in_a_fresh_process_gives_identical_tokens_and_continuati
         np.testing.assert_array_equal(there[key], value, err_msg=key)
 
 
-def test_each_part_loads_alone_from_a_bundle_folder(bundle, tiny_continuations):
+def test_each_part_loads_alone_from_a_bundle_folder(bundle, tiny_continuations, speech):
+    """Each part of the bundle, loaded by itself, is the run's part: same ids, same weights, same codes."""
+    import torch
+
+    from audiolm.audio import resample
+
     run = tiny_continuations.run_dir
+    wav = resample(speech[0], speech[1], 16000)
     tokenizer = SemanticTokenizer.from_pretrained(bundle, subfolder="semantic")
-    assert tokenizer.num_clusters == SemanticTokenizer.from_pretrained(run / "semantic").num_clusters
+    original = SemanticTokenizer.from_pretrained(run / "semantic")
+    np.testing.assert_array_equal(tokenizer.encode([wav])[0], original.encode([wav])[0])
     coarse = Decoder.from_pretrained(bundle / "lm-coarse")
-    original = Decoder.from_pretrained(run / "lm-coarse")
-    for name, tensor in original.state_dict().items():
+    for name, tensor in Decoder.from_pretrained(run / "lm-coarse").state_dict().items():
         assert (coarse.state_dict()[name] == tensor).all(), name
-    assert load_codec(bundle / "codec").codebook_size == tiny_continuations.codec.codebook_size
+    codec, original = load_codec(bundle / "codec"), load_codec(run / "codec")
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(codec.state_dict()[name], tensor), name
+    x = torch.from_numpy(wav).unsqueeze(0)
+    assert torch.equal(codec.encode(x), original.encode(x))
     with pytest.raises(ValueError, match="holds a codec, not a language model"):
         Decoder.from_pretrained(bundle / "codec")
 
@@ -146,7 +156,8 @@ def test_each_part_pushes_its_config_weights_and_card(bundle, fake_hub, part, lo
     weights = "kmeans.safetensors" if part == "semantic" else "model.safetensors"
     assert fake_hub["upload"]["files"] == {"config.json", weights, "README.md"}
     assert fake_hub["upload"]["record"] == (bundle / part / "config.json").read_text()
-    assert ModelCard.load(bundle / part / "README.md").data.library_name == "audiolm"
+    card = ModelCard(fake_hub["upload"]["card"])  # what was uploaded, not what lies in the bundle
+    assert card.data.library_name == "audiolm" and "audiolm" in card.data.tags
 
 
 def test_the_cards_usage_snippet_runs(bundle, speech_wav, tmp_path, monkeypatch):
@@ -188,8 +199,8 @@ def test_a_cached_hub_id_loads_offline_and_an_uncached_one_is_one_line(bundle, s
 def test_a_bundle_whose_codec_disagrees_with_the_coarse_lm_is_refused_naming_the_field(bundle, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(bundle, bad)
-    SEANetCodec(SEANetCodecConfig(num_filters=4, latent_dim=16, lstm_layers=1, num_codebooks=4,
-                                  codebook_size=1024)).save_pretrained(bad / "codec")
+    SourceFilterCodec(SourceFilterCodecConfig(dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, latent_dim=16,
+                                              num_codebooks=4, codebook_size=1024)).save_pretrained(bad / "codec")
     with pytest.raises(ValueError, match=r"the codec \(codec/\) has codebook size 1024, but the coarse LM \(lm-coarse/\) "
                                          r"expects 64"):
         AudioLM.from_pretrained(bad)

@@ -6,14 +6,32 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "audiolm"
 # hub (the Hub mixin every component inherits) sits between the layer-0 helpers and the components.
-LAYER = {"audio": 0, "config": 0, "tokens": 0, "files": 0, "hub": 0.5, "card": 1, "semantic": 1, "codec": 1, "lm": 1,
-         "data": 1, "eval": 1, "train": 2, "continuation": 2, "pipeline": 3, "cli": 4}
+LAYER = {"audio": 0, "config": 0, "tokens": 0, "files": 0, "hub": 0.5, "augment": 0.5, "card": 1, "semantic": 1,
+         "codec": 1, "lm": 1, "data": 1, "eval": 1, "train": 2, "continuation": 2, "pipeline": 3, "cli": 4}
+
+
+# Names `from audiolm import X` may give that are not modules: the package's lazy attributes.
+REEXPORTS = {"AudioLM": "continuation"}
 
 
 def _imports(path: Path):
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("audiolm."):
-            yield node.module.split(".")[1]
+    return _imports_of(path.read_text(), path)
+
+
+def _imports_of(source: str, path: Path):
+    """The top-level audiolm module of every import in a file's source, in each of its forms:
+    `import audiolm.x`, `from audiolm.x import y`, `from audiolm import x` and relative imports."""
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]  # ("audiolm", "codec") for audiolm/codec/x.py
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = (*base, *(node.module.split(".") if node.module else ()))
+            if module[:1] != ("audiolm",):
+                continue
+            if len(module) > 1:
+                yield module[1]
+            else:  # from audiolm import x, y
+                yield from (REEXPORTS.get(alias.name, alias.name) for alias in node.names)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("audiolm."):
@@ -32,3 +50,14 @@ def test_imports_go_down():
             same_package = target == top
             assert same_package or LAYER[target] < LAYER[top], f"{rel} imports audiolm.{target} (layer {LAYER[target]})"
     assert checked > 10
+
+
+def test_every_import_form_is_seen(tmp_path):
+    """A layer-1 file importing the continuation (layer 2) is caught however it is written."""
+    forms = ["from audiolm import AudioLM", "from audiolm import continuation", "import audiolm.continuation",
+             "from audiolm.continuation import AudioLM", "from ..continuation import AudioLM", "from .. import continuation"]
+    for form in forms:
+        path = PACKAGE / "codec" / "probe.py"  # a name only: nothing is written there
+        found = list(_imports_of(form, path))
+        assert found == ["continuation"], (form, found)
+    assert list(_imports_of("from . import base", PACKAGE / "codec" / "probe.py")) == ["codec"]  # its own package

@@ -1,4 +1,4 @@
-"""Acoustic codecs: ours (SEANet + RVQ) and pretrained ones, behind one `Codec` interface."""
+"""Acoustic codecs: ours (source-filter + RVQ) and pretrained ones, behind one `Codec` interface."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class Codec(nn.Module, HubMixin):
 
     @classmethod
     def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Codec:
-        from audiolm.codec import model, pretrained, source_filter  # noqa: F401  (they register their kinds)
+        from audiolm.codec import pretrained, source_filter  # noqa: F401  (they register their kinds)
 
         kind = Codec.kinds.get(config.get("kind"))
         if kind is None:

@@ -9,9 +9,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from audiolm.codec.losses import MultiResolutionMelLoss
+from audiolm.audio import mel_filters
 
-_mel_cache: dict[int, MultiResolutionMelLoss] = {}
+
+class MultiResolutionMel:
+    """Log10 mel spectrograms at six window lengths, 2^5..2^10 samples at 16 kHz (EnCodec/DAC's
+    multi-resolution mel loss, used here as a distance)."""
+
+    def __init__(self, sample_rate: int, windows: tuple[int, ...] = (32, 64, 128, 256, 512, 1024), num_mels: int = 64):
+        self.windows = windows
+        self.mels = {w: mel_filters(sample_rate, w, min(num_mels, w // 4)) for w in windows}
+        self.hann = {w: torch.hann_window(w) for w in windows}
+
+    def log_mel(self, wav: torch.Tensor, w: int) -> torch.Tensor:
+        spec = torch.stft(wav.float(), n_fft=w, hop_length=w // 4, window=self.hann[w], return_complex=True)
+        return torch.log10((spec.abs().pow(2).transpose(1, 2) @ self.mels[w]).clamp_min(1e-5))  # [b, frames, mels]
+
+    def distance(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        pairs = ((self.log_mel(estimate, w), self.log_mel(reference, w)) for w in self.windows)
+        return sum((e - r).abs().mean() for e, r in pairs) / len(self.windows)
+
+
+_mel_cache: dict[int, MultiResolutionMel] = {}
 
 
 def si_snr(estimate: np.ndarray, reference: np.ndarray) -> float:
@@ -26,11 +45,11 @@ def si_snr(estimate: np.ndarray, reference: np.ndarray) -> float:
 def mel_distance(estimate: np.ndarray, reference: np.ndarray, sample_rate: int) -> float:
     """Mean L1 distance of log10 mel spectrograms over six resolutions (lower is better)."""
     if sample_rate not in _mel_cache:
-        _mel_cache[sample_rate] = MultiResolutionMelLoss(sample_rate)
+        _mel_cache[sample_rate] = MultiResolutionMel(sample_rate)
     n = min(len(estimate), len(reference))
     with torch.no_grad():
-        return float(_mel_cache[sample_rate](torch.from_numpy(estimate[:n]).unsqueeze(0),
-                                             torch.from_numpy(reference[:n]).unsqueeze(0)))
+        return float(_mel_cache[sample_rate].distance(torch.from_numpy(estimate[:n]).unsqueeze(0),
+                                                      torch.from_numpy(reference[:n]).unsqueeze(0)))
 
 
 def pesq_wb(estimate: np.ndarray, reference: np.ndarray) -> float | None:

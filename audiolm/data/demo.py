@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from audiolm.config import DemoCorpusConfig
 from audiolm.data.espeak import Voice
+from audiolm.data.voices import voice_bank
 
 # Distinct accents, variants (formant sets), pitches and speeds; ordered so that the first six
 # already span male/female, low/high and slow/fast.
@@ -83,21 +84,46 @@ def sentences(count: int, seed: int) -> list[str]:
     return list(seen)
 
 
+def demo_voices(cfg: DemoCorpusConfig) -> tuple[dict[str, Voice], dict[str, Voice]]:
+    """Training voices (v00, v01, ...) and unseen voices (u00, ...), by speaker id."""
+    if cfg.bank == "classic":
+        if not 1 <= cfg.voices <= len(VOICES):
+            raise ValueError(f"data.demo.voices must be between 1 and {len(VOICES)} with bank 'classic', got {cfg.voices}")
+        if cfg.unseen_voices:
+            raise ValueError("data.demo.unseen_voices needs data.demo.bank: many")
+        train, unseen = list(VOICES[: cfg.voices]), []
+    elif cfg.bank == "many":
+        if cfg.voices < 1:
+            raise ValueError(f"data.demo.voices must be at least 1, got {cfg.voices}")
+        train, unseen = voice_bank(cfg.voices, cfg.unseen_voices, cfg.seed)
+    else:
+        raise ValueError(f"unknown data.demo.bank '{cfg.bank}' (use classic or many)")
+    return {f"v{i:02d}": v for i, v in enumerate(train)}, {f"u{i:02d}": v for i, v in enumerate(unseen)}
+
+
 def demo_utterances(cfg: DemoCorpusConfig) -> Iterator[DemoUtterance]:
-    """Every utterance of the demo corpus, held-out first, in a fixed order."""
-    if not 1 <= cfg.voices <= len(VOICES):
-        raise ValueError(f"data.demo.voices must be between 1 and {len(VOICES)}, got {cfg.voices}")
+    """Every utterance of the demo corpus, held-out first, in a fixed order. Held-out sentences are
+    read by `heldout_voices` of the training voices (spread over the bank; 0 = all) and by every
+    unseen voice; training sentences by `voices_per_train_sentence` training voices each, rotating."""
+    train_voices, unseen_voices = demo_voices(cfg)
     if not 0 < cfg.heldout_sentences < cfg.sentences:
         raise ValueError("data.demo.heldout_sentences must be positive and below data.demo.sentences")
     if not 1 <= cfg.voices_per_train_sentence <= cfg.voices:
         raise ValueError("data.demo.voices_per_train_sentence must be between 1 and data.demo.voices")
+    if not 0 <= cfg.heldout_voices <= cfg.voices:
+        raise ValueError("data.demo.heldout_voices must be between 0 (all) and data.demo.voices")
     texts = sentences(cfg.sentences, cfg.seed)
     heldout, train = texts[: cfg.heldout_sentences], texts[cfg.heldout_sentences :]
-    voices = VOICES[: cfg.voices]
+    ids = list(train_voices)
+    # a stride one past even spacing, so the readers differ in accent as well as in variant
+    step = len(ids) // cfg.heldout_voices + 1 if cfg.heldout_voices else 1
+    readers = ids if not cfg.heldout_voices else [ids[i * step % len(ids)] for i in range(cfg.heldout_voices)]
+    readers += list(unseen_voices)
+    voices = {**train_voices, **unseen_voices}
     for s, text in enumerate(heldout):
-        for v, voice in enumerate(voices):
-            yield DemoUtterance(f"heldout_s{s:04d}_v{v:02d}", f"v{v:02d}", voice, text, "heldout")
+        for speaker in readers:
+            yield DemoUtterance(f"heldout_s{s:04d}_{speaker}", speaker, voices[speaker], text, "heldout")
     for s, text in enumerate(train):
         for j in range(cfg.voices_per_train_sentence):
-            v = (s + j) % cfg.voices
-            yield DemoUtterance(f"train_s{s:04d}_v{v:02d}", f"v{v:02d}", voices[v], text, "train")
+            speaker = ids[(s + j) % len(ids)]
+            yield DemoUtterance(f"train_s{s:04d}_{speaker}", speaker, voices[speaker], text, "train")

@@ -7,15 +7,28 @@ eSpeak NG keeps global state, so one `Synthesizer` per process is all there is. 
 carries from one utterance into the next (the same sentence comes out a few samples different
 the second time), so `synthesize` gives every chunk of utterances a fresh worker process: the
 audio then depends only on the chunk, and a corpus is bit-identical however often it is built.
+
+Voices beyond eSpeak's own variants: a `Voice` with a `formant_scale` (a longer or shorter vocal
+tract: every formant frequency times the factor) is spoken by a variant file written for it, a copy
+of its base variant with the formant lines scaled. Such files go into a private overlay of the
+voice data (a temporary folder of links to the wheel's files plus ours), never into the wheel.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import hashlib
 import multiprocessing
+import os
+import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -46,12 +59,55 @@ _Callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 @dataclass(frozen=True)
 class Voice:
-    """An eSpeak NG voice (language + variant) with its pitch (0-100), range and speed (words/min)."""
+    """An eSpeak NG voice (language + variant, "en-us+m3") with its pitch (0-100), range and speed
+    (words/min), and a formant scale (1.0: the variant's own formants)."""
 
     name: str
     pitch: int = 50
     pitch_range: int = 50
     rate: int = 160
+    formant_scale: float = 1.0
+
+    @property
+    def language(self) -> str:
+        return self.name.split("+")[0]
+
+    @property
+    def variant(self) -> str:
+        return self.name.split("+")[1] if "+" in self.name else ""
+
+
+FORMANTS = 9  # eSpeak's formant lines 0-8: "formant N frequency% height% width%"
+
+
+def scaled_variant(text: str, scale: float) -> str:
+    """A variant file's text with every formant's frequency (lines 1-8; 0 is the voicing bar) times
+    `scale`; formants the file does not set are added at the default 100%, scaled."""
+    lines, seen = [], set()
+    for line in text.splitlines():
+        m = re.match(r"\s*formant\s+(\d+)\s+(\d+)(.*)$", line)
+        if m and int(m.group(1)) > 0:
+            seen.add(int(m.group(1)))
+            line = f"formant {m.group(1)} {round(int(m.group(2)) * scale)}{m.group(3)}"
+        lines.append(line)
+    lines += [f"formant {n} {round(100 * scale)} 100 100" for n in range(1, FORMANTS) if n not in seen]
+    return "\n".join(lines) + "\n"
+
+
+def _overlay(data: Path) -> Path:
+    """A private copy of the voice data made of links, with a writable variants folder."""
+    root = Path(tempfile.mkdtemp(prefix="audiolm-espeak-"))
+    atexit.register(shutil.rmtree, root, True)
+    for entry in data.iterdir():
+        if entry.name != "voices":
+            (root / entry.name).symlink_to(entry)
+    (root / "voices" / "!v").mkdir(parents=True)
+    for entry in (data / "voices").iterdir():
+        if entry.name != "!v":
+            (root / "voices" / entry.name).symlink_to(entry)
+    for entry in (data / "voices" / "!v").iterdir():
+        (root / "voices" / "!v" / entry.name).symlink_to(entry)
+    return root
 
 
 @dataclass
@@ -77,10 +133,10 @@ class Synthesizer:
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]
-        data = espeakng_loader.get_data_path().encode()
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_PHONEME_EVENTS)
+        self._data = _overlay(Path(espeakng_loader.get_data_path()))
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self._data).encode(), _INITIALIZE_PHONEME_EVENTS)
         if rate <= 0:
-            raise RuntimeError(f"eSpeak NG failed to initialize (data path {data.decode()})")
+            raise RuntimeError(f"eSpeak NG failed to initialize (data path {self._data})")
         self.sample_rate = rate
         self._chunks: list[np.ndarray] = []
         self._phonemes: list[tuple[str, int]] = []
@@ -107,10 +163,27 @@ class Synthesizer:
             i += 1
         return 0
 
+    def _voice_name(self, voice: Voice) -> str:
+        """The name eSpeak loads `voice` by: its own, or that of a variant file written for it."""
+        if voice.formant_scale == 1.0:
+            return voice.name
+        variants = self._data / "voices" / "!v"
+        base = variants / voice.variant if voice.variant else None
+        if base is not None and not base.is_file():
+            raise ValueError(f"eSpeak NG has no voice variant '{voice.variant}'")
+        # short: eSpeak overflows a fixed buffer on long "language+variant" names (and aborts)
+        name = "x" + hashlib.sha1(f"{voice.variant}:{voice.formant_scale:.4f}".encode()).hexdigest()[:7]
+        if not (variants / name).exists():
+            text = base.read_text(errors="replace") if base else "language variant\n"
+            tmp = variants / f".{name}.{os.getpid()}"
+            tmp.write_text(scaled_variant(text, voice.formant_scale).replace(f"name {voice.variant}", f"name {name}"))
+            tmp.replace(variants / name)
+        return f"{voice.language}+{name}"
+
     def speak(self, text: str, voice: Voice) -> Synthesis:
         with self._lock:
             lib = self._lib
-            if lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+            if lib.espeak_SetVoiceByName(self._voice_name(voice).encode()) != 0:
                 raise ValueError(f"eSpeak NG has no voice '{voice.name}'")
             lib.espeak_SetParameter(_PARAM_RATE, voice.rate, 0)
             lib.espeak_SetParameter(_PARAM_PITCH, voice.pitch, 0)
@@ -134,6 +207,7 @@ def synthesize(items: Sequence[tuple[str, Voice]], chunk_size: int = 64, workers
     """Speak (text, voice) pairs in order, each chunk in a fresh process (see the module docstring)."""
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(processes=max(1, min(workers, len(chunks))), maxtasksperchild=1) as pool:
-        for chunk in pool.imap(_synthesize_chunk, chunks):
+    # a worker that eSpeak aborts raises BrokenProcessPool here (a multiprocessing.Pool would wait forever)
+    with ProcessPoolExecutor(max(1, min(workers, len(chunks))), mp_context=ctx, max_tasks_per_child=1) as pool:
+        for chunk in pool.map(_synthesize_chunk, chunks):
             yield from chunk

@@ -17,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from audiolm.codec import Codec, load_codec
-from audiolm.codec.model import SEANetCodec, SEANetCodecConfig
 from audiolm.codec.source_filter import SourceFilterCodec, SourceFilterCodecConfig
 from audiolm.config import CodecConfig, PipelineConfig, config_hash
 from audiolm.data.corpus import read_wavs
@@ -28,7 +27,7 @@ from audiolm.train.trainer import Trainer
 SHARD_SIZE = 256
 
 
-OURS = ("seanet", "source-filter")
+OURS = ("source-filter",)
 
 
 def codec_hash(cfg: PipelineConfig) -> str:
@@ -38,22 +37,19 @@ def codec_hash(cfg: PipelineConfig) -> str:
     return config_hash(f"codec-{c.model}", c, corpus_stage.corpus_hash(cfg))
 
 
-def build_codec(c: CodecConfig) -> SEANetCodec | SourceFilterCodec:
+def build_codec(c: CodecConfig) -> SourceFilterCodec:
     """A new (untrained) codec of ours, as `codec.model` names it."""
-    if c.model == "source-filter":
-        return SourceFilterCodec(SourceFilterCodecConfig(
-            sample_rate=c.sample_rate, hop_length=c.hop_length, stft_hop=c.stft_hop, n_fft=c.n_fft, dim=c.dim,
-            ffn_dim=c.ffn_dim, encoder_layers=c.encoder_layers, decoder_layers=c.decoder_layers, latent_dim=c.latent_dim,
-            num_codebooks=c.num_codebooks, codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout,
-            commitment_weight=c.commitment_weight))
-    return SEANetCodec(SEANetCodecConfig(
-        sample_rate=c.sample_rate, strides=list(c.strides), num_filters=c.num_filters, latent_dim=c.latent_dim,
-        lstm_layers=c.lstm_layers, residual_layers=c.residual_layers, causal=c.causal, num_codebooks=c.num_codebooks,
-        codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout, commitment_weight=c.commitment_weight))
+    if c.model != "source-filter":
+        raise ValueError(f"codec.model '{c.model}' is not a codec we train (ours: {', '.join(OURS)})")
+    return SourceFilterCodec(SourceFilterCodecConfig(
+        sample_rate=c.sample_rate, hop_length=c.hop_length, stft_hop=c.stft_hop, n_fft=c.n_fft, dim=c.dim,
+        ffn_dim=c.ffn_dim, encoder_layers=c.encoder_layers, decoder_layers=c.decoder_layers, latent_dim=c.latent_dim,
+        num_codebooks=c.num_codebooks, codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout,
+        commitment_weight=c.commitment_weight))
 
 
 def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int,
-                out: Path) -> SEANetCodec | SourceFilterCodec:
+                out: Path) -> SourceFilterCodec:
     torch.manual_seed(cfg.codec.train.seed)
     codec = build_codec(cfg.codec)
     excluded = set(cfg.codec.exclude_speakers)

@@ -106,7 +106,7 @@ def _phone_targets(train: datasets.Dataset, heldout: datasets.Dataset, wavs: lis
 
 def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, np.ndarray]],
                  heldout: list[tuple[np.ndarray, np.ndarray]], num_targets: int, digest: str,
-                 inventory: PhoneInventory | None) -> dict[str, float]:
+                 inventory: PhoneInventory | None, speakers: list[str]) -> dict[str, float]:
     e = cfg.semantic.encoder
     torch.manual_seed(e.train.seed)
     model = MaskedPredictor(new_encoder(e), num_targets)
@@ -132,8 +132,8 @@ def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, n
     with atomic_dir(out) as tmp:
         encoder.save_pretrained(tmp, safe_serialization=True)
         feature_extractor(cfg.data.sample_rate).save_pretrained(tmp)
-    rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step,
-                        **{f"heldout_{k}": v for k, v in metrics.items()})
+    rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step, train_utterances=len(train),
+                        train_speakers=sorted(set(speakers)), **{f"heldout_{k}": v for k, v in metrics.items()})
     return metrics
 
 
@@ -163,6 +163,7 @@ def run(cfg: PipelineConfig) -> Path:
                 targets, heldout_targets = _kmeans_targets(cfg, previous, wavs, heldout_wavs)
                 num_targets = e.target_clusters
             _train_round(cfg, name, list(zip(wavs, targets, strict=True)),
-                         list(zip(heldout_wavs, heldout_targets, strict=True)), num_targets, digest, inventory)
+                         list(zip(heldout_wavs, heldout_targets, strict=True)), num_targets, digest, inventory,
+                         train_ds["speaker"])
         previous = out
     return final_encoder(cfg)

@@ -79,6 +79,7 @@ def load_checkpoint(path: Path, models: dict[str, nn.Module], optimizers: dict[s
         states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda"))]
         if states:
             torch.cuda.set_rng_state_all(states)
-    for name in ema or {}:
-        ema[name] = load_file(str(path / f"{name}.ema.safetensors"))
+    if ema is not None:  # filled in place from the files (a fresh trainer's EMA is still empty)
+        for file in sorted(path.glob("*.ema.safetensors")):
+            ema[file.name.removesuffix(".ema.safetensors")] = load_file(str(file))
     return meta

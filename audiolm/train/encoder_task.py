@@ -14,8 +14,8 @@ import math
 import numpy as np
 import torch
 
+from audiolm.augment import change_speed, change_voice, source_frames, speed_factor
 from audiolm.config import EncoderConfig
-from audiolm.semantic.augment import change_speed, colour, formant_factor, shift_formants, source_frames, speed_factor
 from audiolm.semantic.pretrain import MaskedPredictor, normalize, samples_for, span_mask
 from audiolm.train.trainer import Update
 
@@ -37,7 +37,7 @@ class EncoderTask:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.train.seed, step, micro])
         picks = rng.integers(0, len(self.train), cfg.train.batch_size)
-        factors = [speed_factor(rng) if cfg.augment else 1.0 for _ in picks]
+        factors = [speed_factor(rng, cfg.augmentation) if cfg.augment else 1.0 for _ in picks]
         frames = min([self.max_frames] + [int(len(self.train[i][1]) / f) - 1 for i, f in zip(picks, factors, strict=True)])
         frames = max(frames, 1)
         wavs, targets = [], []
@@ -47,10 +47,8 @@ class EncoderTask:
             first = int(rng.integers(0, len(target) - need + 1))
             clean = wav[320 * first : 320 * first + samples_for(need)]
             if cfg.augment:
-                crop = change_speed(clean, factor, samples_for(frames))
-                if cfg.formant_shift:
-                    crop = shift_formants(crop, formant_factor(rng))
-                crop = colour(crop, rng, self.sample_rate)
+                crop = change_voice(change_speed(clean, factor, samples_for(frames)), rng, self.sample_rate,
+                                    cfg.augmentation, formants=cfg.formant_shift)
             else:
                 crop = clean[: samples_for(frames)]
             wavs.append(crop)

@@ -57,8 +57,10 @@ def test_fewer_codebooks_are_a_prefix(tiny_codec):
     kind, folder, _ = tiny_codec
     codec = load_codec(folder)
     k = 2
-    low = codec.encode(torch.randn(1, codec.sample_rate // 4) * 0.1, k)
+    wav = torch.randn(1, codec.sample_rate // 4) * 0.1
+    low = codec.encode(wav, k)
     assert low.shape[1] == k
+    assert torch.equal(low, codec.encode(wav)[:, :k])  # residual quantization: the first levels do not depend on k
     assert codec.decode(low).shape[0] == 1
     with pytest.raises(ValueError):
         codec.encode(torch.zeros(1, 1000), codec.num_codebooks + 1)

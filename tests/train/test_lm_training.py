@@ -79,12 +79,36 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     assert [r["step"] for r in logs if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_bf16_autocast_trains(tmp_path):
+def test_bf16_autocast_trains(tmp_path, monkeypatch):
+    """bf16 asked and granted (on a CPU without native bf16 the trainer falls back to fp32; here the
+    fallback is switched off, so the path a GPU or an AMX CPU takes runs): the layers compute in
+    bf16 under autocast, the master weights stay fp32 and the loss falls."""
+    import audiolm.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "native_precision", lambda precision: precision)
     data = _data()
     lm_task, cfg = _task("semantic", 20, data, mixed_precision="bf16")
-    Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
+    fixed = pad_batch([w for s, c in data[:4] for w in lm_task.spec.eval_windows(s, c)])
+    before = sequence_loss(lm_task.models["lm"], lm_task.spec, *fixed).item()
+    dtypes = []
+    mlp = next(m for name, m in lm_task.models["lm"].named_modules() if name.endswith("mlp"))
+    hook = mlp.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype) if torch.is_grad_enabled() else None)
+    trainer = Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95))
+    trainer.fit()
+    hook.remove()
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert dtypes and set(dtypes) == {torch.bfloat16}
     assert lm_task.models["lm"].lm_head.weight.dtype == torch.float32  # master weights stay fp32
-    assert np.isfinite(lm_task.evaluate()["loss"])
+    after = sequence_loss(lm_task.models["lm"], lm_task.spec, *fixed).item()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_bf16_falls_back_to_fp32_only_without_native_bf16():
+    from audiolm.train.trainer import native_precision
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_precision("bf16") == ("bf16" if native or torch.cuda.is_available() else "no")
+    assert native_precision("no") == "no" and native_precision("fp16") == "fp16"
 
 
 def test_range_loss_equals_the_masked_full_softmax():

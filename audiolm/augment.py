@@ -1,4 +1,5 @@
-"""Voice-changing augmentation for encoder training: change who seems to speak, not what is said.
+"""Voice-changing augmentation, one module for every learned part (the speech encoder, the codec):
+change who seems to speak, and where, not what is said.
 
 - speed: resampling by a factor r plays the audio r times faster, raising pitch and formants by r
   (a shorter vocal tract, a higher voice) and changing the tempo; frame targets are stretched with
@@ -9,31 +10,23 @@
   formants moved by the same factor) pitch and formants vary independently.
 - timbre: a smooth random equaliser (a few broad peaks and dips in 200-5000 Hz, where formants
   live, plus a spectral tilt), so no voice's spectral envelope is the only one that maps to a phone.
+- pitch: WORLD analysis and resynthesis (`pyworld`: DIO + StoneMask F0, CheapTrick envelope, D4C
+  aperiodicity) with F0 times a factor: a higher or lower voice, formants and tempo kept.
 - band limits: a random low-pass (telephone-like at 3.4 kHz up to none) and high-pass.
+- reverberation: a synthetic room (exponentially decaying noise, RT60 drawn per crop, after a
+  direct path), mixed in at a random direct-to-reverberant ratio.
 - noise: white noise at a random signal-to-noise ratio.
-Pure numpy on one crop at a time, seeded by the caller, so a batch is a function of the step.
+Numpy (and WORLD) on one crop at a time, seeded by the caller, so a batch is a function of the
+step. `change_voice` applies everything but the speed change, which moves the frame grid and so is
+left to the caller (its frame targets must follow: `source_frames`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import soxr
 
-
-@dataclass
-class AugmentConfig:
-    speed: tuple[float, float] = (0.85, 1.18)
-    formants: tuple[float, float] = (0.88, 1.14)
-    eq_peaks: int = 3
-    eq_db: float = 8.0
-    tilt_db_per_octave: float = 3.0
-    lowpass_hz: tuple[float, float] = (3400.0, 8000.0)
-    highpass_hz: tuple[float, float] = (0.0, 300.0)
-    noise_snr_db: tuple[float, float] = (15.0, 40.0)
-    noise_prob: float = 0.5
-
+from audiolm.config import AugmentConfig
 
 DEFAULT = AugmentConfig()
 
@@ -114,3 +107,60 @@ def colour(wav: np.ndarray, rng: np.random.Generator, sample_rate: int, cfg: Aug
         snr = rng.uniform(*cfg.noise_snr_db)
         out += rng.standard_normal(len(out)).astype(np.float32) * np.float32(np.sqrt(power / 10 ** (snr / 10)))
     return out
+
+
+def pitch_factor(rng: np.random.Generator, cfg: AugmentConfig = DEFAULT) -> float:
+    return float(np.exp(rng.uniform(np.log(cfg.pitch[0]), np.log(cfg.pitch[1]))))
+
+
+def shift_pitch(wav: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
+    """F0 times `factor`, the spectral envelope, aperiodicity and timing kept (WORLD, 5 ms frames).
+    Same length as `wav`; unvoiced stretches stay unvoiced."""
+    if abs(factor - 1.0) < 1e-6 or len(wav) < sample_rate // 20:
+        return wav
+    import pyworld
+
+    x = wav.astype(np.float64)
+    f0, times = pyworld.dio(x, sample_rate, frame_period=5.0)
+    f0 = pyworld.stonemask(x, f0, times, sample_rate)
+    envelope = pyworld.cheaptrick(x, f0, times, sample_rate)
+    aperiodicity = pyworld.d4c(x, f0, times, sample_rate)
+    out = pyworld.synthesize(f0 * factor, envelope, aperiodicity, sample_rate, frame_period=5.0)
+    out = out[: len(wav)] if len(out) >= len(wav) else np.pad(out, (0, len(wav) - len(out)))
+    return out.astype(np.float32)
+
+
+def reverberate(wav: np.ndarray, rng: np.random.Generator, sample_rate: int, cfg: AugmentConfig = DEFAULT) -> np.ndarray:
+    """`wav` in a synthetic room: the direct sound plus a tail of noise decaying by 60 dB in RT60
+    seconds (drawn), starting 2-10 ms later, at a drawn direct-to-reverberant ratio; same length
+    and loudness (RMS) as `wav`."""
+    rt60 = rng.uniform(*cfg.rt60_s)
+    delay = int(rng.uniform(0.002, 0.010) * sample_rate)
+    length = int(rt60 * sample_rate)
+    t = np.arange(length) / sample_rate
+    tail = rng.standard_normal(length) * 10.0 ** (-3.0 * t / rt60)  # -60 dB at t = rt60
+    ratio_db = rng.uniform(*cfg.direct_to_reverb_db)
+    tail *= 10.0 ** (-ratio_db / 20.0) / np.sqrt(np.sum(tail**2))
+    response = np.zeros(delay + length)
+    response[0] = 1.0
+    response[delay:] += tail
+    n = len(wav) + len(response) - 1
+    size = 1 << (n - 1).bit_length()
+    out = np.fft.irfft(np.fft.rfft(wav, size) * np.fft.rfft(response, size), size)[: len(wav)]
+    rms_in, rms_out = np.sqrt(np.mean(wav.astype(np.float64) ** 2)), np.sqrt(np.mean(out**2))
+    return (out * (rms_in / max(rms_out, 1e-12))).astype(np.float32)
+
+
+def change_voice(wav: np.ndarray, rng: np.random.Generator, sample_rate: int, cfg: AugmentConfig = DEFAULT,
+                 formants: bool = True) -> np.ndarray:
+    """Every voice change but speed, on one crop: formants, pitch (with `pitch_prob`), equaliser and
+    band limits, reverberation (with `reverb_prob`), noise (`colour` does the last two but the room).
+    The draws' order is fixed, so the crop is a function of the generator's state."""
+    if formants:
+        wav = shift_formants(wav, formant_factor(rng, cfg))
+    # (no draw for a step that is off: the crops of a run without it stay as they were)
+    if cfg.pitch_prob and rng.random() < cfg.pitch_prob:
+        wav = shift_pitch(wav, pitch_factor(rng, cfg), sample_rate)
+    if cfg.reverb_prob and rng.random() < cfg.reverb_prob:
+        wav = reverberate(wav, rng, sample_rate, cfg)
+    return colour(wav, rng, sample_rate, cfg)
