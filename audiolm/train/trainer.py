@@ -5,7 +5,7 @@ every N steps with resume after a kill, TensorBoard + JSONL logs, periodic evalu
 What a step does is injected: a `Task` builds the batch for a step (a pure function of the step and
 the seed, so a resumed run sees the same data), computes its losses and hands each to `update(name,
 loss)`, which backpropagates into the model of that name and steps its optimizer once every
-`grad_accum` micro-batches. A task with two networks (the codec and its discriminator) calls
+`grad_accum` micro-batches. A task with two networks (a generator and its discriminator) calls
 `update` once per network, in the order its algorithm needs.
 """
 
@@ -89,7 +89,7 @@ class Trainer:
                                        cpu=not torch.cuda.is_available())
         names = list(task.models)  # one optimizer per model
         # The learning rate is a function of the global step (not of how often an optimizer stepped:
-        # the discriminator starts late), so a resumed run gets exactly the same schedule.
+        # a discriminator may start late), so a resumed run gets exactly the same schedule.
         self.base_lr = {n: (learning_rates or {}).get(n, cfg.learning_rate) for n in names}
         self.schedule = lr_lambda(cfg)
         # fused: one kernel for all parameters (16.8M LM on 2 cores: the optimizer step 29 -> 11.5 ms)
