@@ -117,8 +117,8 @@ def demo_utterances(cfg: DemoCorpusConfig) -> Iterator[DemoUtterance]:
     ids = list(train_voices)
     # a stride one past even spacing, so the readers differ in accent as well as in variant
     step = len(ids) // cfg.heldout_voices + 1 if cfg.heldout_voices else 1
-    readers = ids if not cfg.heldout_voices else [ids[i * step % len(ids)] for i in range(cfg.heldout_voices)]
-    readers += list(unseen_voices)
+    seen = ids if not cfg.heldout_voices else [ids[i * step % len(ids)] for i in range(cfg.heldout_voices)]
+    readers = [*seen, *unseen_voices]  # a new list: `ids` also picks the training readers
     voices = {**train_voices, **unseen_voices}
     for s, text in enumerate(heldout):
         for speaker in readers:

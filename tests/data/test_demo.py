@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 
 from audiolm.config import DemoCorpusConfig
@@ -64,6 +66,10 @@ def test_many_voices_bank_is_seeded_distinct_and_keeps_the_unseen_family_out_of_
     assert len({train_voices[s].language for s in readers & set(train_voices)}) >= 6  # spread over accents
     for text in {u.text for u in heldout}:
         assert {u.speaker for u in heldout if u.text == text} == readers
+    # every training voice reading the held-out sentences too: still no unseen voice in train
+    every = list(demo_utterances(dataclasses.replace(cfg, heldout_voices=0)))
+    assert {u.speaker for u in every if u.split == "train"} == set(train_voices)
+    assert {u.speaker for u in every if u.split == "heldout"} == set(train_voices) | set(unseen_voices)
 
 
 def test_formant_scale_moves_the_spectrum_and_keeps_pitch_and_timing():
