@@ -31,10 +31,13 @@ from audiolm.config import AugmentConfig
 DEFAULT = AugmentConfig()
 
 
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A factor drawn log-uniformly: as many below 1 as above (slower / faster, lower / higher)."""
+    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+
 def speed_factor(rng: np.random.Generator, cfg: AugmentConfig = DEFAULT) -> float:
-    """Log-uniform: as many slower as faster voices."""
-    lo, hi = np.log(cfg.speed[0]), np.log(cfg.speed[1])
-    return float(np.exp(rng.uniform(lo, hi)))
+    return _log_uniform(rng, cfg.speed)
 
 
 def change_speed(wav: np.ndarray, factor: float, length: int) -> np.ndarray:
@@ -46,7 +49,7 @@ def change_speed(wav: np.ndarray, factor: float, length: int) -> np.ndarray:
 
 
 def formant_factor(rng: np.random.Generator, cfg: AugmentConfig = DEFAULT) -> float:
-    return float(np.exp(rng.uniform(np.log(cfg.formants[0]), np.log(cfg.formants[1]))))
+    return _log_uniform(rng, cfg.formants)
 
 
 def shift_formants(wav: np.ndarray, factor: float, n_fft: int = 512, hop: int = 128, lifter: int = 30) -> np.ndarray:
@@ -110,7 +113,7 @@ def colour(wav: np.ndarray, rng: np.random.Generator, sample_rate: int, cfg: Aug
 
 
 def pitch_factor(rng: np.random.Generator, cfg: AugmentConfig = DEFAULT) -> float:
-    return float(np.exp(rng.uniform(np.log(cfg.pitch[0]), np.log(cfg.pitch[1]))))
+    return _log_uniform(rng, cfg.pitch)
 
 
 def shift_pitch(wav: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
