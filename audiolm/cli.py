@@ -167,6 +167,7 @@ def _semantic_eval(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
+    from audiolm.data.corpus import voice_groups
     from audiolm.pipeline import semantic_eval
 
     corpus, rate = semantic_eval.open_corpus(args.data)
@@ -178,11 +179,20 @@ def _semantic_eval(args: argparse.Namespace) -> int:
         if not keep:
             raise ValueError(f"{args.data}: no utterance of speakers {', '.join(args.speakers)} in '{args.split}'")
         ds = ds.select(keep)
+    parts = {"": ds}
+    if not args.speakers and args.split == "heldout" and "train" in corpus:
+        groups = voice_groups(corpus)
+        if len(groups) > 1:  # voices the corpus trains on and voices it never does, apart
+            speakers = ds["speaker"]
+            parts = {f", {g}": ds.select([i for i, s in enumerate(speakers) if s in set(members)])
+                     for g, members in groups.items()}
     rows = []
     probe_on = corpus["train"] if args.split != "train" and "train" in corpus else None
     for spec in args.model:
         name, tokenizer = semantic_eval.load_tokenizer(spec, corpus, rate, args.context)
-        rows.append(semantic_eval.evaluate(name, tokenizer, ds, rate, probe_on))
+        # the histogram probe names training speakers only: no row for voices it cannot name
+        rows += [semantic_eval.evaluate(name + suffix, tokenizer, part, rate, None if "unseen" in suffix else probe_on)
+                 for suffix, part in parts.items()]
     print(semantic_eval.format_table(rows))
     who = f", speakers {', '.join(args.speakers)}" if args.speakers else ""
     print(f"{ds.num_rows} utterances ({sum(ds['duration']) / 60:.1f} min) of {args.data} [{args.split}{who}]. "

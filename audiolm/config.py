@@ -57,6 +57,9 @@ class DemoCorpusConfig:
     heldout_voices: int = 0  # training voices that also read the held-out sentences (0 = all of them)
     sentences: int = 360  # distinct sentences in total (train + held-out)
     heldout_sentences: int = 40  # each read by every held-out voice
+    # sentences read as one held-out utterance: 2 makes them long enough (~7 s) for a prompt, its true
+    # next seconds (the speaker judge's calibration) and other utterances of the voice to enrol it
+    sentences_per_heldout_utterance: int = 1
     voices_per_train_sentence: int = 2
     seed: int = 0
 
@@ -256,6 +259,7 @@ class ContinuationConfig:
     batch_size: int = 16  # prompts generated together
     seed: int = 0
     report_examples: int = 4  # spectrogram figures in the report
+    judge_utterances: int = 1000  # train-split utterances the speaker judges learn from (spread over it)
     semantic: SamplingConfig = field(default_factory=SamplingConfig)
     coarse: SamplingConfig = field(default_factory=SamplingConfig)
     fine: SamplingConfig = field(default_factory=SamplingConfig)

@@ -123,7 +123,8 @@ def test_push_uploads_exactly_the_bundle_with_a_valid_card(tiny_continuations, b
     assert model_name == "AudioLM (tiny)"
     measured = json.loads((tiny_continuations.run_dir / "continuations" / "results.json").read_text())
     by_name = {r.metric_name: r.metric_value for r in results}
-    assert by_name["speaker accuracy, continuations with the acoustic prompt"] == measured["speaker_accuracy"]["continuation"]
+    kept = measured["speaker"]["training voices"]["scores"]["continuation"]["accuracy"]
+    assert by_name["voice kept, continuations with the acoustic prompt, training voices"] == kept
     coarse = json.loads((tiny_continuations.run_dir / "lm-coarse" / "stage.json").read_text())
     assert by_name["coarse LM held-out perplexity per codebook"] == coarse["heldout_perplexity"]
     assert 'AudioLM.from_pretrained("someone/tiny-audiolm")' in card.text

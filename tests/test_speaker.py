@@ -48,3 +48,36 @@ def test_embedding_identifies_voices_it_never_trained_on(voices):
 def test_embedding_needs_two_training_voices():
     with pytest.raises(ValueError, match="at least two training speakers"):
         SpeakerEmbedding.fit_features(np.zeros((4, 80)), ["a"] * 4)
+
+
+def test_stage_4_judge_is_calibrated_on_real_continuations(tmp_path):
+    """Stage 4's protocol on a small corpus of many voices: the judge learned on the train split names
+    the prompt's voice for the true next seconds of held-out utterances, of training voices and of
+    Klatt voices it never heard, and rejects another voice's next seconds claimed for the prompt."""
+    from audiolm.config import DataConfig
+    from audiolm.data.corpus import build_corpus, read_wavs, voice_groups
+    from audiolm.pipeline import speaker_eval
+
+    demo = DemoCorpusConfig(bank="many", voices=24, unseen_voices=5, heldout_voices=5, sentences=72, heldout_sentences=8,
+                            sentences_per_heldout_utterance=2, voices_per_train_sentence=2)
+    corpus, _ = build_corpus(DataConfig(demo=demo), tmp_path / "cache")
+    heldout, rate = corpus["heldout"], 16000
+    groups = voice_groups(corpus)
+    assert set(groups) == {"training voices", "unseen voices"} and all(len(g) == 5 for g in groups.values())
+    speakers = heldout["speaker"]
+    picks = [i for i, s in enumerate(speakers) if i == speakers.index(s)]  # each voice's first utterance prompts
+    enrol = speaker_eval.enrolment_rows(speakers, picks, set(speakers))
+    assert all(len(rows) == 3 and not set(rows) & set(picks) for rows in enrol.values())
+    judge = speaker_eval.build_judge(read_wavs(corpus["train"], list(range(corpus["train"].num_rows)), rate, rate),
+                                     corpus["train"]["speaker"],
+                                     {v: read_wavs(heldout, rows, rate, rate) for v, rows in enrol.items()}, rate)
+    wavs = read_wavs(heldout, picks, rate, rate)
+    assert min(len(w) for w in wavs) >= 4 * rate
+    clips = {"real audio": {"prompt": [w[: 2 * rate] for w in wavs], "true continuation": [w[2 * rate : 4 * rate] for w in wavs]}}
+    judged = speaker_eval.judge_voices({"real audio": judge}, groups, [speakers[i] for i in picks], rate, clips)
+    for group, r in judged.items():
+        true, swap = r["scores"]["true continuation"], r["scores"]["swapped"]
+        assert r["chance"] == 1 / 5 and true["accuracy"] >= 0.8 and swap["accuracy"] <= r["chance"], (group, r)
+        assert true["cosine"] > swap["cosine"], (group, r)
+    with pytest.raises(ValueError, match="no utterance left to enrol"):
+        speaker_eval.enrolment_rows(speakers, list(range(heldout.num_rows)), set(speakers))

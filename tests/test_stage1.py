@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from audiolm.config import load_config
+from audiolm.data.corpus import voice_groups
 from audiolm.pipeline import corpus_stage, rundir, semantic_stage
 from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -103,9 +104,10 @@ def test_corpus_stage_records_counts(tiny_run):
 @pytest.mark.slow
 def test_demo_tokens_beat_mfcc_kmeans(tmp_path):
     """On the full demo corpus (about 5 minutes): the demo's semantic tokens (the phone decisions of
-    an encoder trained here, K=53) against MFCC k-means (CMVN, +-4 frames) at the same K on the
-    held-out split: PNMI at least 0.1 higher (measured +0.198) and a cross-voice AUC of at least 0.9
-    (0.990); on the two voices the encoder never heard, higher PNMI and AUC >= 0.9."""
+    an encoder trained here, K=53) against MFCC k-means (CMVN, +-4 frames) at the same K, for the
+    training voices and, apart, the voices no model trains on (issue 15's targets: PNMI at least 0.1
+    higher, cross-voice AUC >= 0.95). On the 2-core AVX2 machine without bf16 of 2026-11-30 the
+    encoder gets ~106 steps in its 2.25 minutes and misses them (README, stage 1)."""
     from audiolm.pipeline import semantic_eval
 
     cfg = load_config(REPO / "pipelines" / "demo.yaml", [f"runs_dir={tmp_path}"])
@@ -115,15 +117,13 @@ def test_demo_tokens_beat_mfcc_kmeans(tmp_path):
     corpus, rate = semantic_eval.open_corpus(str(cfg.run_dir))
     assert marker["semantic_vocab_size"] == 53  # eSpeak NG's English phones with silence
     mfcc = semantic_eval.spectral_baseline(f"mfcc:{marker['semantic_vocab_size']}", corpus, rate, context=4)
-    baseline = semantic_eval.evaluate("mfcc", mfcc, corpus["heldout"], rate)
-    assert marker["heldout_phones"]["pnmi"] >= baseline.pnmi + 0.1, (marker["heldout_phones"], baseline)
-    assert marker["heldout_voice_consistency"]["auc"] >= 0.9
     heldout = corpus["heldout"]
-    unheard = heldout.select([i for i, s in enumerate(heldout["speaker"]) if s in cfg.semantic.encoder.exclude_speakers])
-    ours = semantic_eval.evaluate("demo", SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic"), unheard, rate)
-    theirs = semantic_eval.evaluate("mfcc", mfcc, unheard, rate)
-    # measured +0.105 on the two unheard voices alone (MFCC k-means splits fewer voices there)
-    assert ours.auc >= 0.9 and ours.pnmi >= theirs.pnmi + 0.05, (ours, theirs)
+    for group, members in voice_groups(corpus).items():
+        rows = heldout.select([i for i, s in enumerate(heldout["speaker"]) if s in members])
+        baseline = semantic_eval.evaluate("mfcc", mfcc, rows, rate)
+        key = "_" + group.replace(" ", "_")
+        ours = marker[f"heldout_phones{key}"]["pnmi"], marker[f"heldout_voice_consistency{key}"]["auc"]
+        assert ours[0] >= baseline.pnmi + 0.1 and ours[1] >= 0.95, (group, ours, baseline)
 
 
 def test_dedup_option_adds_repeat_free_ids_and_reuses_the_tokenizer(tiny_run, tmp_path):

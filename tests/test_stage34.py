@@ -36,9 +36,15 @@ def test_continuations_have_the_asked_length_and_start_with_their_prompt(tiny_co
         np.testing.assert_allclose(full[: len(prompt)], prompt, atol=1e-4)
         np.testing.assert_allclose(full[len(prompt) :], cont, atol=1e-4)
         assert np.sqrt(np.mean(cont**2)) > 1e-4  # not silent
-    assert set(results["speaker_accuracy"]) == {"resynthesized prompt", "continuation", "semantic-only"}
+    judged = results["speaker"]["training voices"]  # the tiny corpus has no unseen voices
+    assert judged["voices"] == 4 and judged["chance"] == 0.25
+    assert set(judged["scores"]) == {"true continuation", "swapped", "true continuation, through the codec",
+                                     "swapped, through the codec", "continuation", "semantic-only"}
+    scores = judged["scores"]  # the judges, calibrated: true continuations named right, swapped ones not
+    assert scores["true continuation"]["accuracy"] == 1 and scores["swapped"]["accuracy"] == 0
+    assert scores["true continuation"]["cosine"] > scores["swapped"]["cosine"]
     report = (cfg.run_dir / "report.md").read_text()
-    assert "held-out perplexity" in report and "speaker accuracy" in report
+    assert "held-out perplexity" in report and "named as the prompt's voice" in report
     assert (cfg.run_dir / "report" / "loss_curves.png").stat().st_size > 1000
     assert (cfg.run_dir / "report" / f"{results['examples'][0]}.png").exists()
 

@@ -214,3 +214,13 @@ def read_wavs(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate:
     """The `audio` of the given rows as float32 arrays, resampled from the corpus rate to `to_rate`."""
     table = ds.select_columns(["audio"]).with_format("numpy")
     return [audio.resample(table[i]["audio"], from_rate, to_rate) for i in indices]
+
+
+def voice_groups(corpus: datasets.DatasetDict, never_trained: list[str] | tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """The held-out split's speakers in two groups: "training voices", which also read train-split
+    utterances, and "unseen voices", which read none (or are in `never_trained`, speakers a stage
+    kept out of its training). Empty groups are left out; every figure is reported per group."""
+    train = set(corpus["train"]["speaker"]) - set(never_trained) if "train" in corpus else set()
+    speakers = sorted(set(corpus["heldout"]["speaker"]))
+    groups = {"training voices": [s for s in speakers if s in train], "unseen voices": [s for s in speakers if s not in train]}
+    return {name: members for name, members in groups.items() if members}

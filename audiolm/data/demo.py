@@ -112,8 +112,12 @@ def demo_utterances(cfg: DemoCorpusConfig) -> Iterator[DemoUtterance]:
         raise ValueError("data.demo.voices_per_train_sentence must be between 1 and data.demo.voices")
     if not 0 <= cfg.heldout_voices <= cfg.voices:
         raise ValueError("data.demo.heldout_voices must be between 0 (all) and data.demo.voices")
+    if cfg.sentences_per_heldout_utterance < 1:
+        raise ValueError("data.demo.sentences_per_heldout_utterance must be at least 1")
     texts = sentences(cfg.sentences, cfg.seed)
-    heldout, train = texts[: cfg.heldout_sentences], texts[cfg.heldout_sentences :]
+    n = cfg.sentences_per_heldout_utterance
+    heldout = [" ".join(texts[i : min(i + n, cfg.heldout_sentences)]) for i in range(0, cfg.heldout_sentences, n)]
+    train = texts[cfg.heldout_sentences :]
     ids = list(train_voices)
     # a stride one past even spacing, so the readers differ in accent as well as in variant
     step = len(ids) // cfg.heldout_voices + 1 if cfg.heldout_voices else 1

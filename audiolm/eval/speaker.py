@@ -120,3 +120,30 @@ class SpeakerEmbedding:
         centres = np.stack([enrolled[n].mean(0) for n in names])
         centres /= np.linalg.norm(centres, axis=1, keepdims=True).clip(1e-12)
         return [names[i] for i in (clips @ centres.T).argmax(1)]
+
+
+def voice_scores(embedding: SpeakerEmbedding, enrolled: dict[str, np.ndarray], voices: list[str], prompts: np.ndarray,
+                 clips: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """How well clips keep the voice of their prompts. `voices[i]` is the voice of prompt i,
+    `prompts` [n, d] their embeddings, `clips` condition -> [n, d] (clip i follows prompt i), and
+    `enrolled` voice -> embeddings of other utterances of that voice (the candidates). Per condition:
+    `accuracy`, the fraction of clips whose nearest enrolled voice is their prompt's, and `cosine`,
+    the mean cosine between each clip and its prompt."""
+    for name, e in clips.items():
+        if len(e) != len(voices):
+            raise ValueError(f"{len(e)} '{name}' clips for {len(voices)} prompts")
+    scores = {}
+    for name, e in clips.items():
+        named = embedding.identify(enrolled, e)
+        scores[name] = {"accuracy": float(np.mean([p == v for p, v in zip(named, voices, strict=True)])),
+                        "cosine": float(np.mean(np.sum(e * prompts, axis=1)))}
+    return scores
+
+
+def swapped(voices: list[str]) -> list[int]:
+    """For each prompt, another prompt of a different voice (the next one along, cyclically): its
+    true continuation, claimed for this prompt, is what a judge must reject."""
+    if len(set(voices)) < 2:
+        raise ValueError("swapping continuations needs prompts of at least two voices")
+    n = len(voices)
+    return [next((i + k) % n for k in range(1, n) if voices[(i + k) % n] != voices[i]) for i in range(n)]

@@ -23,10 +23,9 @@ from tqdm.auto import tqdm
 from audiolm import audio
 from audiolm.config import PipelineConfig, config_hash
 from audiolm.continuation import PARTS, AudioLM
-from audiolm.data.corpus import read_wavs
-from audiolm.eval.speaker import SpeakerClassifier
+from audiolm.data.corpus import read_wavs, voice_groups
 from audiolm.files import atomic_write_text
-from audiolm.pipeline import codec_eval, corpus_stage, lm_stage, report, rundir
+from audiolm.pipeline import codec_eval, corpus_stage, lm_stage, report, rundir, speaker_eval
 
 KINDS = ("prompt", "continuation", "full", "semantic-only")
 
@@ -77,44 +76,72 @@ def _generate(cfg: PipelineConfig, model: AudioLM, heldout: datasets.Dataset, co
     return spent
 
 
-def fit_speaker_classifier(cfg: PipelineConfig, model: AudioLM, utterances: int = 320) -> SpeakerClassifier:
-    """Trained on train-split audio as the codec renders it (decoded from the stored acoustic codes):
-    the codec colours the spectrum, and the question is whether the LMs keep the voice, not whether
-    the codec does (a classifier trained on the original audio judged the demo codec's own
-    resynthesis right only half of the time)."""
-    tokens = lm_stage.read_tokens(cfg)[0]["train"]
-    rows = tokens.select(rundir.spread_indices(tokens.num_rows, utterances)).select_columns(["speaker", "acoustic_codes"])
-    wavs = [model.decode(np.asarray(codes)) for codes in tqdm(rows["acoustic_codes"], desc="speaker classifier", leave=False)]
-    return SpeakerClassifier.fit(wavs, rows["speaker"], model.codec.sample_rate)
+def judges(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, corpus_rate: int, picks: list[int],
+           voices: set[str]) -> dict[str, speaker_eval.Judge]:
+    """The real-audio and codec judges: learned on the train split (its audio, and the codec's
+    rendering of its stored codes), the held-out voices enrolled from their utterances that are not
+    prompts (likewise)."""
+    tokens = lm_stage.read_tokens(cfg)[0]
+    rate = model.codec.sample_rate
+    train, heldout = corpus["train"], corpus["heldout"]
+    if tokens["train"]["id"] != train["id"] or tokens["heldout"]["id"] != heldout["id"]:
+        raise ValueError(f"{lm_stage.tokens_dir(cfg)} does not match the corpus row for row; rerun stages 1-2")
+    train_rows = rundir.spread_indices(train.num_rows, cfg.continuation.judge_utterances)
+    enrol = speaker_eval.enrolment_rows(heldout["speaker"], picks, voices)
+    enrol_rows = [i for rows in enrol.values() for i in rows]
+    speakers = train.select(train_rows)["speaker"]
+
+    def decoded(ds: datasets.Dataset, rows: list[int]) -> list[np.ndarray]:
+        codes = ds.select(rows)["acoustic_codes"]
+        return [model.decode(np.asarray(c)) for c in tqdm(codes, desc="speaker judge: codec renderings", leave=False)]
+
+    def by_voice(wavs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+        at = dict(zip(enrol_rows, wavs, strict=True))
+        return {v: [at[i] for i in rows] for v, rows in enrol.items()}
+
+    return {"real audio": speaker_eval.build_judge(read_wavs(train, train_rows, corpus_rate, rate), speakers,
+                                                   by_voice(read_wavs(heldout, enrol_rows, corpus_rate, rate)), rate),
+            "codec": speaker_eval.build_judge(decoded(tokens["train"], train_rows), speakers,
+                                              by_voice(decoded(tokens["heldout"], enrol_rows)), rate)}
 
 
-def evaluate(cfg: PipelineConfig, model: AudioLM, heldout: datasets.Dataset, picks: list[int], out: Path) -> dict:
-    classifier = fit_speaker_classifier(cfg, model)
+def evaluate(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, corpus_rate: int, picks: list[int],
+             out: Path) -> dict:
+    """Lengths and levels of the continuations, and the voice judges' figures per voice group."""
+    heldout = corpus["heldout"]
     ids, speakers = heldout["id"], heldout["speaker"]
-    truth = [speakers[i] for i in picks]
-    loaded = {kind: [audio.load(out / f"{ids[i]}.{kind}.wav") for i in picks] for kind in KINDS}
-    rate = loaded["prompt"][0][1]
-    wavs = {kind: [w for w, _ in pairs] for kind, pairs in loaded.items()}
-    wavs["resynthesized prompt"] = [model.decode(model.encode(w)) for w in wavs["prompt"]]
-    seconds = [len(w) / rate for w in wavs["continuation"]]
-    rms = [float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) for w in wavs["continuation"]]
+    loaded = {kind: [audio.load(out / f"{ids[i]}.{kind}.wav")[0] for i in picks] for kind in KINDS}
+    rate = model.codec.sample_rate
+    real = read_wavs(heldout, picks, corpus_rate, rate)
+    spans = [(len(p), len(p) + len(c)) for p, c in zip(loaded["prompt"], loaded["continuation"], strict=True)]
+    through = [model.decode(model.encode(w[:b])) for w, (_, b) in zip(real, spans, strict=True)]
+    clips = {"real audio": {"prompt": loaded["prompt"],
+                            "true continuation": [w[a:b] for w, (a, b) in zip(real, spans, strict=True)]},
+             "codec": {"prompt": [w[:a] for w, (a, _) in zip(through, spans, strict=True)],
+                       "true continuation, through the codec": [w[a:b] for w, (a, b) in zip(through, spans, strict=True)],
+                       "continuation": loaded["continuation"], "semantic-only": loaded["semantic-only"]}}
+    voices = [speakers[i] for i in picks]
+    judged = speaker_eval.judge_voices(judges(cfg, model, corpus, corpus_rate, picks, set(voices)), voice_groups(corpus),
+                                       voices, rate, clips)
+    seconds = [len(w) / rate for w in loaded["continuation"]]
+    rms = [float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) for w in loaded["continuation"]]
     return {
-        "prompts": len(picks), "voices": len(set(truth)), "chance": 1 / len(classifier.labels),
-        "speaker_accuracy": {kind: classifier.accuracy(wavs[kind], truth, rate)
-                             for kind in ("resynthesized prompt", "continuation", "semantic-only")},
+        "prompts": len(picks), "voices": len(set(voices)), "speaker": judged,
         "continuation_seconds": {"min": min(seconds), "max": max(seconds), "asked": cfg.continuation.seconds},
         "continuation_rms": {"min": min(rms), "median": float(np.median(rms))},
         "examples": [ids[i] for i in picks],
     }
 
 
-def codec_figures(cfg: PipelineConfig, model: AudioLM, heldout: datasets.Dataset, corpus_rate: int,
+def codec_figures(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, corpus_rate: int,
                   clips_per_group: int = 4) -> dict:
     """The codec on held-out sentences of the voices it trained on and, apart, of the voices it never
-    heard (`codec.exclude_speakers`): codec-eval's row with all codebooks (a few clips: Harvest, the
+    heard (in no training split, or in `codec.exclude_speakers`): codec-eval's row with all codebooks (a few clips: Harvest, the
     pitch tracker, runs at ~4x real time; `audiolm codec-eval` gives the full table), and
     spectrograms of two unseen-voice clips for the report."""
-    unseen = set(cfg.codec.exclude_speakers)
+    heldout = corpus["heldout"]
+    voices = voice_groups(corpus, cfg.codec.exclude_speakers)
+    unseen = set(voices.get("unseen voices", []))
     speakers = heldout["speaker"]
     groups = {"seen voices": [i for i, s in enumerate(speakers) if s not in unseen],
               "unseen voices": [i for i, s in enumerate(speakers) if s in unseen]}
@@ -144,21 +171,26 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
     heldout = corpus["heldout"]
-    picks = choose_prompts(heldout, cfg.continuation.prompts, cfg.continuation.prompt_seconds + 1.0)
+    c = cfg.continuation
+    # long enough for the true next seconds (the judge's calibration), and to end a prompt inside speech
+    picks = choose_prompts(heldout, c.prompts, c.prompt_seconds + max(1.0, c.seconds))
     if force:
         shutil.rmtree(out, ignore_errors=True)
     rundir.prepare_partial(out, digest, "continuations")
     spent = _generate(cfg, model, heldout, corpus_rate, picks, out)
-    results = evaluate(cfg, model, heldout, picks, out)
-    results["codec"] = codec_figures(cfg, model, heldout, corpus_rate)
+    results = evaluate(cfg, model, corpus, corpus_rate, picks, out)
+    results["codec"] = codec_figures(cfg, model, corpus, corpus_rate)
     if spent:  # both conditions were generated: 2 x prompts x seconds of audio
         results["generation_real_time_factor"] = 2 * len(picks) * cfg.continuation.seconds / spent
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     report.write(cfg, results)
     rundir.write_marker(out, digest, stage="continuations", complete=True)
-    acc = results["speaker_accuracy"]
-    print(f"stage 4 (continuation): speaker accuracy {acc['continuation']:.1%} with the acoustic prompt, "
-          f"{acc['semantic-only']:.1%} with semantic ids only (chance {results['chance']:.1%}; "
-          f"the prompts resynthesized by the codec {acc['resynthesized prompt']:.1%})")
+    for group, r in results["speaker"].items():
+        acc = {name: v["accuracy"] for name, v in r["scores"].items()}
+        print(f"stage 4 (continuation), {group} ({r['voices']}): the prompt's voice named for {acc['continuation']:.1%} "
+              f"of continuations with the acoustic prompt, {acc['semantic-only']:.1%} with semantic ids only (chance "
+              f"{r['chance']:.1%}; calibration: true continuations {acc['true continuation']:.1%}, swapped "
+              f"{acc['swapped']:.1%}; through the codec {acc['true continuation, through the codec']:.1%} and "
+              f"{acc['swapped, through the codec']:.1%})")
     print(f"stage 4 (continuation): wavs in {out}/, report in {cfg.run_dir / 'report.md'}")
     return out

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from audiolm.config import PipelineConfig, SemanticConfig, config_hash
-from audiolm.data.corpus import read_wavs
+from audiolm.data.corpus import read_wavs, voice_groups
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
@@ -114,6 +114,27 @@ def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Datas
                           lambda indices: progress.update(sum(durations[i] for i in indices)))
 
 
+def _heldout_figures(rows: datasets.Dataset, corpus_rate: int, frame_rate: float, label: str, key: str) -> dict:
+    """PNMI and purities, and the cross-voice consistency of deduplicated tokens, printed and returned
+    for the marker (keys `heldout_phones<key>`, `heldout_voice_consistency<key>`)."""
+    info = {}
+    ids = [np.asarray(x) for x in rows["semantic"]]
+    phones = semantic_eval.phone_scores(ids, rows, corpus_rate, frame_rate)
+    if phones is not None:
+        info[f"heldout_phones{key}"] = dataclasses.asdict(phones)
+        print(f"  {label}: PNMI {phones.pnmi:.3f}, phone purity {phones.phone_purity:.3f}, "
+              f"cluster purity {phones.cluster_purity:.3f}")
+    try:
+        vc = voice_consistency(ids, rows["text"], rows["speaker"])
+        info[f"heldout_voice_consistency{key}"] = dataclasses.asdict(vc)
+        print(f"  {label}: edit distance of deduplicated tokens, same sentence by another voice "
+              f"{vc.same_text_other_voice:.3f}, another sentence by the same voice {vc.other_text_same_voice:.3f} "
+              f"(AUC {vc.auc:.3f})")
+    except ValueError as err:  # corpora without repeated sentences across voices
+        print(f"  {label}: no voice-consistency check ({err})")
+    return info
+
+
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
@@ -135,19 +156,11 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     heldout = tokens["heldout"]
     info = {"stage": "semantic-tokens", "semantic_frame_rate": tokenizer.frame_rate,
             "semantic_vocab_size": tokenizer.num_clusters, "semantic_tokenizer": "semantic"}
-    heldout_ids = [np.asarray(x) for x in heldout["semantic"]]
-    phones = semantic_eval.phone_scores(heldout_ids, heldout, corpus_rate, tokenizer.frame_rate)
-    if phones is not None:
-        info["heldout_phones"] = dataclasses.asdict(phones)
-        print(f"  held-out PNMI {phones.pnmi:.3f}, phone purity {phones.phone_purity:.3f}, "
-              f"cluster purity {phones.cluster_purity:.3f}")
-    try:
-        vc = voice_consistency(heldout_ids, heldout["text"], heldout["speaker"])
-        info["heldout_voice_consistency"] = dataclasses.asdict(vc)
-        print(f"  held-out edit distance of deduplicated tokens: same sentence, other voice "
-              f"{vc.same_text_other_voice:.3f}; other sentence, same voice {vc.other_text_same_voice:.3f} (AUC {vc.auc:.3f})")
-    except ValueError as err:  # corpora without repeated sentences across voices
-        print(f"  (no voice-consistency check: {err})")
+    groups = voice_groups(corpus) if "train" in corpus else {}
+    for group, members in {"all voices": None, **(groups if len(groups) > 1 else {})}.items():
+        rows = heldout if members is None else heldout.select([i for i, s in enumerate(heldout["speaker"]) if s in members])
+        key = "" if members is None else "_" + group.replace(" ", "_")
+        info.update(_heldout_figures(rows, corpus_rate, tokenizer.frame_rate, f"held-out, {group}", key))
     rundir.save_dataset(tokens, out)
     rundir.write_marker(out, digest, **info)
     rundir.write_resolved_config(cfg, out)

@@ -41,13 +41,13 @@ def run_metrics(lms: dict[str, dict | None], results: dict | None) -> list[dict[
                             "value": lm["heldout_perplexity"],
                             "shown": f"{lm['heldout_perplexity']:.3g} (unigram {lm['unigram_perplexity']:.3g})"})
     if results:
-        chance = results["chance"]
-        for kind, name in (("continuation", "continuations with the acoustic prompt"),
-                           ("semantic-only", "continuations from semantic ids only"),
-                           ("resynthesized prompt", "prompts resynthesized by the codec")):
-            value = results["speaker_accuracy"][kind]
-            metrics.append({"name": f"speaker accuracy, {name}", "type": "accuracy", "value": value,
-                            "shown": f"{value:.1%} (chance {chance:.1%})"})
+        for group, r in results.get("speaker", {}).items():
+            for kind, name in (("continuation", "continuations with the acoustic prompt"),
+                               ("semantic-only", "continuations from semantic ids only"),
+                               ("true continuation, through the codec", "true continuations through the codec")):
+                value = r["scores"][kind]["accuracy"]
+                metrics.append({"name": f"voice kept, {name}, {group}", "type": "accuracy", "value": value,
+                                "shown": f"{value:.1%} (chance {r['chance']:.1%}, {r['voices']} voices)"})
         if "generation_real_time_factor" in results:
             rtf = results["generation_real_time_factor"]
             metrics.append({"name": "generation speed (audio seconds per wall second)", "type": "real_time_factor",
@@ -60,7 +60,8 @@ def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
     source = describe_source(cfg.data)
     if source == "demo":
         d = cfg.data.demo
-        corpus = f"a corpus synthesized offline with eSpeak NG ({d.voices} voices, {d.sentences} sentences)"
+        unseen = f", {d.unseen_voices} more that only read held-out sentences" if d.unseen_voices else ""
+        corpus = f"a corpus synthesized offline with eSpeak NG ({d.voices} voices{unseen}, {d.sentences} sentences)"
         dataset_type, dataset_name = "audiolm-demo", "eSpeak NG demo corpus"
     else:
         corpus, dataset_type, dataset_name = f"`{cfg.data.source}`", cfg.data.source, cfg.data.source
@@ -70,10 +71,11 @@ def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
     c = cfg.continuation
     steps = ", ".join(f"{t} LM {(lm or {}).get('steps', '?')}" for t, lm in lms.items())
     evaluation = (f"Held-out perplexity of each LM on {cfg.lm.eval_utterances} held-out utterances, next to a unigram model of "
-                  "the same targets. Speaker accuracy: a classifier of mel statistics, trained on the codec's rendering of "
-                  f"the train split, names the voice of {results.get('prompts', c.prompts)} continuations of {c.seconds:g} s "
-                  f"from {c.prompt_seconds:g} s held-out prompts ({results.get('voices', '?')} voices); the semantic-only "
-                  "condition withholds the prompt's codec tokens, so it cannot copy the voice.")
+                  "the same targets. Voice kept: a speaker embedding learned on train-split audio names each of "
+                  f"{results.get('prompts', c.prompts)} continuations of {c.seconds:g} s from {c.prompt_seconds:g} s held-out "
+                  "prompts as the nearest held-out voice of its group (enrolled from other utterances), for voices the "
+                  "models trained on and voices none of them heard; the semantic-only condition withholds the prompt's "
+                  "codec tokens, so it cannot copy the voice.")
     training = f"Pipeline `{cfg.name}` on {corpus}; training steps: {steps}."
     return {"repo_id": repo_id, "model_name": f"AudioLM ({cfg.name})", "metrics": run_metrics(lms, results),
             "evaluation": evaluation, "training": training, "license": cfg.share.license,

@@ -70,6 +70,11 @@ def test_many_voices_bank_is_seeded_distinct_and_keeps_the_unseen_family_out_of_
     every = list(demo_utterances(dataclasses.replace(cfg, heldout_voices=0)))
     assert {u.speaker for u in every if u.split == "train"} == set(train_voices)
     assert {u.speaker for u in every if u.split == "heldout"} == set(train_voices) | set(unseen_voices)
+    # held-out utterances of two sentences each: half as many, each still read by every held-out voice
+    paired = [u for u in demo_utterances(dataclasses.replace(cfg, sentences_per_heldout_utterance=2)) if u.split == "heldout"]
+    texts = sorted({u.text for u in heldout})
+    assert len({u.text for u in paired}) == 5 and all(u.text.count(". ") + u.text.count("? ") == 1 for u in paired)
+    assert {s for u in paired for s in texts if s in u.text} == set(texts)
 
 
 def test_formant_scale_moves_the_spectrum_and_keeps_pitch_and_timing():
