@@ -204,6 +204,7 @@ class CodecConfig:
     decoder_layers: int = 6
     latent_dim: int = 128
     codebook_size: int = 1024
+    pitch_steps: int = 0  # log-F0 steps of the pitch codebook (0 = codebook_size - 1: 4-cent steps at 1024)
     quantizer_dropout: bool = True  # train with a random number of codebooks: one model, several bitrates
     commitment_weight: float = 1.0
     segment_seconds: float = 1.0

@@ -45,7 +45,7 @@ def build_codec(c: CodecConfig) -> SourceFilterCodec:
         sample_rate=c.sample_rate, hop_length=c.hop_length, stft_hop=c.stft_hop, n_fft=c.n_fft, dim=c.dim,
         ffn_dim=c.ffn_dim, encoder_layers=c.encoder_layers, decoder_layers=c.decoder_layers, latent_dim=c.latent_dim,
         num_codebooks=c.num_codebooks, codebook_size=c.codebook_size, quantizer_dropout=c.quantizer_dropout,
-        commitment_weight=c.commitment_weight))
+        commitment_weight=c.commitment_weight, pitch_steps=c.pitch_steps))
 
 
 def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int,

@@ -55,6 +55,13 @@ def test_pitch_code_is_exact_to_a_few_cents_and_zero_when_unvoiced():
     step_cents = 1200 * math.log2(500 / 50) / 1023
     assert (1200 * torch.log2(got / expected)).abs().max() <= step_cents / 2 + 0.01  # within half a 3.9-cent step
     assert (codec.pitch_codes(codec.pitch(torch.zeros(1, 3200))) == 0).all()  # silence: unvoiced
+    # a coarser grid (the demo's 128 steps of 31 cents): ids 1..128 only, each within half a step
+    coarse = SourceFilterCodec(SourceFilterCodecConfig(dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1,
+                                                       latent_dim=16, codebook_size=1024, pitch_steps=128))
+    ids = coarse.pitch_codes(f0)[0]
+    assert ids[0] == 0 and (ids[1:] >= 1).all() and (ids <= 128).all()
+    got = coarse.pitch_of(ids[None])[0, ::2][1:]
+    assert (1200 * torch.log2(got / expected)).abs().max() <= 1200 * math.log2(10) / 128 / 2 + 0.01
 
 
 def test_save_load_and_hub_mixin(tmp_path):
