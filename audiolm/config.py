@@ -237,6 +237,9 @@ class LanguageModelsConfig:
     coarse_codebooks: int = 4  # the first Qc codebooks are "coarse", the others "fine"
     semantic_dedup: bool = False  # semantic LM on ids with repeats removed (re-expanded by mean run length)
     pack_speakers: bool = True  # training windows run on into the same speaker's next utterances
+    # the codec's codebook 0 is an ordered pitch scale (our source-filter codec): its ids' embeddings and
+    # output rows start as smooth functions of the step (Decoder.init_ordinal)
+    ordinal_pitch: bool = False
     eval_utterances: int = 96  # held-out utterances for perplexities (0 = all)
     semantic: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=10.0))
     coarse: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=4.0))
@@ -366,19 +369,43 @@ def merge_override(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A pipeline YAML as a tree; `base: other.yaml` (relative to the file) is read first and this
+    file's keys override it, section by section."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such pipeline config")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({err})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a pipeline config must be a mapping")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{path}: 'base: {base}' refers back to itself")
+    merged = read_yaml(base_path, (*seen, path.resolve()))
+    merged.pop("name", None)  # a run is named after its own file unless it says otherwise
+
+    def merge(into: dict, other: dict) -> None:
+        for key, value in other.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(merged, tree)
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: type = PipelineConfig) -> Any:
     """Defaults <- YAML file <- key=value overrides, validated."""
     tree: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: no such pipeline config")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML ({err})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: a pipeline config must be a mapping")
+        tree = read_yaml(path)
         if cls is PipelineConfig:
             tree.setdefault("name", path.stem)
     for text in overrides:

@@ -45,3 +45,20 @@ def test_config_hash_follows_values():
     assert config_hash(a.semantic) == config_hash(b.semantic)
     b.semantic.num_clusters += 1
     assert config_hash(a.semantic) != config_hash(b.semantic)
+
+
+def test_base_yaml_is_read_first_and_overridden_section_by_section(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nlm:\n  coarse: {dim: 96, train: {steps: 10, learning_rate: 0.01}}\n")
+    (tmp_path / "long.yaml").write_text("base: base.yaml\nlm:\n  coarse: {train: {steps: 40}}\n")
+    cfg = load_config(tmp_path / "long.yaml")
+    assert cfg.name == "long"  # named after its own file
+    assert cfg.lm.coarse.dim == 96 and cfg.lm.coarse.train.learning_rate == 0.01 and cfg.lm.coarse.train.steps == 40
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="refers back to itself"):
+        load_config(tmp_path / "loop.yaml")
+    long = load_config(REPO / "pipelines" / "demo-long.yaml")
+    demo = load_config(REPO / "pipelines" / "demo.yaml")
+    assert long.name == "demo-long" and long.data == demo.data  # the same corpus
+    parts = lambda c: (c.semantic.encoder, c.codec, c.lm.semantic, c.lm.coarse, c.lm.fine)  # noqa: E731
+    for a, b in zip(parts(long), parts(demo), strict=True):  # 4x the training, 4x the time
+        assert a.train.steps == 4 * b.train.steps and a.train.max_minutes == 4 * b.train.max_minutes

@@ -202,6 +202,19 @@ class Decoder(nn.Module, HubMixin):
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.layers))
 
+    @torch.no_grad()
+    def init_ordinal(self, lo: int, hi: int, periods: tuple[float, ...] = (3, 6, 12, 24, 48, 96, 192, 384)) -> None:
+        """Ids lo..hi-1 are steps of an ordered scale (the source-filter codec's pitch codebook: id lo + k
+        is log-F0 step k): their embeddings and output rows start as random linear maps of Fourier
+        features of k, so neighbouring steps start alike and "about the pitch just heard" is a smooth
+        function to learn instead of hi - lo separate ids."""
+        k = torch.arange(hi - lo, dtype=torch.float32)[:, None]
+        angles = 2 * math.pi * k / torch.tensor(periods, dtype=torch.float32)
+        features = torch.cat([angles.cos(), angles.sin()], dim=1)  # [steps, 2 * len(periods)]
+        for weight in (self.model.embed_tokens.weight, self.lm_head.weight):
+            rows = features @ torch.randn(features.shape[1], weight.shape[1])
+            weight[lo:hi] = rows / rows.std() * 0.02
+
     @staticmethod
     def _init(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -59,13 +59,17 @@ def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utteranc
 
 def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
     return config_hash("lm", task, getattr(cfg.lm, task), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances, cfg.lm.pack_speakers,
-                       cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"])
+                       cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"],
+                       *([True] if cfg.lm.ordinal_pitch and task != "semantic" else []))
 
 
-def build_model(spec: TaskSpec, lm: LMConfig) -> Decoder:
-    return Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=lm.dim, layers=lm.layers, heads=lm.heads,
-                                 kv_heads=lm.kv_heads, ffn_dim=lm.ffn_dim, dropout=lm.dropout,
-                                 max_positions=spec.max_length()), task=spec.to_dict())
+def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> Decoder:
+    model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=lm.dim, layers=lm.layers, heads=lm.heads,
+                                  kv_heads=lm.kv_heads, ffn_dim=lm.ffn_dim, dropout=lm.dropout,
+                                  max_positions=spec.max_length()), task=spec.to_dict())
+    if ordinal_pitch and spec.task != "semantic":  # id 0 of codebook 0 is "unvoiced": not on the scale
+        model.init_ordinal(spec.layout.codebook_offset(0) + 1, spec.layout.codebook_offset(1))
+    return model
 
 
 def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance], heldout: list[Utterance],
@@ -73,7 +77,7 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance
     lm: LMConfig = getattr(cfg.lm, task)
     spec = task_spec(cfg, task, marker, train)
     torch.manual_seed(lm.train.seed)
-    model = build_model(spec, lm)
+    model = build_model(spec, lm, cfg.lm.ordinal_pitch)
     work = cfg.run_dir / f"lm-{task}-train"
     rundir.prepare_partial(work, lm_hash(cfg, task, marker), f"lm-{task}-train")
     lm_task = LMTask(model, spec, lm.train, train, heldout, speakers)
@@ -103,6 +107,10 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
         if task not in TASKS:
             raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
     ds, marker = read_tokens(cfg)
+    codec_model = marker.get("codec_config", {}).get("model")
+    if cfg.lm.ordinal_pitch and codec_model != "source-filter":
+        raise ValueError(f"lm.ordinal_pitch needs a codec whose codebook 0 is a pitch scale (ours, source-filter); "
+                         f"the tokens in {tokens_dir(cfg)} come from '{codec_model}'")
     train = heldout = None
     speakers = ds["train"]["speaker"] if cfg.lm.pack_speakers else None
     for task in tasks:

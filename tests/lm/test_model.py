@@ -94,3 +94,20 @@ def test_fp16_generation_copies_serve_small_batches_only_and_stay_close():
         assert torch.equal(model(wide), reference(wide))
     assert torch.equal(model(ids), reference(ids))  # gradients on: fp32
     assert not any(name.endswith("low") for name in model.state_dict())
+
+
+def test_ordinal_init_makes_neighbouring_steps_alike_and_leaves_other_ids():
+    """A pitch codebook's ids start as smooth functions of the step: neighbours nearly the same
+    vector, far steps unrelated; the ids around the scale keep their random rows."""
+    model = _tiny()
+    before = model.model.embed_tokens.weight.clone()
+    torch.manual_seed(1)
+    model.init_ordinal(20, 84)
+    for weight in (model.model.embed_tokens.weight, model.lm_head.weight):
+        rows = torch.nn.functional.normalize(weight[20:84], dim=1)
+        near = (rows[:-1] * rows[1:]).sum(1)  # cosine of each step with the next
+        far = (rows[:32] * rows[32:]).sum(1)  # ... with the step 32 along
+        assert near.min() > 0.5 and far.abs().mean() < 0.5 * near.mean(), (near.min(), far.abs().mean())
+        assert abs(weight[20:84].std().item() - 0.02) < 1e-3  # the scale of the other rows
+    assert torch.equal(model.model.embed_tokens.weight[:20], before[:20])
+    assert torch.equal(model.model.embed_tokens.weight[84:], before[84:])
