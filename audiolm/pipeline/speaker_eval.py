@@ -21,7 +21,8 @@ import numpy as np
 
 from audiolm.eval.speaker import SpeakerEmbedding, swapped, voice_scores
 
-DOMAINS = ("real audio", "codec")
+# the judge of each domain, and how its true and swapped continuations are named
+SUFFIX = {"real audio": "", "codec": ", through the codec"}
 # condition -> (the judge that names it, what it is), in the order the report lists them
 CONDITIONS = {
     "true continuation": ("real audio", "the prompt utterance's own next seconds: the judge's calibration, >= 90%"),
@@ -80,9 +81,8 @@ def judge_voices(judges: dict[str, Judge], groups: dict[str, list[str]], voices:
         scores = {}
         for domain, e in embedded.items():
             judge = judges[domain]
-            true = "true continuation" + ("" if domain == "real audio" else ", through the codec")
             conditions = {name: e[name][rows] for name, (d, _) in CONDITIONS.items() if d == domain and name in e}
-            conditions["swapped" + ("" if domain == "real audio" else ", through the codec")] = e[true][other]
+            conditions["swapped" + SUFFIX[domain]] = e["true continuation" + SUFFIX[domain]][other]
             candidates = {v: judge.enrolled[v] for v in members if v in judge.enrolled}
             scores.update(voice_scores(judge.embedding, candidates, group_voices, e["prompt"][rows], conditions))
         out[group] = {"voices": len(set(group_voices)), "candidates": len(candidates), "prompts": len(rows),
