@@ -60,5 +60,5 @@ def test_base_yaml_is_read_first_and_overridden_section_by_section(tmp_path):
     demo = load_config(REPO / "pipelines" / "demo.yaml")
     assert long.name == "demo-long" and long.data == demo.data  # the same corpus
     parts = lambda c: (c.semantic.encoder, c.codec, c.lm.semantic, c.lm.coarse, c.lm.fine)  # noqa: E731
-    for a, b in zip(parts(long), parts(demo), strict=True):  # 4x the training, 4x the time
-        assert a.train.steps == 4 * b.train.steps and a.train.max_minutes == 4 * b.train.max_minutes
+    for a, b in zip(parts(long), parts(demo), strict=True):  # at least 4x the training, and the time for it
+        assert a.train.steps >= 4 * b.train.steps and a.train.max_minutes >= 4 * b.train.max_minutes
