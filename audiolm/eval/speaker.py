@@ -1,7 +1,9 @@
-"""A simple speaker classifier for judging whether continuations keep the prompt's voice (AudioLM's
-Table III): per-utterance statistics of the log-mel spectrum of voiced frames (mean and standard
-deviation per band), standardized, into a multinomial logistic regression. Deliberately simple: it
-has to tell the corpus' voices apart, not be a speaker-verification system.
+"""Speaker models over per-utterance statistics of the log-mel spectrum of voiced frames (mean and
+standard deviation per band): `SpeakerEmbedding` (LDA learned on training voices; voices never heard
+are enrolled and named by cosine: stage 4's judge, `audiolm.pipeline.speaker_eval`) and
+`SpeakerClassifier` (multinomial logistic regression over known speakers: `audiolm semantic-eval`'s
+probe of how much voice token histograms carry). Deliberately simple: they have to tell the corpus'
+voices apart, not be speaker-verification systems.
 """
 
 from __future__ import annotations
