@@ -167,7 +167,7 @@ def _semantic_eval(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from audiolm.data.corpus import voice_groups
+    from audiolm.data.corpus import select_speakers, voice_groups
     from audiolm.pipeline import semantic_eval
 
     corpus, rate = semantic_eval.open_corpus(args.data)
@@ -175,17 +175,14 @@ def _semantic_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no split '{args.split}' (has {', '.join(corpus)})")
     ds = corpus[args.split]
     if args.speakers:
-        keep = [i for i, s in enumerate(ds["speaker"]) if s in set(args.speakers)]
-        if not keep:
+        ds = select_speakers(ds, args.speakers)
+        if not ds.num_rows:
             raise ValueError(f"{args.data}: no utterance of speakers {', '.join(args.speakers)} in '{args.split}'")
-        ds = ds.select(keep)
     parts = {"": ds}
     if not args.speakers and args.split == "heldout" and "train" in corpus:
         groups = voice_groups(corpus)
         if len(groups) > 1:  # voices the corpus trains on and voices it never does, apart
-            speakers = ds["speaker"]
-            parts = {f", {g}": ds.select([i for i, s in enumerate(speakers) if s in set(members)])
-                     for g, members in groups.items()}
+            parts = {f", {g}": select_speakers(ds, members) for g, members in groups.items()}
     rows = []
     probe_on = corpus["train"] if args.split != "train" and "train" in corpus else None
     for spec in args.model:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from audiolm.config import load_config
-from audiolm.data.corpus import voice_groups
+from audiolm.data.corpus import select_speakers, voice_groups
 from audiolm.pipeline import corpus_stage, rundir, semantic_stage
 from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -119,9 +119,8 @@ def test_demo_tokens_beat_mfcc_kmeans(tmp_path):
     mfcc = semantic_eval.spectral_baseline(f"mfcc:{marker['semantic_vocab_size']}", corpus, rate, context=4)
     heldout = corpus["heldout"]
     for group, members in voice_groups(corpus).items():
-        rows = heldout.select([i for i, s in enumerate(heldout["speaker"]) if s in members])
-        baseline = semantic_eval.evaluate("mfcc", mfcc, rows, rate)
-        key = "_" + group.replace(" ", "_")
+        baseline = semantic_eval.evaluate("mfcc", mfcc, select_speakers(heldout, members), rate)
+        key = semantic_stage.group_key(group)
         ours = marker[f"heldout_phones{key}"]["pnmi"], marker[f"heldout_voice_consistency{key}"]["auc"]
         assert ours[0] >= baseline.pnmi + 0.1 and ours[1] >= 0.95, (group, ours, baseline)
 

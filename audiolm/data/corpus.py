@@ -216,6 +216,12 @@ def read_wavs(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate:
     return [audio.resample(table[i]["audio"], from_rate, to_rate) for i in indices]
 
 
+def select_speakers(ds: datasets.Dataset, speakers: list[str] | set[str]) -> datasets.Dataset:
+    """The rows of `ds` read by one of `speakers` (in their order)."""
+    keep = set(speakers)
+    return ds.select([i for i, s in enumerate(ds["speaker"]) if s in keep])
+
+
 def voice_groups(corpus: datasets.DatasetDict, never_trained: list[str] | tuple[str, ...] = ()) -> dict[str, list[str]]:
     """The held-out split's speakers in two groups: "training voices", which also read train-split
     utterances, and "unseen voices", which read none (or are in `never_trained`, speakers a stage

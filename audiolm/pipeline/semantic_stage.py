@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from audiolm.config import PipelineConfig, SemanticConfig, config_hash
-from audiolm.data.corpus import read_wavs, voice_groups
+from audiolm.data.corpus import read_wavs, select_speakers, voice_groups
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
@@ -114,6 +114,11 @@ def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Datas
                           lambda indices: progress.update(sum(durations[i] for i in indices)))
 
 
+def group_key(group: str) -> str:
+    """The marker's key suffix for a voice group's figures: "unseen voices" -> "_unseen_voices"."""
+    return "_" + group.replace(" ", "_")
+
+
 def _heldout_figures(rows: datasets.Dataset, corpus_rate: int, frame_rate: float, label: str, key: str) -> dict:
     """PNMI and purities, and the cross-voice consistency of deduplicated tokens, printed and returned
     for the marker (keys `heldout_phones<key>`, `heldout_voice_consistency<key>`)."""
@@ -156,11 +161,11 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     heldout = tokens["heldout"]
     info = {"stage": "semantic-tokens", "semantic_frame_rate": tokenizer.frame_rate,
             "semantic_vocab_size": tokenizer.num_clusters, "semantic_tokenizer": "semantic"}
-    groups = voice_groups(corpus) if "train" in corpus else {}
-    for group, members in {"all voices": None, **(groups if len(groups) > 1 else {})}.items():
-        rows = heldout if members is None else heldout.select([i for i, s in enumerate(heldout["speaker"]) if s in members])
-        key = "" if members is None else "_" + group.replace(" ", "_")
-        info.update(_heldout_figures(rows, corpus_rate, tokenizer.frame_rate, f"held-out, {group}", key))
+    groups = voice_groups(corpus)
+    info.update(_heldout_figures(heldout, corpus_rate, tokenizer.frame_rate, "held-out, all voices", ""))
+    for group, members in (groups.items() if len(groups) > 1 else ()):
+        info.update(_heldout_figures(select_speakers(heldout, members), corpus_rate, tokenizer.frame_rate,
+                                     f"held-out, {group}", group_key(group)))
     rundir.save_dataset(tokens, out)
     rundir.write_marker(out, digest, **info)
     rundir.write_resolved_config(cfg, out)
