@@ -240,6 +240,9 @@ class LanguageModelsConfig:
     # the codec's codebook 0 is an ordered pitch scale (our source-filter codec): its ids' embeddings and
     # output rows start as smooth functions of the step (Decoder.init_ordinal)
     ordinal_pitch: bool = False
+    # the coarse LM reads and writes that pitch as steps from the register of its window's first half
+    # (TaskSpec.relative_pitch): the prompt's register carries over by construction
+    relative_pitch: bool = False
     eval_utterances: int = 96  # held-out utterances for perplexities (0 = all)
     semantic: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=10.0))
     coarse: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=4.0))

@@ -105,6 +105,6 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
         else:
             q = spec.codebooks
             for i in range(b):
-                stream[i, q.start : q.stop, done:end] = spec.layout.unflatten(new[i], q)
+                stream[i, q.start : q.stop, done:end] = spec.target_codes(new[i], stream[i], start, done - start)
         done = end
     return stream

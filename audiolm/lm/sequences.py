@@ -32,6 +32,11 @@ class TaskSpec:
     window_seconds: float
     dedup: bool = False  # semantic task only: ids with consecutive repeats removed
     mean_run: float = 1.0  # average repeat length of semantic ids (re-expands deduplicated ids)
+    # coarse task over a pitch codebook 0 (0 = unvoiced, then log-F0 steps): voiced frames as steps from
+    # the window's register (`pitch_register`), so the register is copied from the known frames by
+    # construction and the LM models only the contour around it
+    relative_pitch: bool = False
+    default_pitch: int = 0  # the register of a window with no voiced known frame (the training median)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -108,9 +113,37 @@ class TaskSpec:
             cond = L.semantic_ids(np.asarray(semantic)[s0:s1])
         else:
             cond = L.flatten(codes[: L.coarse_codebooks, start:end], L.codebooks("coarse"))
-        target = L.flatten(codes[self.codebooks.start : self.codebooks.stop, start : start + known], self.codebooks)
+        target = codes[self.codebooks.start : self.codebooks.stop, start : start + known]
+        if self.relative_pitch and self.task == "coarse":
+            target = self._relative(target, self.pitch_register(codes, start, known), +1)
+        target = L.flatten(target, self.codebooks)
         ids = np.concatenate(([L.BOS], cond, [L.SEP], target)).astype(np.int64)
         return ids, len(cond) + 2
+
+    def target_codes(self, ids: np.ndarray, codes: np.ndarray, start: int, known: int) -> np.ndarray:
+        """Generated target ids of a window built by `build(.., codes, start, .., known)` -> codes
+        [len(codebooks), t] of this task's codebooks (undoing `relative_pitch`)."""
+        target = self.layout.unflatten(ids, self.codebooks)
+        if self.relative_pitch and self.task == "coarse":
+            target = self._relative(target, self.pitch_register(codes, start, known), -1)
+        return target
+
+    def pitch_register(self, codes: np.ndarray, start: int, known: int) -> int:
+        """Median voiced pitch id of the window's first half (known frames only, so training windows
+        and generation, whose known part is at least half a window, agree); the default without one."""
+        pitch = np.asarray(codes)[0, start : start + min(known, self.window // 2)]
+        voiced = pitch[pitch > 0]
+        return int(np.median(voiced)) if voiced.size else self.default_pitch
+
+    def _relative(self, target: np.ndarray, register: int, direction: int) -> np.ndarray:
+        """Codebook 0's voiced ids to (+1) or from (-1) steps around the codebook's middle id."""
+        target = np.array(target, dtype=np.int64, copy=True)
+        pitch, centre = target[0], self.layout.codebook_size // 2
+        shifted = pitch + direction * (centre - register)
+        if direction < 0:  # a generated step may fall off the scale
+            shifted = np.clip(shifted, 1, self.layout.codebook_size - 1)
+        target[0] = np.where(pitch > 0, shifted, 0)
+        return target
 
     def length(self, semantic: np.ndarray, codes: np.ndarray | None) -> int:
         """Frames of the predicted stream in an utterance."""

@@ -52,15 +52,24 @@ def utterances(ds: datasets.Dataset, indices: list[int] | None = None) -> list[U
 def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance]) -> TaskSpec:
     lm: LMConfig = getattr(cfg.lm, task)
     dedup = task == "semantic" and cfg.lm.semantic_dedup
+    relative = task == "coarse" and cfg.lm.relative_pitch
     return TaskSpec(task=task, layout=layout_of(cfg, marker), semantic_rate=marker["semantic_frame_rate"],
                     acoustic_rate=marker["acoustic_frame_rate"], window_seconds=lm.window_seconds, dedup=dedup,
-                    mean_run=mean_run_length([s for s, _ in train]))
+                    mean_run=mean_run_length([s for s, _ in train]), relative_pitch=relative,
+                    default_pitch=median_pitch(train) if relative else 0)
+
+
+def median_pitch(train: list[Utterance]) -> int:
+    """The median voiced id of codebook 0 (a pitch scale, 0 = unvoiced) over the training codes."""
+    pitch = np.concatenate([c[0] for _, c in train])
+    return int(np.median(pitch[pitch > 0])) if (pitch > 0).any() else 0
 
 
 def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
     return config_hash("lm", task, getattr(cfg.lm, task), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances, cfg.lm.pack_speakers,
                        cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"],
-                       *([True] if cfg.lm.ordinal_pitch and task != "semantic" else []))
+                       *([True] if cfg.lm.ordinal_pitch and task != "semantic" else []),
+                       *(["relative_pitch"] if cfg.lm.relative_pitch and task == "coarse" else []))
 
 
 def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> Decoder:
@@ -108,9 +117,10 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
             raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
     ds, marker = read_tokens(cfg)
     codec_model = marker.get("codec_config", {}).get("model")
-    if cfg.lm.ordinal_pitch and codec_model != "source-filter":
-        raise ValueError(f"lm.ordinal_pitch needs a codec whose codebook 0 is a pitch scale (ours, source-filter); "
-                         f"the tokens in {tokens_dir(cfg)} come from '{codec_model}'")
+    for key in ("ordinal_pitch", "relative_pitch"):
+        if getattr(cfg.lm, key) and codec_model != "source-filter":
+            raise ValueError(f"lm.{key} needs a codec whose codebook 0 is a pitch scale (ours, source-filter); "
+                             f"the tokens in {tokens_dir(cfg)} come from '{codec_model}'")
     train = heldout = None
     speakers = ds["train"]["speaker"] if cfg.lm.pack_speakers else None
     for task in tasks:

@@ -66,3 +66,25 @@ def test_sampling_knobs():
     seeded = [sample_next(logits.repeat(8, 1), 0, 5, SamplingConfig(temperature=1.0), torch.Generator().manual_seed(3))
               for _ in range(2)]
     assert torch.equal(*seeded)
+
+
+def test_relative_pitch_carries_the_prompts_register_over():
+    """Two prompts that differ only by a pitch shift of 9 steps read as the same ids, so a greedy
+    coarse LM writes the same contour for both, 9 steps apart (and the same unvoiced frames)."""
+    layout = TokenLayout(semantic_size=12, codebook_size=64, num_codebooks=4, coarse_codebooks=2)
+    spec = TaskSpec(task="coarse", layout=layout, semantic_rate=50.0, acoustic_rate=50.0, window_seconds=0.8,
+                    relative_pitch=True, default_pitch=10)
+    rng = np.random.default_rng(1)
+    frames, known = 70, 30
+    codes = np.zeros((2, 4, frames), dtype=np.int64)
+    codes[:, 1:, :known] = rng.integers(0, 64, (3, known))
+    contour = np.where(rng.random(known) < 0.3, 0, rng.integers(8, 14, known))
+    codes[0, 0, :known] = contour
+    codes[1, 0, :known] = np.where(contour > 0, contour + 9, 0)
+    semantic = [rng.integers(0, 12, frames)] * 2
+    assert np.array_equal(*(spec.build(semantic[0], c, 0, 40, known=known)[0] for c in codes))
+    out = continue_stream(_model(spec), spec, semantic, codes, known, frames, GREEDY, torch.Generator())
+    low, high = out[0, 0, known:], out[1, 0, known:]
+    assert np.array_equal(low > 0, high > 0) and (low > 0).any()
+    assert np.array_equal(high[high > 0] - low[low > 0], np.full((low > 0).sum(), 9))
+    assert np.array_equal(out[0, 1, known:], out[1, 1, known:])
