@@ -224,6 +224,9 @@ class LMConfig:
     kv_heads: int = 0  # fewer than heads: grouped-query attention; 0 = heads
     ffn_dim: int = 0  # 0 = 8/3 * dim (SwiGLU)
     dropout: float = 0.0
+    # acoustic LMs: a voice vector pooled from the known frames of the window's first half (the prompt's)
+    # and added at every position (DecoderConfig.voice_pool)
+    voice_pool: bool = False
     window_seconds: float = 4.0  # training crop and generation context, in seconds of audio
     train: TrainConfig = field(default_factory=_train(
         steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1, mixed_precision="bf16",

@@ -37,17 +37,19 @@ def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig
 
 @torch.no_grad()
 def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
-             sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
-    """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i."""
+             sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True,
+             reference: torch.Tensor | None = None) -> torch.Tensor:
+    """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i;
+    `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's voice vector."""
     out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
     if steps == 0:
         return out
     # Only the logits of the range the next id may come from are computed (`vocab=`).
     if use_cache:
         cache = model.new_cache(prefix.shape[0], prefix.shape[1] + steps)
-        logits = model(prefix, cache=cache, last_only=True, vocab=allowed(0))[:, -1]
+        logits = model(prefix, cache=cache, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
     else:
-        logits = model(prefix, last_only=True, vocab=allowed(0))[:, -1]
+        logits = model(prefix, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
     for i in range(steps):
         lo, hi = allowed(i)
         out[:, i] = sample_next(logits, 0, hi - lo, sampling, generator) + lo
@@ -56,19 +58,26 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
         if use_cache:
             logits = model(out[:, i : i + 1], cache=cache, vocab=allowed(i + 1))[:, -1]
         else:  # the whole sequence again: the reference the cache is tested against
-            logits = model(torch.cat([prefix, out[:, : i + 1]], dim=1), last_only=True, vocab=allowed(i + 1))[:, -1]
+            logits = model(torch.cat([prefix, out[:, : i + 1]], dim=1), last_only=True, vocab=allowed(i + 1),
+                           reference=reference)[:, -1]
     return out
 
 
 def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allowed: Callable[[int], tuple[int, int]],
-                   sampling: SamplingConfig, generator: torch.Generator) -> np.ndarray:
+                   sampling: SamplingConfig, generator: torch.Generator,
+                   references: list[tuple[int, int]] | None = None) -> np.ndarray:
     """Rows with equal prefix lengths go together in one batch (no padding ever enters a sequence)."""
     out = np.zeros((len(prefixes), steps), dtype=np.int64)
     device = model.lm_head.weight.device
     for length in sorted({len(p) for p in prefixes}):
         rows = [i for i, p in enumerate(prefixes) if len(p) == length]
         batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)
-        out[rows] = generate(model, batch, steps, allowed, sampling, generator).cpu().numpy()
+        reference = None
+        if references is not None:
+            reference = torch.zeros(len(rows), length, dtype=torch.bool, device=device)
+            for r, i in enumerate(rows):
+                reference[r, references[i][0] : references[i][1]] = True
+        out[rows] = generate(model, batch, steps, allowed, sampling, generator, reference=reference).cpu().numpy()
     return out
 
 
@@ -94,12 +103,15 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
     while done < total:
         end = min(total, max(w, done + w // 2))
         start = max(0, end - w)
-        prefixes = []
+        prefixes, references = [], []
         for i in range(b):
             src = stream[i] if spec.task == "semantic" else semantic[i]
-            prefixes.append(spec.build(src, None if spec.task == "semantic" else stream[i], start, end, known=done - start)[0])
+            ids, first = spec.build(src, None if spec.task == "semantic" else stream[i], start, end, known=done - start)
+            prefixes.append(ids)
+            references.append(spec.reference(first, len(ids)))
         steps = (end - done) * spec.tokens_per_frame
-        new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator)
+        new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator,
+                             references if model.config.voice_pool else None)
         if spec.task == "semantic":
             stream[:, done:end] = spec.layout.from_semantic_ids(new)
         else:

@@ -34,6 +34,9 @@ class DecoderConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     dropout: float = 0.0
+    # a "voice vector": the mean embedding of the reference positions (the acoustic prompt's tokens),
+    # through a zero-initialised projection, added at every position (Decoder.forward's `reference`)
+    voice_pool: bool = False
 
     def __post_init__(self) -> None:
         self.kv_heads = self.kv_heads or self.heads
@@ -54,6 +57,7 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0
+        self.voice: torch.Tensor | None = None  # the voice vector of the first call (voice_pool)
 
 
 MATVEC_ROWS = 4  # batches of up to this many rows (batch x new tokens) use the fp16 copies (prepare_generation)
@@ -192,6 +196,8 @@ class Decoder(nn.Module, HubMixin):
         self.task = task or {}  # what the ids mean (saved with the weights; see audiolm.lm.sequences)
         self.model = Body(config)
         self.lm_head = Linear(config.dim, config.vocab_size)
+        if config.voice_pool:
+            self.voice_proj = Linear(config.dim, config.dim)
         inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, config.head_dim, 2).float() / config.head_dim)
         angles = torch.outer(torch.arange(config.max_positions).float(), inv_freq)
         angles = torch.cat((angles, angles), dim=-1)
@@ -201,6 +207,8 @@ class Decoder(nn.Module, HubMixin):
         for block in self.model.layers:  # residual branches scaled down with depth (GPT-2)
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.layers))
+        if config.voice_pool:  # starts as the model without it
+            nn.init.zeros_(self.voice_proj.weight)
 
     @torch.no_grad()
     def init_ordinal(self, lo: int, hi: int, periods: tuple[float, ...] = (3, 6, 12, 24, 48, 96, 192, 384)) -> None:
@@ -229,19 +237,23 @@ class Decoder(nn.Module, HubMixin):
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, select: torch.Tensor | None = None,
                 last_only: bool = False, vocab_ranges: list[tuple[int, int, torch.Tensor]] | None = None,
-                vocab: tuple[int, int] | None = None) -> torch.Tensor | list[torch.Tensor]:
+                vocab: tuple[int, int] | None = None, reference: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
         """ids [b, t] -> logits [b, t, vocab]; with `select` (bool [b, t]) only those positions' logits
         [n, vocab] (the loss needs no logits for the conditioning part); `last_only` -> [b, 1, vocab];
         `vocab=(lo, hi)` -> only the logits of ids [lo, hi) (generation: the one range the next id
         may come from; the fine LM's head is 8x smaller that way).
         `vocab_ranges` [(lo, hi, rows)] (with `select`): for each, the logits of ids [lo, hi) at the
         selected positions `rows` only, a list of [len(rows), hi - lo] (training on the id range a
-        position may hold, as sampling does, without computing the rest)."""
+        position may hold, as sampling does, without computing the rest).
+        `reference` (bool [b, t], with `voice_pool`): the positions pooled into the voice vector; with
+        a cache, on the first call only (later calls reuse its vector). None or no position: no voice."""
         b, t = ids.shape
         pos = cache.pos if cache is not None else 0
         if pos + t > self.config.max_positions:
             raise ValueError(f"position {pos + t} is beyond the model's {self.config.max_positions} positions")
         x = self.model.embed_tokens(ids)
+        if self.config.voice_pool:
+            x = x + self._voice(x, reference, cache)
         cos, sin = self.rope_cos[pos : pos + t].to(x.dtype), self.rope_sin[pos : pos + t].to(x.dtype)
         for i, block in enumerate(self.model.layers):
             x = block(x, cos, sin, i, cache)
@@ -258,6 +270,19 @@ class Decoder(nn.Module, HubMixin):
             head = self.lm_head.low if _use_low(self.lm_head.low, x) else self.lm_head.weight
             return F.linear(x.to(head.dtype), head[vocab[0] : vocab[1]]).to(x.dtype)
         return self.lm_head(x)
+
+    def _voice(self, x: torch.Tensor, reference: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        """[b, 1, dim]: the projected mean embedding of the reference positions (zero without any)."""
+        if cache is not None and cache.pos > 0:
+            return cache.voice
+        if reference is None:
+            voice = torch.zeros_like(x[:, :1])
+        else:
+            weight = reference[:, : x.shape[1], None].to(x.dtype)
+            voice = self.voice_proj((x * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp_min(1))
+        if cache is not None:
+            cache.voice = voice
+        return voice
 
     @torch.no_grad()
     def prepare_generation(self, dtype: torch.dtype = torch.float16) -> Decoder:

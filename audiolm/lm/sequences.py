@@ -128,6 +128,13 @@ class TaskSpec:
             target = self._relative(target, self.pitch_register(codes, start, known), -1)
         return target
 
+    def reference(self, first: int, length: int) -> tuple[int, int]:
+        """Positions [lo, hi) of a sequence of `length` ids with targets from `first` whose tokens make
+        a `voice_pool` model's voice vector: the known target frames of the window's first half (as
+        `pitch_register`), so training windows and a continuation's prefixes agree."""
+        k = self.tokens_per_frame
+        return first, first + min((length - first) // k, self.window // 2) * k
+
     def pitch_register(self, codes: np.ndarray, start: int, known: int) -> int:
         """Median voiced pitch id of the window's first half (known frames only, so training windows
         and generation, whose known part is at least half a window, agree); the default without one."""

@@ -51,6 +51,8 @@ def utterances(ds: datasets.Dataset, indices: list[int] | None = None) -> list[U
 
 def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance]) -> TaskSpec:
     lm: LMConfig = getattr(cfg.lm, task)
+    if lm.voice_pool and task == "semantic":
+        raise ValueError("lm.semantic.voice_pool: the semantic LM has no acoustic prompt to pool a voice from")
     dedup = task == "semantic" and cfg.lm.semantic_dedup
     relative = task == "coarse" and cfg.lm.relative_pitch
     return TaskSpec(task=task, layout=layout_of(cfg, marker), semantic_rate=marker["semantic_frame_rate"],
@@ -75,7 +77,7 @@ def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
 def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> Decoder:
     model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=lm.dim, layers=lm.layers, heads=lm.heads,
                                   kv_heads=lm.kv_heads, ffn_dim=lm.ffn_dim, dropout=lm.dropout,
-                                  max_positions=spec.max_length()), task=spec.to_dict())
+                                  max_positions=spec.max_length(), voice_pool=lm.voice_pool), task=spec.to_dict())
     if ordinal_pitch and spec.task != "semantic":  # id 0 of codebook 0 is "unvoiced": not on the scale
         model.init_ordinal(spec.layout.codebook_offset(0) + 1, spec.layout.codebook_offset(1))
     return model

@@ -124,6 +124,8 @@ class EncoderFeatures:
             raise ValueError(f"{model}: expects {self.sample_rate} Hz audio, the pipeline gives {sample_rate} Hz")
         if hasattr(config, "conv_stride"):
             self.frame_rate = self.sample_rate / math.prod(config.conv_stride)
+        elif config.model_type == "whisper":  # 100 Hz log-mel; the encoder's second convolution has stride 2
+            self.frame_rate = self.sample_rate / (2 * self.processor.hop_length)
         else:  # w2v-BERT: 100 Hz filterbanks stacked by the processor's stride
             self.frame_rate = 100.0 / getattr(self.processor, "stride", 1)
         self.dim = self._select(layer, config)
@@ -137,12 +139,16 @@ class EncoderFeatures:
             return AutoModelForCTC.from_pretrained(model, config=config, revision=revision, use_safetensors=True).base_model
         return AutoModel.from_pretrained(model, config=config, revision=revision, use_safetensors=True)
 
+    def _stack(self) -> torch.nn.Module:
+        """The module whose `layers` are the Transformer blocks."""
+        return self.model.encoder
+
     def _select(self, layer: int, config) -> int:
         """Keep blocks 1..layer and capture the last one's output; returns the feature width."""
-        blocks = self.model.encoder.layers
+        blocks = self._stack().layers
         if not 1 <= layer <= len(blocks):
             raise ValueError(f"{self.name}: layer {layer} does not exist (the encoder has blocks 1..{len(blocks)})")
-        self.model.encoder.layers = blocks[:layer]
+        self._stack().layers = blocks[:layer]
         self._captured: torch.Tensor | None = None
         blocks[layer - 1].register_forward_hook(self._capture)
         return config.hidden_size
@@ -194,6 +200,45 @@ class ClassifierFeatures(EncoderFeatures):
         return self.model(**inputs).logits.float().softmax(-1)
 
 
+class WhisperEncoderFeatures(EncoderFeatures):
+    """Hidden states of one block of a Whisper model's encoder (`openai/whisper-*`): the ASR side's
+    encoder as a semantic backend. Only the encoder is kept (the text decoder is dropped after loading).
+
+    Whisper's encoder takes exactly 30 s of log-mel (its positions are absolute and fixed), so audio is
+    cut into 30 s pieces, each padded by the feature extractor to 30 s (a short utterance costs as much
+    as 30 s of audio), and the frames of the pieces are concatenated. Its 50 Hz frame i is centred at
+    sample 320 i (centred STFT), 200 samples (12.5 ms) before the centre of frame i of the HuBERT grid;
+    the count is cut to that grid's (`num_frames`), so its tokens line up with every other backend's.
+    """
+
+    @staticmethod
+    def _load(model: str, config, revision: str | None):
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(model, config=config, revision=revision, use_safetensors=True).get_encoder()
+
+    def _stack(self) -> torch.nn.Module:
+        return self.model
+
+    @torch.inference_mode()
+    def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        piece = self.processor.n_samples  # 30 s
+        per_piece = piece // (2 * self.processor.hop_length)  # 1500 frames
+        pieces, owner = [], []
+        for i, w in enumerate(wavs):
+            w = np.asarray(w, dtype=np.float32)
+            for start in range(0, max(1, len(w)), piece):
+                pieces.append(w[start : start + piece])
+                owner.append(i)
+        inputs = self.processor(pieces, sampling_rate=self.sample_rate, return_tensors="pt")
+        frames = self._frames({"input_features": inputs["input_features"].to(self.device)}).float().cpu()
+        out = []
+        for i, w in enumerate(wavs):
+            mine = [frames[j] for j, o in enumerate(owner) if o == i]
+            out.append(torch.cat(mine)[: min(num_frames(len(w), self.sample_rate), per_piece * len(mine))])
+        return out
+
+
 UNITS = ("kmeans", "classifier")
 
 
@@ -210,5 +255,9 @@ def build_features(backend: str, model: str = "", layer: int = 6, device: str = 
             raise ValueError("semantic.backend 'ssl' needs semantic.model (a Hub id or a local folder)")
         if units == "classifier":
             return ClassifierFeatures(model, layer, device, sample_rate, revision)
+        from transformers import AutoConfig
+
+        if AutoConfig.from_pretrained(model, revision=revision or None).model_type == "whisper":
+            return WhisperEncoderFeatures(model, layer, device, sample_rate, revision)
         return EncoderFeatures(model, layer, device, sample_rate, revision)
     raise ValueError(f"unknown semantic.backend '{backend}' (use 'mfcc', 'logmel' or 'ssl')")

@@ -24,6 +24,9 @@ from audiolm.tokens import TokenLayout
 from audiolm.train.trainer import Update
 
 Utterance = tuple[np.ndarray, np.ndarray | None]  # (semantic ids, codes [k, t] or None)
+# share of training windows a voice-pooling decoder sees without its reference (stage 4's
+# "semantic ids only" condition gives it none)
+VOICE_DROPOUT = 0.1
 
 
 def pad_batch(examples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,13 +41,25 @@ def pad_batch(examples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, tor
     return ids, predicts
 
 
+def reference_mask(spec: TaskSpec, examples: list[tuple[np.ndarray, int]], length: int,
+                   keep: np.ndarray | None = None) -> torch.Tensor:
+    """Bool [b, length]: each example's reference positions (`TaskSpec.reference`), for a decoder with
+    a voice vector; rows with `keep` False get none (the model also learns to go without a voice)."""
+    mask = torch.zeros(len(examples), length, dtype=torch.bool)
+    for row, (seq, first) in enumerate(examples):
+        if keep is None or keep[row]:
+            lo, hi = spec.reference(first, len(seq))
+            mask[row, lo:hi] = True
+    return mask
+
+
 def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: torch.Tensor,
-                  reduction: str = "mean") -> torch.Tensor:
+                  reduction: str = "mean", reference: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each target over the id range it belongs to (its codebook's ids, or the
     semantic ids): the distribution sampling draws from, and a fraction of the full head's cost."""
     targets = ids[:, 1:][predicts[:, :-1]]
     groups = [(lo, hi, ((targets >= lo) & (targets < hi)).nonzero()[:, 0]) for lo, hi in spec.target_ranges()]
-    logits = model(ids, select=predicts, vocab_ranges=groups)
+    logits = model(ids, select=predicts, vocab_ranges=groups, reference=reference)
     total = sum(F.cross_entropy(out.float(), targets[rows] - lo, reduction="sum")
                 for out, (lo, _, rows) in zip(logits, groups, strict=True))
     return total / max(1, targets.numel()) if reduction == "mean" else total
@@ -77,17 +92,25 @@ class LMTask:
             frames += self.spec.length(*self.train[i])
         return self.spec.concatenate(parts) if len(parts) > 1 else self.train[first]
 
-    def batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def voice_pool(self) -> bool:
+        return self.models["lm"].config.voice_pool
+
+    def batch(self, step: int, micro: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.cfg.seed, step, micro])
         picks = rng.integers(0, len(self.train), self.cfg.batch_size)
-        return pad_batch([self.spec.training_example(*self._packed(int(i)), rng,
-                                                     starts_within=self.spec.length(*self.train[i])) for i in picks])
+        examples = [self.spec.training_example(*self._packed(int(i)), rng, starts_within=self.spec.length(*self.train[i]))
+                    for i in picks]
+        ids, predicts = pad_batch(examples)
+        if not self.voice_pool:
+            return ids, predicts
+        return ids, predicts, reference_mask(self.spec, examples, ids.shape[1], rng.random(len(examples)) >= VOICE_DROPOUT)
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int, update: Update) -> dict[str, float]:
+    def step(self, batch: tuple[torch.Tensor, ...], step: int, update: Update) -> dict[str, float]:
         model = self.models["lm"]
         device = next(model.parameters()).device
-        ids, predicts = (t.to(device) for t in batch)
-        loss = sequence_loss(model, self.spec, ids, predicts)
+        ids, predicts, *reference = (t.to(device) for t in batch)
+        loss = sequence_loss(model, self.spec, ids, predicts, reference=reference[0] if reference else None)
         update("lm", loss)
         return {"loss": loss.item()}
 
@@ -100,8 +123,10 @@ class LMTask:
         total, count = 0.0, 0
         windows = sorted(self.heldout_windows, key=lambda w: len(w[0]))
         for i in range(0, len(windows), batch_size):
-            ids, predicts = (t.to(device) for t in pad_batch(windows[i : i + batch_size]))
-            total += sequence_loss(model, self.spec, ids, predicts, reduction="sum").item()
+            chunk = windows[i : i + batch_size]
+            ids, predicts = (t.to(device) for t in pad_batch(chunk))
+            reference = reference_mask(self.spec, chunk, ids.shape[1]).to(device) if self.voice_pool else None
+            total += sequence_loss(model, self.spec, ids, predicts, reduction="sum", reference=reference).item()
             count += int(predicts.sum())
         loss = total / max(1, count)
         return {"loss": loss, "perplexity": math.exp(loss)}

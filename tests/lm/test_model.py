@@ -111,3 +111,23 @@ def test_ordinal_init_makes_neighbouring_steps_alike_and_leaves_other_ids():
         assert abs(weight[20:84].std().item() - 0.02) < 1e-3  # the scale of the other rows
     assert torch.equal(model.model.embed_tokens.weight[:20], before[:20])
     assert torch.equal(model.model.embed_tokens.weight[84:], before[84:])
+
+
+def test_voice_vector_pools_the_reference_positions_only():
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=40, dim=32, layers=2, heads=2, max_positions=64, voice_pool=True)).eval()
+    ids = torch.randint(0, 40, (1, 20))
+    reference = torch.zeros(1, 20, dtype=torch.bool)
+    reference[0, 8:14] = True
+    assert torch.allclose(model(ids, reference=reference), model(ids))  # zero-initialised: the plain model
+    torch.nn.init.normal_(model.voice_proj.weight, std=0.5)
+    out = model(ids, reference=reference)
+    inside = ids.clone()
+    inside[0, 10] = (ids[0, 10] + 1) % 40
+    assert not torch.allclose(out[0, 0], model(inside, reference=reference)[0, 0])  # position 0 hears the voice
+    outside = ids.clone()
+    outside[0, 16] = (ids[0, 16] + 1) % 40
+    assert torch.allclose(out[0, :16], model(outside, reference=reference)[0, :16])  # causal everywhere else
+    cache = model.new_cache(1, 20)  # the cache keeps the first call's vector
+    first = model(ids[:, :15], cache=cache, reference=reference[:, :15])
+    assert torch.allclose(torch.cat([first, model(ids[:, 15:], cache=cache)], dim=1), out, atol=1e-5)

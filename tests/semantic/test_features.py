@@ -1,6 +1,7 @@
 """Feature backends. The transformers path is tested with tiny random models saved to a folder and
 loaded by path: exactly the `from_pretrained` call that loads a Hub id."""
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -120,3 +121,53 @@ def test_w2v_bert_takes_filterbanks_and_keeps_the_50hz_grid(tmp_path, speech16k)
     assert feats.frame_rate == 50.0 and feats.dim == 32
     assert abs(both[0].shape[0] - num_frames(len(speech16k), 16000)) <= 1 and both[1].shape[0] == 49
     assert torch.allclose(feats([short])[0], both[1], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.WhisperConfig(vocab_size=64, num_mel_bins=80, d_model=32, encoder_layers=3, decoder_layers=1,
+                                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                        decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=32,
+                                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    model = transformers.WhisperModel(config).eval()
+    folder = tmp_path_factory.mktemp("whisper")
+    model.save_pretrained(folder)
+    transformers.WhisperFeatureExtractor().save_pretrained(folder)
+    return folder, model
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_whisper_encoder_block_on_the_50hz_grid(tiny_whisper_dir, speech16k, layer):
+    """The Whisper backend is that block of the encoder (decoder dropped), 50 Hz, cut to the HuBERT grid's count."""
+    folder, full = tiny_whisper_dir
+    feats = build_features("ssl", str(folder), layer)
+    assert feats.frame_rate == 50.0 and feats.dim == 32 and not hasattr(feats.model, "decoder")
+    (f,) = feats([speech16k])
+    mel = transformers.WhisperFeatureExtractor()(speech16k, sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        expected = full.encoder(mel, output_hidden_states=True).hidden_states[layer][0]
+    assert f.shape == (num_frames(len(speech16k), 16000), 32)
+    assert torch.allclose(f, expected[: f.shape[0]], atol=1e-4)
+
+
+def test_whisper_takes_audio_longer_than_its_30_s_window(tiny_whisper_dir, speech16k):
+    """Past 30 s the audio goes in 30 s pieces whose frames follow one another; batching changes nothing."""
+    folder, _ = tiny_whisper_dir
+    feats = build_features("ssl", str(folder), 2)
+    long = np.tile(speech16k, int(np.ceil(35 * 16000 / len(speech16k))))[: 35 * 16000]
+    short = speech16k[:16000]
+    f_long, f_short = feats([long, short])
+    assert f_long.shape[0] == num_frames(len(long), 16000) and f_short.shape[0] == 49
+    assert torch.allclose(f_long[:1499], feats([long[: 30 * 16000]])[0], atol=1e-4)  # alone: the grid's 1499
+    assert torch.allclose(f_long[1500:], feats([long[30 * 16000 :]])[0][: f_long.shape[0] - 1500], atol=1e-4)
+    assert torch.allclose(f_short, feats([short])[0], atol=1e-4)
+    with pytest.raises(ValueError, match="frame classifier"):
+        build_features("ssl", str(folder), 2, units="classifier")
+
+
+@pytest.mark.network
+def test_hub_whisper_tiny_encoder_loads(speech16k):
+    """The real Hub path for the Whisper backend (AUDIOLM_TEST_NETWORK=1 to run it)."""
+    (f,) = build_features("ssl", "openai/whisper-tiny", 3)([speech16k])
+    assert f.shape == (num_frames(len(speech16k), 16000), 384)

@@ -11,7 +11,7 @@ from audiolm.config import TrainConfig
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TaskSpec
 from audiolm.tokens import TokenLayout
-from audiolm.train.lm_task import LMTask, pad_batch, sequence_loss
+from audiolm.train.lm_task import LMTask, pad_batch, reference_mask, sequence_loss
 from audiolm.train.trainer import Trainer
 from tests.train.interrupt import kill_after_checkpoint
 
@@ -30,10 +30,11 @@ def _data(n=6, seed=0):
     return out
 
 
-def _task(task, steps, data, mixed_precision="no"):
+def _task(task, steps, data, mixed_precision="no", voice_pool=False):
     spec = TaskSpec(task=task, layout=LAYOUT, semantic_rate=50.0, acoustic_rate=50.0, window_seconds=0.5)
     torch.manual_seed(0)
-    model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=32, layers=2, heads=2, max_positions=spec.max_length()))
+    model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=32, layers=2, heads=2, max_positions=spec.max_length(),
+                                  voice_pool=voice_pool))
     cfg = TrainConfig(steps=steps, batch_size=4, learning_rate=3e-3, warmup_steps=2, checkpoint_every=3, eval_every=1000,
                       log_every=1, mixed_precision=mixed_precision)
     return LMTask(model, spec, cfg, data, data[:2]), cfg
@@ -50,6 +51,33 @@ def test_loss_falls_on_a_tiny_batch(task, tmp_path):
     assert after < 0.6 * before, (before, after)
     metrics = lm_task.evaluate()
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
+
+
+def test_voice_pooling_lm_learns_a_voice_only_its_prompt_shows(tmp_path):
+    """Each utterance's codes are random within a block of 4 of 32 ids, its "voice", which the semantic
+    ids do not show. A voice-pooling LM trains with its reference, the window's first half, and then
+    relies on it: its loss rises when the reference is taken away."""
+    rng = np.random.default_rng(3)
+    data = []
+    for _ in range(24):
+        semantic = rng.integers(0, 16, 50)
+        data.append((semantic, np.stack([int(rng.integers(0, 8)) * 4 + rng.integers(0, 4, 50)] * 3)))
+    assert len(_task("coarse", 1, data)[0].batch(0, 0)) == 2  # no reference without pooling
+    lm_task, cfg = _task("coarse", 150, data, voice_pool=True)
+    ids, predicts, reference = lm_task.batch(0, 0)
+    spans = [int(r.sum()) for r in reference]  # the first half of each window's targets, or none (dropout)
+    assert set(spans) <= {0, lm_task.spec.window // 2} and max(spans) > 0
+    assert not (reference & ~predicts.roll(1, dims=1)).any()  # targets only
+    before = lm_task.evaluate()["loss"]
+    Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
+    assert lm_task.evaluate()["loss"] < 0.7 * before
+    windows = [w for s, c in data[:8] for w in lm_task.spec.eval_windows(s, c)]
+    ids, predicts = pad_batch(windows)
+    model = lm_task.models["lm"]
+    with torch.no_grad():
+        heard = sequence_loss(model, lm_task.spec, ids, predicts, reference=reference_mask(lm_task.spec, windows, ids.shape[1]))
+        unheard = sequence_loss(model, lm_task.spec, ids, predicts)
+    assert heard < unheard - 0.05
 
 
 def test_loss_is_taken_on_targets_only():
