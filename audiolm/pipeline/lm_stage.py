@@ -97,11 +97,17 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance
     trainer = Trainer(lm_task, lm.train, work, betas=(0.9, 0.95))
     start = time.monotonic()
     first_step = trainer.step
-    trainer.fit(on_eval=lambda m: tqdm.write(f"  step {trainer.step}: held-out loss {m['loss']:.3f}, "
-                                             f"perplexity {m['perplexity']:.1f}"))
+    last: dict[str, float] = {}
+
+    def report(m: dict[str, float]) -> None:
+        last.update(m)
+        tqdm.write(f"  step {trainer.step}: held-out loss {m['loss']:.3f}, perplexity {m['perplexity']:.1f}")
+
+    trainer.fit(on_eval=report)
     seconds = time.monotonic() - start
     model = trainer.accelerator.unwrap_model(lm_task.models["lm"]).cpu().eval()
-    metrics = lm_task.evaluate()
+    # the trainer evaluates at its last step (or when its time is up); a run resumed finished has not
+    metrics = dict(last) if last else lm_task.evaluate()
     unigram = unigram_perplexity(spec, [spec.targets(*u) for u in train], [spec.targets(*u) for u in heldout])
     model.save_pretrained(out)
     info = {"task": task, "parameters": model.num_parameters(), "steps": trainer.step,
