@@ -142,6 +142,8 @@ class Synthesizer:
         self._phonemes: list[tuple[str, int]] = []
         self._callback = _Callback(self._collect)  # kept alive on self: ctypes does not hold it
         lib.espeak_SetSynthCallback(self._callback)
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_ng_SetRandSeed(0)
         ctypes.CDLL(None).srand(0)  # some voice variants draw noise from libc's rand()
@@ -179,6 +181,21 @@ class Synthesizer:
             tmp.write_text(scaled_variant(text, voice.formant_scale).replace(f"name {voice.variant}", f"name {name}"))
             tmp.replace(variants / name)
         return f"{voice.language}+{name}"
+
+    def phonemes(self, text: str, language: str = "en-us") -> list[list[str]]:
+        """eSpeak NG's own grapheme-to-phoneme conversion: the phoneme names (those of the phoneme
+        events `speak` records) of each word of `text`, read as `language` reads it. Any text, not only
+        words of a corpus; no audio is made."""
+        with self._lock:
+            if self._lib.espeak_SetVoiceByName(language.encode()) != 0:
+                raise ValueError(f"eSpeak NG has no voice '{language}'")
+            buffer = ctypes.create_string_buffer(text.encode())
+            cursor = ctypes.c_char_p(ctypes.addressof(buffer))  # eSpeak moves it clause by clause, NULL at the end
+            words: list[list[str]] = []
+            while cursor.value:
+                clause = self._lib.espeak_TextToPhonemes(ctypes.byref(cursor), _CHARS_UTF8, ord(" ") << 8)
+                words += [w.split() for w in (clause or b"").decode(errors="replace").split("  ") if w.strip()]
+            return words
 
     def speak(self, text: str, voice: Voice) -> Synthesis:
         with self._lock:
