@@ -286,11 +286,23 @@ class ShareConfig:
 
 
 @dataclass
+class TextConfig:
+    """Text for the text tasks: the sentencepiece tokenizer stage 1 trains on the corpus' text
+    (`audiolm.text.TextTokenizer`), and the eSpeak NG voice whose rules turn text into phonemes."""
+
+    vocab_size: int = 512  # pieces, with <unk>, <s>, </s> and the 256 byte pieces; fewer if the text has fewer
+    model_type: str = "unigram"  # sentencepiece: "unigram", "bpe" or "char"
+    character_coverage: float = 1.0
+    language: str = "en-us"  # grapheme-to-phoneme rules (an eSpeak NG voice)
+
+
+@dataclass
 class PipelineConfig:
     name: str = "demo"
     runs_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     lm: LanguageModelsConfig = field(default_factory=LanguageModelsConfig)
     continuation: ContinuationConfig = field(default_factory=ContinuationConfig)

@@ -24,6 +24,7 @@ from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
+from audiolm.text import TextTokenizer
 from audiolm.tokens import dedup
 
 SHARD_SIZE = 256
@@ -140,9 +141,22 @@ def _heldout_figures(rows: datasets.Dataset, corpus_rate: int, frame_rate: float
     return info
 
 
+def fit_text_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, force: bool = False) -> Path:
+    """The sentencepiece model of the training split's text (`runs/<name>/text`, issue 16's text tasks)."""
+    out = cfg.run_dir / "text"
+    digest = config_hash("text-tokenizer", cfg.text, corpus_stage.corpus_hash(cfg))
+    if force or not rundir.is_up_to_date(out, digest, saved_part=True):
+        tokenizer = TextTokenizer.train(corpus["train"]["text"], cfg.text)
+        tokenizer.save_pretrained(out)
+        rundir.write_marker(out, digest, stage="text-tokenizer", vocab_size=tokenizer.vocab_size)
+        print(f"stage 1 (text): {tokenizer.vocab_size} sentencepiece pieces of the training text -> {out}")
+    return out
+
+
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
+    fit_text_tokenizer(cfg, corpus, force)
     out = cfg.run_dir / "tokens"
     digest = config_hash("semantic-tokens", tokenizer_hash(cfg), cfg.semantic.dedup)
     if not force and rundir.is_up_to_date(out, digest):
