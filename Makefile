@@ -40,7 +40,7 @@ demo: stage-4
 	@echo "demo: done. Continuations: runs/demo/continuations/ (<id>.prompt.wav, <id>.continuation.wav, <id>.full.wav)"
 	@echo "demo: report (perplexities, speaker accuracy, spectrograms, loss curves): runs/demo/report.md"
 
-# 4x the demo's training (about 45 minutes on 2 cores): how far more training moves each figure
+# 4x the demo's training (about 30 minutes on 2 cores): how far more training moves each figure
 demo-long: PIPELINE = pipelines/demo-long.yaml
 demo-long: stage-4
 	@echo "demo-long: done. Report: runs/demo-long/report.md"
