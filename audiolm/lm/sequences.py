@@ -146,9 +146,9 @@ class TaskSpec:
         """Codebook 0's voiced ids to (+1) or from (-1) steps around the codebook's middle id."""
         target = np.array(target, dtype=np.int64, copy=True)
         pitch, centre = target[0], self.layout.codebook_size // 2
-        shifted = pitch + direction * (centre - register)
-        if direction < 0:  # a generated step may fall off the scale
-            shifted = np.clip(shifted, 1, self.layout.codebook_size - 1)
+        # kept in the codebook either way: a step of more than half the codebook (an octave error of the
+        # tracker on a fine pitch grid) saturates, and a generated step may fall off the scale
+        shifted = np.clip(pitch + direction * (centre - register), 1, self.layout.codebook_size - 1)
         target[0] = np.where(pitch > 0, shifted, 0)
         return target
 
