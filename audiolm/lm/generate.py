@@ -65,7 +65,7 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
 
 def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allowed: Callable[[int], tuple[int, int]],
                    sampling: SamplingConfig, generator: torch.Generator,
-                   references: list[tuple[int, int]] | None = None) -> np.ndarray:
+                   spec: TaskSpec | None = None, firsts: list[int] | None = None) -> np.ndarray:
     """Rows with equal prefix lengths go together in one batch (no padding ever enters a sequence)."""
     out = np.zeros((len(prefixes), steps), dtype=np.int64)
     device = model.lm_head.weight.device
@@ -73,10 +73,8 @@ def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allow
         rows = [i for i, p in enumerate(prefixes) if len(p) == length]
         batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)
         reference = None
-        if references is not None:
-            reference = torch.zeros(len(rows), length, dtype=torch.bool, device=device)
-            for r, i in enumerate(rows):
-                reference[r, references[i][0] : references[i][1]] = True
+        if spec is not None:  # a voice-pooling decoder: its reference positions
+            reference = spec.reference_mask([(firsts[i], length) for i in rows], length).to(device)
         out[rows] = generate(model, batch, steps, allowed, sampling, generator, reference=reference).cpu().numpy()
     return out
 
@@ -103,15 +101,15 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
     while done < total:
         end = min(total, max(w, done + w // 2))
         start = max(0, end - w)
-        prefixes, references = [], []
+        prefixes, firsts = [], []
         for i in range(b):
             src = stream[i] if spec.task == "semantic" else semantic[i]
             ids, first = spec.build(src, None if spec.task == "semantic" else stream[i], start, end, known=done - start)
             prefixes.append(ids)
-            references.append(spec.reference(first, len(ids)))
+            firsts.append(first)
         steps = (end - done) * spec.tokens_per_frame
         new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator,
-                             references if model.config.voice_pool else None)
+                             *((spec, firsts) if model.config.voice_pool else ()))
         if spec.task == "semantic":
             stream[:, done:end] = spec.layout.from_semantic_ids(new)
         else:

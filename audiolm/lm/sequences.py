@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from audiolm.tokens import TokenLayout, dedup, frames_at
 
@@ -134,6 +135,16 @@ class TaskSpec:
         `pitch_register`), so training windows and a continuation's prefixes agree."""
         k = self.tokens_per_frame
         return first, first + min((length - first) // k, self.window // 2) * k
+
+    def reference_mask(self, sequences: list[tuple[int, int]], length: int, keep: np.ndarray | None = None) -> torch.Tensor:
+        """Bool tensor [b, length] of each (first, sequence length)'s `reference` positions; rows with
+        `keep` False get none."""
+        mask = torch.zeros(len(sequences), length, dtype=torch.bool)
+        for row, (first, n) in enumerate(sequences):
+            if keep is None or keep[row]:
+                lo, hi = self.reference(first, n)
+                mask[row, lo:hi] = True
+        return mask
 
     def pitch_register(self, codes: np.ndarray, start: int, known: int) -> int:
         """Median voiced pitch id of the window's first half (known frames only, so training windows

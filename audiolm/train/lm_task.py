@@ -45,12 +45,7 @@ def reference_mask(spec: TaskSpec, examples: list[tuple[np.ndarray, int]], lengt
                    keep: np.ndarray | None = None) -> torch.Tensor:
     """Bool [b, length]: each example's reference positions (`TaskSpec.reference`), for a decoder with
     a voice vector; rows with `keep` False get none (the model also learns to go without a voice)."""
-    mask = torch.zeros(len(examples), length, dtype=torch.bool)
-    for row, (seq, first) in enumerate(examples):
-        if keep is None or keep[row]:
-            lo, hi = spec.reference(first, len(seq))
-            mask[row, lo:hi] = True
-    return mask
+    return spec.reference_mask([(first, len(seq)) for seq, first in examples], length, keep)
 
 
 def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: torch.Tensor,
