@@ -5,10 +5,10 @@ import json
 
 import pytest
 
+from audiolm.config import TextConfig
 from audiolm.data.demo import sentences
 from audiolm.data.espeak import Synthesizer, Voice
 from audiolm.data.phones import normalize_phone
-from audiolm.config import TextConfig
 from audiolm.text import WORD, TextTokenizer, phonemize
 
 
