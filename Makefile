@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAGE_ARGS = --pipeline $(PIPELINE) $(OVERRIDES)
 
-.PHONY: install demo demo-long stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench lint clean
+.PHONY: install demo demo-text demo-long demo-long-text stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench lint clean
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,8 @@ stage-1: stage-0
 stage-2: stage-1
 	$(PY) -m stages.stage2_codec $(STAGE_ARGS)
 
-# TASK=semantic|coarse|fine trains one language model only (default: all three).
+# TASK=semantic|coarse|fine|reading|transcription trains one language model only (default: all three,
+# and the two text LMs where lm.text is on).
 stage-3: stage-2
 	$(PY) -m stages.stage3_lm $(if $(TASK),--task $(TASK)) $(STAGE_ARGS)
 
@@ -40,10 +41,19 @@ demo: stage-4
 	@echo "demo: done. Continuations: runs/demo/continuations/ (<id>.prompt.wav, <id>.continuation.wav, <id>.full.wav)"
 	@echo "demo: report (perplexities, speaker accuracy, spectrograms, loss curves): runs/demo/report.md"
 
+# the demo plus the text tasks (speak, transcribe, convert): only the text LMs train on top of `make demo`
+demo-text: PIPELINE = pipelines/demo-text.yaml
+demo-text: stage-4
+	@echo "demo-text: done. Text figures: runs/demo/report.md; try: .venv/bin/audiolm speak \"Hello there.\" --model runs/demo -o hello.wav"
+
 # 4x the demo's training (about 30 minutes on 2 cores): how far more training moves each figure
 demo-long: PIPELINE = pipelines/demo-long.yaml
 demo-long: stage-4
 	@echo "demo-long: done. Report: runs/demo-long/report.md"
+
+demo-long-text: PIPELINE = pipelines/demo-long-text.yaml
+demo-long-text: stage-4
+	@echo "demo-long-text: done. Report: runs/demo-long/report.md"
 
 test: install
 	$(PY) -m pytest -q -m "not slow"

@@ -35,6 +35,19 @@ audio.save("continued.wav", wav, model.codec.sample_rate)
 ```
 
 or from the shell: `audiolm continue prompt.wav -o continued.wav --model {{ repo_id }}`.
+{% if text %}
+With the text parts (`text/`, `lm-reading/`, `lm-transcription/`) the same tokens also read text
+aloud in a prompt's voice, transcribe speech and convert one voice into another:
+
+```python
+wav = model.speak("Any English sentence.", voice=prompt, sample_rate=rate)
+text = model.transcribe([prompt], rate)[0]
+converted = model.convert(source, rate, voice=prompt, voice_rate=rate)
+```
+
+or `audiolm speak "TEXT" --voice prompt.wav -o out.wav`, `audiolm transcribe in.wav`,
+`audiolm convert source.wav --voice prompt.wav -o out.wav` with `--model {{ repo_id }}`.
+{% endif %}
 Each part also loads alone, e.g. `Decoder.from_pretrained("{{ repo_id }}", subfolder="lm-coarse")`.
 
 {% if metrics -%}
@@ -71,6 +84,9 @@ def _describe(sub: str, part: Any) -> str:
     if sub == "codec":
         return (f"{type(part).__name__}: {part.num_codebooks} codebooks of {part.codebook_size} at {part.frame_rate:g} Hz "
                 f"({part.bitrate() / 1000:g} kbps), {part.sample_rate} Hz audio")
+    if sub == "text":
+        return (f"sentencepiece {part.config.model_type} model, {part.vocab_size} pieces; {len(part.phones)} phones "
+                f"(eSpeak NG's rules for `{part.config.language}`)")
     c, n = part.config, part.num_parameters()
     size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
     return f"{size} parameters: {c.layers} layers, dim {c.dim}, vocabulary {c.vocab_size}"
@@ -84,7 +100,8 @@ def bundle_card(model: Any, base: ModelCardData, *, repo_id: str = "REPO_ID", mo
     """`metrics`: dicts with `name`, `value`, `type` (a metric id such as "perplexity" or
     "accuracy") and optionally `shown` (the value as the table prints it)."""
     names = {"semantic": "semantic tokenizer", "codec": "codec", "lm-semantic": "semantic LM", "lm-coarse": "coarse LM",
-             "lm-fine": "fine LM"}
+             "lm-fine": "fine LM", "text": "text tokenizer", "lm-reading": "reading LM (phones -> semantic ids)",
+             "lm-transcription": "transcription LM (semantic ids -> text)"}
     parts = [{"name": names[sub], "folder": sub, "what": _describe(sub, part)} for sub, part in model.parts().items()]
     metrics = [{**m, "shown": m.get("shown", f"{m['value']:.4g}")} for m in metrics or []]
     data = ModelCardData(**base.to_dict())
@@ -99,4 +116,5 @@ def bundle_card(model: Any, base: ModelCardData, *, repo_id: str = "REPO_ID", mo
         for m in metrics
     ] or None
     return ModelCard.from_template(data, template_str=TEMPLATE, model_name=model_name, repo_id=repo_id, parts=parts,
+                                   text=getattr(model, "text", None) is not None,
                                    metrics=metrics, evaluation=evaluation, training=training, **template_kwargs)

@@ -7,6 +7,9 @@
     audiolm semantic-eval --model runs/demo/semantic mfcc:100 --data runs/demo/corpus [--speakers v06 v07]
     audiolm continue PROMPT.wav -o OUT.wav --model runs/demo [--seconds 4] [--temperature T] [--top-k K]
                      [--top-p P] [--seed S] [--include-prompt]
+    audiolm speak "TEXT" --voice PROMPT.wav -o OUT.wav --model RUN [--seed S]     # needs the text LMs
+    audiolm transcribe IN.wav [IN2.wav ...] --model RUN [-o OUT.jsonl]
+    audiolm convert SOURCE.wav --voice TARGET.wav -o OUT.wav --model RUN [--seed S]
     audiolm push runs/demo USER/REPO [--private] [--token T]    # the run as one bundle on the Hub
     audiolm save runs/demo OUTDIR                               # the same bundle, written locally
 
@@ -202,18 +205,13 @@ def _semantic_eval(args: argparse.Namespace) -> int:
 
 
 def _continue(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from audiolm.continuation import AudioLM
 
     # Before loading the model, so that a bad prompt fails fast; only the end of a long recording is
     # read (the LMs see at most their window of it).
     wav, rate = audio.load(args.prompt, last_seconds=PROMPT_TAIL_SECONDS)
     model = AudioLM.from_pretrained(args.model, revision=args.revision)
-    asked = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
-    sampling = None
-    if asked:
-        sampling = {t: dataclasses.replace(s, **asked) for t, s in model.sampling.items()}
+    sampling = _sampling_overrides(model, args)
     try:
         out = model.continue_speech(wav, rate, args.seconds, args.seed, args.include_prompt, sampling)
     except audio.AudioError as err:
@@ -221,6 +219,70 @@ def _continue(args: argparse.Namespace) -> int:
     audio.save(args.output, out, model.codec.sample_rate)
     print(f"{args.prompt} -> {args.output} ({len(out) / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz"
           f"{', prompt included' if args.include_prompt else ''})")
+    return 0
+
+
+def _sampling_overrides(model, args: argparse.Namespace):
+    import dataclasses
+
+    asked = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
+    return {t: dataclasses.replace(s, **asked) for t, s in model.sampling.items()} if asked else None
+
+
+def _speak(args: argparse.Namespace) -> int:
+    from audiolm.continuation import AudioLM
+
+    voice = rate = None
+    if args.voice:  # before loading the model: a bad prompt fails fast
+        voice, rate = audio.load(args.voice, last_seconds=PROMPT_TAIL_SECONDS)
+    if not args.text.strip():
+        raise ValueError("text: empty; give a sentence to speak")
+    model = AudioLM.from_pretrained(args.model, revision=args.revision)
+    try:
+        out = model.speak(args.text, voice, rate or 16000, args.seed, _sampling_overrides(model, args))
+    except audio.AudioError as err:
+        raise audio.AudioError(args.voice, err.problem) from None
+    audio.save(args.output, out, model.codec.sample_rate)
+    print(f"-> {args.output} ({len(out) / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz, "
+          f"{'the voice of ' + args.voice if args.voice else 'a voice of the corpus'})")
+    return 0
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    import json
+
+    from audiolm.continuation import AudioLM
+
+    model = AudioLM.from_pretrained(args.model, revision=args.revision)
+    model._text_model("transcription")
+    rows, failed = [], 0
+    for path in args.inputs:
+        try:
+            wav, rate = audio.load(path)
+            (text,) = model.transcribe([wav], rate, names=[path])
+        except audio.AudioError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        rows.append({"path": path, "text": text})
+        print(f"{path}\t{text}")
+    if args.output:
+        atomic_write_bytes(Path(args.output), "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return 1 if failed else 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from audiolm.continuation import AudioLM
+
+    source, rate = audio.load(args.source)
+    voice, voice_rate = audio.load(args.voice, last_seconds=PROMPT_TAIL_SECONDS)
+    model = AudioLM.from_pretrained(args.model, revision=args.revision)
+    try:
+        out = model.convert(source, rate, voice, voice_rate, args.seed, _sampling_overrides(model, args))
+    except audio.AudioError as err:
+        raise audio.AudioError(args.voice if err.source == "voice prompt" else args.source, err.problem) from None
+    audio.save(args.output, out, model.codec.sample_rate)
+    print(f"{args.source} -> {args.output} (in the voice of {args.voice}, {len(out) / model.codec.sample_rate:.2f} s)")
     return 0
 
 
@@ -299,15 +361,37 @@ def build_parser() -> argparse.ArgumentParser:
     cont = commands.add_parser("continue", help="continue speech from a prompt (semantic -> coarse -> fine -> codec)")
     cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
     cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")
-    cont.add_argument("--model", required=True, help="a run folder (runs/demo) or a Hub id with the same layout")
-    cont.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+
+    def model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
+        p.add_argument("--model", required=True, help="a run folder (runs/demo) or a Hub id with the same layout")
+        p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+        if sampling:
+            p.add_argument("--temperature", type=float, default=None, help="every stage (default: the run's config)")
+            p.add_argument("--top-k", type=int, default=None)
+            p.add_argument("--top-p", type=float, default=None)
+            p.add_argument("--seed", type=int, default=0, help="the same seed gives the same audio")
+
     cont.add_argument("--seconds", type=float, default=4.0, help="seconds to generate (default: %(default)s)")
-    cont.add_argument("--temperature", type=float, default=None, help="all three stages (default: the run's config)")
-    cont.add_argument("--top-k", type=int, default=None)
-    cont.add_argument("--top-p", type=float, default=None)
-    cont.add_argument("--seed", type=int, default=0)
     cont.add_argument("--include-prompt", action="store_true", help="write prompt + continuation")
+    model_args(cont)
     cont.set_defaults(func=_continue)
+    speak = commands.add_parser("speak", help="text -> speech in the voice of a prompt (reading, coarse, fine, codec)")
+    speak.add_argument("text", metavar="TEXT", help="any English text (eSpeak NG's rules give its phones)")
+    speak.add_argument("--voice", default=None, metavar="PROMPT.wav", help="a voice to speak in (default: one of the corpus)")
+    speak.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    model_args(speak)
+    speak.set_defaults(func=_speak)
+    transcribe = commands.add_parser("transcribe", help="speech -> text (semantic ids, then the transcription LM)")
+    transcribe.add_argument("inputs", nargs="+", metavar="IN.wav")
+    transcribe.add_argument("-o", "--output", default=None, metavar="OUT.jsonl", help="also write {path, text} lines")
+    model_args(transcribe, sampling=False)
+    transcribe.set_defaults(func=_transcribe)
+    convert = commands.add_parser("convert", help="voice conversion: the words of SOURCE in the voice of --voice")
+    convert.add_argument("source", metavar="SOURCE.wav")
+    convert.add_argument("--voice", required=True, metavar="TARGET.wav")
+    convert.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    model_args(convert)
+    convert.set_defaults(func=_convert)
     push = commands.add_parser("push", help="upload a run (semantic tokenizer, codec, three LMs, model card) as one Hub repo")
     push.add_argument("run", metavar="RUN_DIR", help="a run folder after stage 3 (stage 4's numbers go into the card)")
     push.add_argument("repo_id", metavar="REPO_ID", help="user/name or org/name; created if missing")

@@ -250,6 +250,13 @@ class LanguageModelsConfig:
     semantic: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=10.0))
     coarse: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=4.0))
     fine: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=2.0))
+    # the text tasks (TEXT_TASKS), trained by stage 3 when `text` is on or asked for by name
+    # (`make stage-3 TASK=reading`): whole utterances up to window_seconds long
+    text: bool = False
+    reading: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=20.0))  # phones -> semantic ids
+    transcription: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=20.0))  # semantic ids -> pieces
+    # the transcription LM first spells the phones it hears, then the text (TaskSpec.phones_first)
+    transcribe_phones_first: bool = False
 
 
 @dataclass
@@ -273,6 +280,9 @@ class ContinuationConfig:
     semantic: SamplingConfig = field(default_factory=SamplingConfig)
     coarse: SamplingConfig = field(default_factory=SamplingConfig)
     fine: SamplingConfig = field(default_factory=SamplingConfig)
+    # the text tasks (`audiolm speak`, `transcribe`): a transcription is the most likely text
+    reading: SamplingConfig = field(default_factory=SamplingConfig)
+    transcription: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0))
 
 
 @dataclass

@@ -27,15 +27,19 @@ from huggingface_hub import ModelCard
 from audiolm.audio import AudioError, resample
 from audiolm.card import bundle_card
 from audiolm.codec import Codec
-from audiolm.config import SamplingConfig, load_config
+from audiolm.config import ContinuationConfig, SamplingConfig, load_config
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
 from audiolm.lm.generate import continue_stream
 from audiolm.lm.model import Decoder
-from audiolm.lm.sequences import TASKS, TaskSpec, expand_runs
+from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
+from audiolm.speech_text import TextTasks
+from audiolm.text import TextTokenizer
 from audiolm.tokens import dedup, frames_at
 
 PARTS = {"semantic": SemanticTokenizer, "codec": Codec, **{f"lm-{t}": Decoder for t in TASKS}}  # folder -> class
+# the text tasks' parts (speak, transcribe, convert), loaded where a run or bundle has them
+TEXT_PARTS = {"text": TextTokenizer, **{f"lm-{t}": Decoder for t in TEXT_TASKS}}
 FORMAT_VERSION = 1
 
 
@@ -44,7 +48,23 @@ def _run_sampling(config_file: Path) -> dict[str, SamplingConfig] | None:
     if not config_file.exists():
         return None
     continuation = load_config(config_file).continuation
-    return {t: getattr(continuation, t) for t in TASKS}
+    return {t: getattr(continuation, t) for t in TASKS + TEXT_TASKS}
+
+
+def check_text_parts(tokenizer: dict[str, Any], text: dict[str, Any] | None, tasks: dict[str, dict[str, Any]]) -> None:
+    """The text LMs against the semantic tokenizer and the text tokenizer (as `check_parts`)."""
+    if tasks and text is None:
+        raise ValueError(f"the {', '.join(f'lm-{t}/' for t in tasks)} need the text tokenizer (text/), which is missing")
+    for t, task in tasks.items():
+        spec, lm = TaskSpec.from_dict(task), f"the {t} LM (lm-{t}/)"
+        for field, part, have, expected in (
+                ("semantic vocabulary size", "the semantic tokenizer (semantic/)", tokenizer["num_clusters"],
+                 spec.layout.semantic_size),
+                ("semantic frame rate", "the semantic tokenizer (semantic/)", tokenizer["frame_rate"], spec.semantic_rate),
+                ("number of phones", "the text tokenizer (text/)", len(text["phones"]), spec.layout.phone_size),
+                ("number of text pieces", "the text tokenizer (text/)", text["vocab_size"], spec.layout.piece_size)):
+            if have != expected:
+                raise ValueError(f"{part} has {field} {have:g}, but {lm} expects {expected:g}")
 
 
 def check_parts(tokenizer: dict[str, Any], codec: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> None:
@@ -80,23 +100,31 @@ class Continuation:
         return np.concatenate([self.prompt, self.continuation])
 
 
-class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-continuation", "audio-language-model"]):
+class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-continuation", "audio-language-model"]):
     component = "audiolm"
     card_title = "AudioLM-style speech continuation: semantic tokenizer, codec, three language models"
 
     def __init__(self, tokenizer: SemanticTokenizer, codec: Codec, models: dict[str, Decoder], device: str = "cpu",
-                 sampling: dict[str, SamplingConfig] | None = None):
-        self.tokenizer, self.codec = tokenizer, codec.to(device).eval()
-        self.sampling = {t: (sampling or {}).get(t, SamplingConfig()) for t in TASKS}  # defaults of continue_*
-        self.models = {t: models[t].to(device).eval().prepare_generation() for t in TASKS}  # fp16 copies for batch 1
-        self.specs = {t: TaskSpec.from_dict(self.models[t].task) for t in TASKS}
+                 sampling: dict[str, SamplingConfig] | None = None, text: TextTokenizer | None = None):
+        """`models`: the three LMs of TASKS, and any of the text tasks' (TEXT_TASKS, with `text`)."""
+        self.tokenizer, self.codec, self.text = tokenizer, codec.to(device).eval(), text
+        tasks = [t for t in TASKS + TEXT_TASKS if t in models]
+        self.models = {t: models[t].to(device).eval().prepare_generation() for t in tasks}  # fp16 copies for batch 1
+        self.specs = {t: TaskSpec.from_dict(self.models[t].task) for t in tasks}
+        defaults = ContinuationConfig()
+        self.sampling = {t: (sampling or {}).get(t, getattr(defaults, t)) for t in tasks}  # defaults of continue_* etc.
         self.device = device
-        check_parts({"num_clusters": tokenizer.num_clusters, "frame_rate": tokenizer.frame_rate},
-                    {k: getattr(codec, k) for k in ("codebook_size", "num_codebooks", "frame_rate")},
-                    {t: m.task for t, m in self.models.items()})
+        numbers = {"num_clusters": tokenizer.num_clusters, "frame_rate": tokenizer.frame_rate}
+        check_parts(numbers, {k: getattr(codec, k) for k in ("codebook_size", "num_codebooks", "frame_rate")},
+                    {t: self.models[t].task for t in TASKS})
+        check_text_parts(numbers, None if text is None else {"phones": text.phones, "vocab_size": text.vocab_size},
+                         {t: self.models[t].task for t in TEXT_TASKS if t in self.models})
 
     def parts(self) -> dict[str, HubMixin]:
-        return {"semantic": self.tokenizer, "codec": self.codec, **{f"lm-{t}": self.models[t] for t in TASKS}}
+        parts = {"semantic": self.tokenizer, "codec": self.codec, **{f"lm-{t}": self.models[t] for t in TASKS}}
+        if self.text is not None:
+            parts["text"] = self.text
+        return {**parts, **{f"lm-{t}": self.models[t] for t in TEXT_TASKS if t in self.models}}
 
     # -- persistence (audiolm.hub.HubMixin) ----------------------------------------------------
     def _write(self, folder: Path) -> dict[str, Any]:
@@ -137,14 +165,21 @@ class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-c
                 if content_hash(folder / sub) != recorded.get("sha256"):
                     raise ValueError(f"{folder / sub}: its content differs from what the bundle recorded (sha256 in "
                                      f"{CONFIG_NAME}); the part was changed or replaced after the bundle was saved")
+        # the text parts are optional; a run folder has them once stage 3 trained a text task
+        for sub, part in TEXT_PARTS.items():
+            if (folder / sub / CONFIG_NAME).exists():
+                configs[sub] = read_config(folder / sub, part.component)
+        check_text_parts(configs["semantic"], configs.get("text"),
+                         {t: configs[f"lm-{t}"].get("task", {}) for t in TEXT_TASKS if f"lm-{t}" in configs})
         tokenizer = SemanticTokenizer._load(folder / "semantic", configs["semantic"], device=device)
         codec = Codec._load(folder / "codec", configs["codec"], token=token)
-        models = {t: Decoder._load(folder / f"lm-{t}", configs[f"lm-{t}"]) for t in TASKS}
+        models = {t: Decoder._load(folder / f"lm-{t}", configs[f"lm-{t}"]) for t in TASKS + TEXT_TASKS if f"lm-{t}" in configs}
+        text = TextTokenizer._load(folder / "text", configs["text"]) if "text" in configs else None
         if bundle is not None:
             sampling = {t: SamplingConfig(**v) for t, v in bundle.get("sampling", {}).items()}
         else:
             sampling = _run_sampling(folder / "lm-semantic" / "config.yaml")
-        return cls(tokenizer, codec, models, device, sampling)
+        return cls(tokenizer, codec, models, device, sampling, text)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         return bundle_card(self, self._hub_mixin_info.model_card_data, **kwargs)
@@ -207,25 +242,41 @@ class AudioLM(HubMixin, pipeline_tag="audio-to-audio", tags=["speech", "speech-c
         return round(frames * self.codec.sample_rate / self.codec.frame_rate)
 
     @torch.no_grad()
+    def _prompt_tokens(self, wavs: list[np.ndarray], sample_rate: int, known: int,
+                       source: str = "prompt") -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """The first `known` codec frames of each prompt: (audio at the codec's rate, semantic ids up
+        to the same time, codes [b, k, known])."""
+        at_codec = [resample(w, sample_rate, self.codec.sample_rate)[: self._samples(known)] for w in wavs]
+        at_tokenizer = [resample(w, sample_rate, self.tokenizer.sample_rate) for w in wavs]
+        known_s = frames_at(known, self.codec.frame_rate, self.tokenizer.frame_rate)
+        semantic = [ids[:known_s] for ids in self.tokenizer.encode(at_tokenizer)]
+        if min(len(s) for s in semantic) < 1:
+            raise AudioError(source, "too short for the semantic tokenizer (not one frame)")
+        batch = torch.from_numpy(np.stack(at_codec)).float().to(self.device)
+        return at_codec, semantic, self.codec.encode(batch)[:, :, :known].cpu().numpy()
+
+    @torch.no_grad()
+    def _acoustic(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
+                  sampling: dict[str, SamplingConfig], generator: torch.Generator, acoustic_prompt: bool = True) -> np.ndarray:
+        """Semantic ids covering `total` codec frames and the codes of the first `known` (prompt_codes
+        [b, k, known], known may be 0) -> audio [b, samples] of the whole span: the coarse LM, the
+        fine LM, the codec."""
+        known = prompt_codes.shape[-1]
+        codes = np.zeros((len(semantic), self.codec.num_codebooks, total), dtype=np.int64)
+        codes[:, :, :known] = prompt_codes
+        for task in ("coarse", "fine"):
+            codes = continue_stream(self.models[task], self.specs[task], semantic, codes, known if acoustic_prompt else 0,
+                                    total, sampling[task], generator)
+        return self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
+
     def _continue_group(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
                         sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
                         generator: torch.Generator) -> list[Continuation]:
         rate_s, rate_a = self.tokenizer.frame_rate, self.codec.frame_rate
-        at_codec = [resample(w, sample_rate, self.codec.sample_rate)[: self._samples(known)] for w in wavs]
-        at_tokenizer = [resample(w, sample_rate, self.tokenizer.sample_rate) for w in wavs]
+        at_codec, semantic, prompt_codes = self._prompt_tokens(wavs, sample_rate, known)
         total = known + max(1, round(seconds * rate_a))
-        known_s = frames_at(known, rate_a, rate_s)
-        semantic = [ids[:known_s] for ids in self.tokenizer.encode(at_tokenizer)]
-        if min(len(s) for s in semantic) < 1:
-            raise AudioError("prompt", "too short for the semantic tokenizer (not one frame)")
         semantic = self._continue_semantic(semantic, frames_at(total, rate_a, rate_s), sampling["semantic"], generator)
-        codes = np.zeros((len(wavs), self.codec.num_codebooks, total), dtype=np.int64)
-        batch = torch.from_numpy(np.stack(at_codec)).float().to(self.device)
-        codes[:, :, :known] = self.codec.encode(batch)[:, :, :known].cpu().numpy()
-        for task in ("coarse", "fine"):
-            codes = continue_stream(self.models[task], self.specs[task], semantic, codes, known if acoustic_prompt else 0,
-                                    total, sampling[task], generator)
-        audio = self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
+        audio = self._acoustic(semantic, prompt_codes, total, sampling, generator, acoustic_prompt)
         start, end = self._samples(known), self._samples(total)
         return [Continuation(prompt=p, continuation=audio[i, start:end], sample_rate=self.codec.sample_rate)
                 for i, p in enumerate(at_codec)]

@@ -28,18 +28,23 @@ from audiolm.hub import HubMixin, config_from, weights_file
 
 TEXT_WEIGHTS = "text.safetensors"
 WORD = "|"  # the word boundary in phoneme sequences
+UNKNOWN_PHONE = "<unk>"  # a phone the corpus' text never had (another language's rules, a rare vowel)
+WORD_PHONE = 1  # the id of WORD among a tokenizer's phones (after <unk>)
 
 
 class TextTokenizer(HubMixin):
     component = "text-tokenizer"
     card_title = "sentencepiece tokenizer of the corpus' text"
 
-    def __init__(self, model_proto: bytes, config: TextConfig):
+    def __init__(self, model_proto: bytes, config: TextConfig, phones: Sequence[str] = ()):
         import sentencepiece
 
         self.config = config
         self.model_proto = bytes(model_proto)
         self.processor = sentencepiece.SentencePieceProcessor(model_proto=self.model_proto)
+        # the phoneme vocabulary of the reading task: <unk>, the word boundary, the corpus' phones
+        self.phones = [UNKNOWN_PHONE, WORD] + sorted(set(phones) - {UNKNOWN_PHONE, WORD})
+        self._phone_index = {p: i for i, p in enumerate(self.phones)}
 
     @classmethod
     def train(cls, texts: Iterable[str], config: TextConfig | None = None) -> TextTokenizer:
@@ -57,7 +62,8 @@ class TextTokenizer(HubMixin):
             sentence_iterator=iter(sentences), model_writer=out, vocab_size=config.vocab_size,
             model_type=config.model_type, character_coverage=config.character_coverage, hard_vocab_limit=False,
             byte_fallback=True, num_threads=1, minloglevel=2)
-        return cls(out.getvalue(), config)
+        phones = {p for text in sentences for p in phonemize(text, config.language)}
+        return cls(out.getvalue(), config, sorted(phones))
 
     @property
     def vocab_size(self) -> int:
@@ -72,15 +78,28 @@ class TextTokenizer(HubMixin):
     def pieces(self, text: str) -> list[str]:
         return list(self.processor.encode(text, out_type=str))
 
+    @property
+    def end_piece(self) -> int:
+        """The piece that ends a transcription (sentencepiece's </s>)."""
+        return self.processor.eos_id()
+
+    def phone_ids(self, phones: Sequence[str]) -> np.ndarray:
+        """Phone labels (`phonemize`'s) -> ids in `phones`; one the corpus never had is <unk> (0)."""
+        return np.array([self._phone_index.get(p, 0) for p in phones], dtype=np.int64)
+
+    def phonemes(self, text: str) -> np.ndarray:
+        """The phone ids of any text, by eSpeak NG's rules for `config.language` (the reading task's input)."""
+        return self.phone_ids(phonemize(text, self.config.language))
+
     def _write(self, folder: Path) -> dict[str, Any]:
         proto = torch.frombuffer(bytearray(self.model_proto), dtype=torch.uint8)
         save_file({"model_proto": proto}, str(folder / TEXT_WEIGHTS))
-        return {"text_tokenizer": asdict(self.config), "vocab_size": self.vocab_size}
+        return {"text_tokenizer": asdict(self.config), "vocab_size": self.vocab_size, "phones": self.phones}
 
     @classmethod
     def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> TextTokenizer:
         proto = load_file(weights_file(folder, TEXT_WEIGHTS))["model_proto"].numpy().tobytes()
-        return cls(proto, config_from(TextConfig, config["text_tokenizer"]))
+        return cls(proto, config_from(TextConfig, config["text_tokenizer"]), config.get("phones", ()))
 
 
 def phonemize(text: str, language: str = "en-us") -> list[str]:

@@ -57,12 +57,21 @@ class TokenLayout:
     codebook in its own id range, so a position's codebook is known from its id and a model can be
     limited to the range its position may emit. Codebooks `[0, coarse_codebooks)` are "coarse", the
     rest "fine". A model only needs ids up to the highest range its task uses (`task_vocab_size`).
+
+    The text tasks have no acoustic codes; their ids follow the semantic ids instead:
+
+        [PAD BOS SEP EOS] [semantic 0..K-1] [phones 0..P-1] [text pieces 0..V-1]
+
+    so a text model's vocabulary is K + P + V + 4 (the same numbers as codebook 0's ids in an
+    acoustic model: the two never share a model).
     """
 
     semantic_size: int
     codebook_size: int
     num_codebooks: int
     coarse_codebooks: int
+    phone_size: int = 0  # the reading task's input phones (`TextTokenizer.phones`)
+    piece_size: int = 0  # the transcription task's text pieces (`TextTokenizer.vocab_size`)
 
     PAD, BOS, SEP, EOS = 0, 1, 2, 3
     NUM_SPECIAL = 4
@@ -84,8 +93,22 @@ class TokenLayout:
         return self.codebook_offset(self.num_codebooks)
 
     def task_vocab_size(self, task: str) -> int:
+        if task in ("reading", "transcription"):
+            return self.piece_offset + self.piece_size
         return {"semantic": self.codebook_offset(0), "coarse": self.codebook_offset(self.coarse_codebooks),
                 "fine": self.vocab_size}[task]
+
+    @property
+    def phone_offset(self) -> int:
+        return self.NUM_SPECIAL + self.semantic_size
+
+    @property
+    def piece_offset(self) -> int:
+        return self.phone_offset + self.phone_size
+
+    @property
+    def piece_range(self) -> tuple[int, int]:
+        return self.piece_offset, self.piece_offset + self.piece_size
 
     def codebooks(self, part: str) -> range:
         """The codebooks a task predicts: 'coarse' or 'fine'."""

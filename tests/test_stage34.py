@@ -53,7 +53,7 @@ def test_stage_3_and_4_are_no_ops_when_up_to_date(tiny_continuations, capsys):
     lm_stage.run(tiny_continuations)
     continue_stage.run(tiny_continuations)
     out = capsys.readouterr().out
-    assert out.count("is up to date") == 4
+    assert out.count("is up to date") == 6  # five LMs (three and the two text LMs), stage 4
 
 
 def test_python_api_continues_a_prompt_of_any_rate_and_channels(tiny_continuations, speech):

@@ -42,7 +42,7 @@ FEATURES = datasets.Features(
         "phone_starts": datasets.Sequence(datasets.Value("int64")),
     }
 )
-FORMAT = 2  # 2: phone columns
+FORMAT = 3  # 2: phone columns; 3: eSpeak phones named by a digit alone ("0", "3") kept
 
 
 def describe_source(cfg: DataConfig) -> str:

@@ -1,8 +1,9 @@
 """Frame-level phone labels from time-stamped phone events (eSpeak NG's, for the demo corpus).
 
 A corpus row may carry `phones` (names) and `phone_starts` (their first sample at the corpus
-rate). eSpeak writes stress and length marks into its names (`'oU`, `,i@3`, `I2`) and emits
-zero-length markers (`;`); those are folded away, so a label is the phone itself. Frames are on
+rate). eSpeak writes stress marks and variant digits into its names (`'oU`, `,i@3`, `I2`) and
+emits zero-length markers (`;`); those are folded away, so a label is the phone itself. A name that
+starts with a digit is a phone of its own (`0` as in "fox", `3` as in "river") and is kept. Frames are on
 the 50 Hz grid of the semantic features (25 ms window, 20 ms hop): a frame's label is the phone
 sounding at its centre; frames before the first phone and pauses are `sil`.
 """
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 SILENCE = "sil"
-_MARKS = "'," + "0123456789"
+_STRESS = "',"
+_DIGITS = "0123456789"
 _ZERO_LENGTH = {";", "||", "|"}
 
 
@@ -25,8 +27,9 @@ def normalize_phone(name: str) -> str | None:
         return None
     if name.startswith("_"):
         return SILENCE
-    phone = "".join(ch for ch in name if ch not in _MARKS)
-    return phone or None
+    phone = "".join(ch for ch in name if ch not in _STRESS)
+    # a digit after the first character marks a variant (`I2`, `i@3`); a leading one is the phone
+    return (phone[:1] + "".join(ch for ch in phone[1:] if ch not in _DIGITS)) or None
 
 
 def phone_events(events: Sequence[tuple[str, int]], from_rate: int, to_rate: int) -> tuple[list[str], list[int]]:

@@ -38,9 +38,10 @@ def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig
 @torch.no_grad()
 def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
              sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True,
-             reference: torch.Tensor | None = None) -> torch.Tensor:
+             reference: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
     """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i;
-    `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's voice vector."""
+    `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's voice vector. With
+    `stop`, generation ends early once every row has emitted it (fewer than `steps` columns)."""
     out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
     if steps == 0:
         return out
@@ -50,9 +51,14 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
         logits = model(prefix, cache=cache, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
     else:
         logits = model(prefix, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
+    stopped = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
     for i in range(steps):
         lo, hi = allowed(i)
         out[:, i] = sample_next(logits, 0, hi - lo, sampling, generator) + lo
+        if stop is not None:
+            stopped |= out[:, i] == stop
+            if bool(stopped.all()):
+                return out[:, : i + 1]
         if i + 1 == steps:
             break
         if use_cache:
@@ -118,3 +124,25 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
                 stream[i, q.start : q.stop, done:end] = spec.target_codes(new[i], stream[i], start, done - start)
         done = end
     return stream
+
+
+def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray, tuple]], sampling: SamplingConfig,
+                  generator: torch.Generator, max_steps: int | None = None) -> list[np.ndarray]:
+    """A text task's outputs for a batch of inputs (`TaskSpec.build`'s (semantic, text) of each, with
+    no targets): the semantic ids of a reading (deduplicated) or the pieces of a transcription, each
+    cut at the task's stop id (or after `max_steps`, by default the longest sequence the model
+    trained on)."""
+    prefixes = [spec.build(semantic, text, 0, 0, known=0)[0] for semantic, text in inputs]
+    outputs: list[np.ndarray] = [np.zeros(0, np.int64)] * len(inputs)
+    device = model.lm_head.weight.device
+    lo = spec.layout.semantic_offset if spec.task == "reading" else spec.layout.piece_offset
+    for length in sorted({len(p) for p in prefixes}):
+        rows = [i for i, p in enumerate(prefixes) if len(p) == length]
+        steps = max_steps or max(1, model.config.max_positions - length)
+        batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)
+        new = generate(model, batch, steps, spec.allowed, sampling, generator, stop=spec.stop).cpu().numpy()
+        for row, ids in zip(rows, new, strict=True):
+            end = np.flatnonzero(ids == spec.stop)
+            ids = ids[: end[0] if end.size else len(ids)]
+            outputs[row] = ids[ids >= lo] - lo  # a transcription's phones (`phones_first`) dropped
+    return outputs

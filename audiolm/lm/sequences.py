@@ -1,4 +1,4 @@
-"""What the three language models read and predict, in one place.
+"""What the language models read and predict, in one place.
 
 Every sequence is `BOS <conditioning> SEP <targets>` over a window of time (the semantic task has no
 conditioning part and no SEP):
@@ -7,6 +7,14 @@ conditioning part and no SEP):
     coarse    BOS s s s ... SEP c0 c1 c0 c1 ...                p(coarse codebooks | semantic of the window)
     fine      BOS c0 c1 c0 c1 ... SEP f2 f3 .. f7 f2 f3 ..     p(fine codebooks | coarse of the window)
 
+and the two text tasks over whole utterances, which end in a stop id (their lengths are unknown):
+
+    reading        BOS ph ph ph ... SEP s s s ... EOS          p(semantic | phones of the text)
+    transcription  BOS s s s ... SEP piece piece ... </s>      p(text pieces | semantic)
+
+where a text task's semantic ids have their repeats removed (`dedup`): a phone is then about one
+id, and the reading LM need not learn durations (`expand` gives each id its mean training run).
+
 Windows are chosen in the frames of the stream the task predicts and mapped to the other stream by
 time (`tokens.frames_at`), so 50 Hz semantic ids and 75 Hz codec frames line up. Generation builds
 the same sequence with only the first `known` target frames present, and continues it.
@@ -14,14 +22,18 @@ the same sequence with only the first `known` target frames present, and continu
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from audiolm.text import WORD_PHONE
 from audiolm.tokens import TokenLayout, dedup, frames_at
 
-TASKS = ("semantic", "coarse", "fine")
+TASKS = ("semantic", "coarse", "fine")  # the continuation cascade
+TEXT_TASKS = ("reading", "transcription")
+TEXT_PER_SECOND = 25  # bound on phones (or pieces) per second of speech, sizing a text task's positions
 
 
 @dataclass
@@ -38,15 +50,26 @@ class TaskSpec:
     # construction and the LM models only the contour around it
     relative_pitch: bool = False
     default_pitch: int = 0  # the register of a window with no voiced known frame (the training median)
+    # text tasks: the mean training run of each semantic id (re-expands deduplicated reading output)
+    unit_runs: tuple[float, ...] = ()
+    end_piece: int = 2  # transcription: the text piece that ends a transcription (sentencepiece's </s>)
+    # transcription: first spell the phones heard, then the text (`BOS s.. SEP ph.. piece.. </s>`): the
+    # phones follow the semantic ids almost one to one, and the text follows the phones by eSpeak's rules
+    phones_first: bool = False
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown language-model task {self.task!r} (known: {', '.join(TASKS)})")
+        if self.task not in TASKS + TEXT_TASKS:
+            raise ValueError(f"unknown language-model task {self.task!r} (known: {', '.join(TASKS + TEXT_TASKS)})")
+        self.unit_runs = tuple(self.unit_runs)
+
+    @property
+    def is_text(self) -> bool:
+        return self.task in TEXT_TASKS
 
     @property
     def rate(self) -> float:
-        """Frames per second of the stream this task predicts."""
-        return self.semantic_rate if self.task == "semantic" else self.acoustic_rate
+        """Frames per second of the stream this task predicts (a text task's: of its semantic ids)."""
+        return self.acoustic_rate if self.task in ("coarse", "fine") else self.semantic_rate
 
     @property
     def window(self) -> int:
@@ -59,7 +82,7 @@ class TaskSpec:
 
     @property
     def tokens_per_frame(self) -> int:
-        return 1 if self.task == "semantic" else len(self.codebooks)
+        return len(self.codebooks) if self.task in ("coarse", "fine") else 1
 
     @property
     def vocab_size(self) -> int:
@@ -70,6 +93,8 @@ class TaskSpec:
         w = self.window
         if self.task == "semantic":
             return w + 2
+        if self.is_text:  # the longest utterance trained on, its text and BOS, SEP and the stop id
+            return w + math.ceil(TEXT_PER_SECOND * self.window_seconds) + 3
         if self.task == "coarse":  # +1: a window's time span may round to one more semantic frame
             cond = frames_at(w, self.acoustic_rate, self.semantic_rate) + 1
         else:
@@ -80,12 +105,21 @@ class TaskSpec:
         """Id range the model may emit at `position` of the target part (which starts at a frame)."""
         if self.task == "semantic":
             return self.layout.semantic_range
+        if self.task == "reading":  # EOS (3) sits just below the semantic ids
+            return self.layout.EOS, self.layout.semantic_range[1]
+        if self.task == "transcription":  # phones then pieces: one range, the first piece ends the phones
+            return (self.layout.phone_offset if self.phones_first else self.layout.piece_offset), self.layout.piece_range[1]
         return self.layout.position_range(self.codebooks, position)
+
+    @property
+    def stop(self) -> int | None:
+        """The id that ends a text task's output (None: acoustic tasks run for a given length)."""
+        return {"reading": self.layout.EOS, "transcription": self.layout.piece_offset + self.end_piece}.get(self.task)
 
     def target_ranges(self) -> list[tuple[int, int]]:
         """The id ranges the targets fall in: the semantic ids, or one per predicted codebook."""
-        if self.task == "semantic":
-            return [self.layout.semantic_range]
+        if self.task == "semantic" or self.is_text:
+            return [self.allowed(0)]
         return [(self.layout.codebook_offset(q), self.layout.codebook_offset(q + 1)) for q in self.codebooks]
 
     def to_dict(self) -> dict:
@@ -103,6 +137,8 @@ class TaskSpec:
         """The sequence for frames [start, end) of the predicted stream, with the first `known` target
         frames (all by default). Returns (ids, index of the first target id)."""
         L = self.layout
+        if self.is_text:
+            return self._build_text(semantic, codes, known)
         known = end - start if known is None else known
         if self.task == "semantic":
             ids = np.asarray(semantic[start : start + known])
@@ -120,6 +156,33 @@ class TaskSpec:
         target = L.flatten(target, self.codebooks)
         ids = np.concatenate(([L.BOS], cond, [L.SEP], target)).astype(np.int64)
         return ids, len(cond) + 2
+
+    def _build_text(self, semantic: np.ndarray, text: tuple[np.ndarray, np.ndarray | None],
+                    known: int | None) -> tuple[np.ndarray, int]:
+        """A text task's sequence of a whole utterance; `text` = (phone ids, piece ids) (either may be
+        None where the task does not read it); with `known`, only that many target ids."""
+        L = self.layout
+        units = dedup(semantic) if self.dedup else np.asarray(semantic, dtype=np.int64)
+        phones, pieces = text
+        if self.task == "reading":
+            cond = np.asarray(phones, dtype=np.int64) + L.phone_offset
+            target = np.concatenate([L.semantic_ids(units), [L.EOS]]) if known != 0 else np.zeros(0, np.int64)
+        else:
+            cond = L.semantic_ids(units)
+            target = (np.concatenate([np.asarray(pieces, dtype=np.int64), [self.end_piece]]) + L.piece_offset
+                      if known != 0 else np.zeros(0, np.int64))
+            if self.phones_first and known != 0:
+                target = np.concatenate([np.asarray(phones, dtype=np.int64) + L.phone_offset, target])
+        target = target if known is None else target[:known]
+        return np.concatenate(([L.BOS], cond, [L.SEP], target)).astype(np.int64), len(cond) + 2
+
+    def expand(self, units: np.ndarray) -> np.ndarray:
+        """Deduplicated semantic ids (a reading) -> frames at the semantic rate, each id held for its
+        mean training run (`unit_runs`; the overall `mean_run` without them)."""
+        units = np.asarray(units, dtype=np.int64)
+        runs = np.asarray(self.unit_runs)[units] if self.unit_runs else np.full(len(units), self.mean_run)
+        ends = np.round(np.cumsum(runs)).astype(np.int64)
+        return np.repeat(units, np.diff(ends, prepend=0).clip(min=0))
 
     def target_codes(self, ids: np.ndarray, codes: np.ndarray, start: int, known: int) -> np.ndarray:
         """Generated target ids of a window built by `build(.., codes, start, .., known)` -> codes
@@ -165,7 +228,7 @@ class TaskSpec:
 
     def length(self, semantic: np.ndarray, codes: np.ndarray | None) -> int:
         """Frames of the predicted stream in an utterance."""
-        return len(semantic) if self.task == "semantic" else np.asarray(codes).shape[-1]
+        return np.asarray(codes).shape[-1] if self.task in ("coarse", "fine") else len(semantic)
 
     def training_example(self, semantic: np.ndarray, codes: np.ndarray | None, rng: np.random.Generator,
                          starts_within: int | None = None) -> tuple[np.ndarray, int]:
@@ -173,6 +236,8 @@ class TaskSpec:
         `starts_within`, the window starts in the first `starts_within` frames (the first utterance
         of a packed stream) and runs on into what follows."""
         n = self.length(semantic, codes)
+        if self.is_text:  # whole utterances: where a crop of the semantic ids ends in the text is unknown
+            return self.build(semantic, codes, 0, n)
         last = max(0, n - self.window) if starts_within is None else min(max(0, n - self.window), starts_within - 1)
         start = int(rng.integers(0, last + 1))
         return self.build(semantic, codes, start, min(n, start + self.window))
@@ -183,6 +248,10 @@ class TaskSpec:
         streams stay aligned in time across the joins."""
         if self.task == "semantic":
             return np.concatenate([s for s, _ in parts]), None
+        if self.is_text:  # texts joined as the speaker says them, the phones with a word boundary between
+            phones = [p for _, (ph, _) in parts for p in ([WORD_PHONE], ph)][1:]
+            return (np.concatenate([s for s, _ in parts]),
+                    (np.concatenate(phones), np.concatenate([pieces for _, (_, pieces) in parts])))
         semantic = []
         for s, c in parts:
             n = frames_at(np.asarray(c).shape[-1], self.acoustic_rate, self.semantic_rate)
@@ -193,6 +262,8 @@ class TaskSpec:
     def eval_windows(self, semantic: np.ndarray, codes: np.ndarray | None) -> list[tuple[np.ndarray, int]]:
         """Consecutive non-overlapping windows covering an utterance (deterministic)."""
         n = self.length(semantic, codes)
+        if self.is_text:
+            return [self.build(semantic, codes, 0, n)]
         return [self.build(semantic, codes, s, min(n, s + self.window)) for s in range(0, n, self.window)]
 
     def targets(self, semantic: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
@@ -215,6 +286,22 @@ def expand_runs(ids: np.ndarray, mean_run: float, frames: int) -> np.ndarray:
         return ids
     position = np.minimum((np.arange(frames) / mean_run).astype(np.int64), ids.size - 1)
     return ids[position]
+
+
+def unit_runs(sequences: list[np.ndarray], size: int) -> tuple[float, ...]:
+    """Each semantic id's mean run length (frames per run) over these sequences; the overall mean
+    for an id that never occurs."""
+    frames, runs = np.zeros(size), np.zeros(size)
+    for s in sequences:
+        s = np.asarray(s)
+        if s.size == 0:
+            continue
+        starts = np.flatnonzero(np.diff(s, prepend=s[0] - 1))
+        lengths = np.diff(np.append(starts, s.size))
+        np.add.at(frames, s[starts], lengths)
+        np.add.at(runs, s[starts], 1)
+    mean = frames.sum() / max(1.0, runs.sum())
+    return tuple(float(f / r) if r else float(mean) for f, r in zip(frames, runs, strict=True))
 
 
 def unigram_perplexity(spec: TaskSpec, train_targets: list[np.ndarray], heldout_targets: list[np.ndarray]) -> float:

@@ -5,6 +5,8 @@ continued by `seconds`, once with the acoustic prompt and once with semantic ids
 two conditions). Writes `runs/<name>/continuations/<id>.prompt.wav`, `<id>.continuation.wav`,
 `<id>.full.wav` and `<id>.semantic-only.wav`, `results.json`, and `runs/<name>/report.md`.
 Batches are written as they finish, so a killed run resumes at the first unfinished batch.
+A run with the text LMs also gets stage 4's text figures (`audiolm.pipeline.text_eval`) in
+`runs/<name>/text-eval/`, with their own up-to-date marker.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from tqdm.auto import tqdm
 
 from audiolm import audio
 from audiolm.config import PipelineConfig, config_hash
-from audiolm.continuation import PARTS, AudioLM
+from audiolm.continuation import PARTS, TEXT_PARTS, AudioLM
 from audiolm.data.corpus import read_wavs, voice_groups
 from audiolm.files import atomic_write_text
-from audiolm.pipeline import codec_eval, corpus_stage, lm_stage, report, rundir, speaker_eval
+from audiolm.pipeline import codec_eval, corpus_stage, lm_stage, report, rundir, speaker_eval, text_eval
 
 KINDS = ("prompt", "continuation", "full", "semantic-only")
 
@@ -106,7 +108,7 @@ def judges(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, co
 
 
 def evaluate(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, corpus_rate: int, picks: list[int],
-             out: Path) -> dict:
+             out: Path, judge_set: dict[str, speaker_eval.Judge]) -> dict:
     """Lengths and levels of the continuations, and the voice judges' figures per voice group."""
     heldout = corpus["heldout"]
     ids, speakers = heldout["id"], heldout["speaker"]
@@ -121,8 +123,7 @@ def evaluate(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, 
                        "true continuation, through the codec": [w[a:b] for w, (a, b) in zip(through, spans, strict=True)],
                        "continuation": loaded["continuation"], "semantic-only": loaded["semantic-only"]}}
     voices = [speakers[i] for i in picks]
-    judged = speaker_eval.judge_voices(judges(cfg, model, corpus, corpus_rate, picks, set(voices)), voice_groups(corpus),
-                                       voices, rate, clips)
+    judged = speaker_eval.judge_voices(judge_set, voice_groups(corpus), voices, rate, clips)
     seconds = [len(w) / rate for w in loaded["continuation"]]
     rms = [float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) for w in loaded["continuation"]]
     return {
@@ -160,11 +161,35 @@ def codec_figures(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetD
     return {"rows": rows, "plots": plots, "unseen_speakers": sorted(unseen)}
 
 
+def print_text_figures(text: dict) -> None:
+    for group, f in text["groups"].items():
+        line = f"stage 4 (text), {group}: transcription WER {f['transcription']['wer']:.1%}, CER {f['transcription']['cer']:.1%}"
+        if "reading" in f:
+            r, c = f["reading"], f["conversion"]
+            line += (f"; reading: round-trip WER {r['round_trip_wer']:.1%}, PER {r.get('phone_error_rate', float('nan')):.1%}, "
+                     f"prompt's voice {r['speaker_accuracy']:.1%}; conversion: target voice {c['target_voice_accuracy']:.1%}, "
+                     f"source voice {c['source_voice_accuracy']:.1%} (chance {c['chance']:.1%}), WER {c['wer']:.1%} "
+                     f"(source audio {c['source_wer']:.1%})")
+        print(line)
+
+
+def text_hash(cfg: PipelineConfig) -> str:
+    """Stage 4's text figures depend on every part and on the continuation settings (prompts, seed)."""
+    parts = [(rundir.read_marker(cfg.run_dir / folder) or {}).get("config_hash") for folder in (*PARTS, *TEXT_PARTS)]
+    return config_hash("text-eval", continuation_hash(cfg), parts)
+
+
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
-    out = cfg.run_dir / "continuations"
+    out, text_out = cfg.run_dir / "continuations", cfg.run_dir / "text-eval"
     digest = continuation_hash(cfg)
     marker = rundir.read_marker(out)
-    if not force and marker and marker.get("config_hash") == digest and marker.get("complete"):
+    done = not force and marker and marker.get("config_hash") == digest and marker.get("complete")
+    # the text figures (a run with the text LMs) have their own marker: adding the text LMs to a finished
+    # run redoes only them
+    with_text = all((cfg.run_dir / folder).is_dir() for folder in TEXT_PARTS)
+    text_marker = rundir.read_marker(text_out) if with_text else None
+    text_done = not with_text or (not force and text_marker and text_marker.get("config_hash") == text_hash(cfg))
+    if done and text_done:
         print(f"stage 4 (continuation): {out} is up to date; report: {cfg.run_dir / 'report.md'}")
         return out
     model = AudioLM.from_pretrained(cfg.run_dir)
@@ -174,17 +199,38 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     c = cfg.continuation
     # long enough for the true next seconds (the judge's calibration), and to end a prompt inside speech
     picks = choose_prompts(heldout, c.prompts, c.prompt_seconds + max(1.0, c.seconds))
-    if force:
-        shutil.rmtree(out, ignore_errors=True)
-    rundir.prepare_partial(out, digest, "continuations")
-    spent = _generate(cfg, model, heldout, corpus_rate, picks, out)
-    results = evaluate(cfg, model, corpus, corpus_rate, picks, out)
-    results["codec"] = codec_figures(cfg, model, corpus, corpus_rate)
-    if spent:  # both conditions were generated: 2 x prompts x seconds of audio
-        results["generation_real_time_factor"] = 2 * len(picks) * cfg.continuation.seconds / spent
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    judge_set = judges(cfg, model, corpus, corpus_rate, picks, {heldout["speaker"][i] for i in picks})
+    if done:
+        results = json.loads((out / "results.json").read_text())
+    else:
+        if force:
+            shutil.rmtree(out, ignore_errors=True)
+        rundir.prepare_partial(out, digest, "continuations")
+        spent = _generate(cfg, model, heldout, corpus_rate, picks, out)
+        results = evaluate(cfg, model, corpus, corpus_rate, picks, out, judge_set)
+        results["codec"] = codec_figures(cfg, model, corpus, corpus_rate)
+        if spent:  # both conditions were generated: 2 x prompts x seconds of audio
+            results["generation_real_time_factor"] = 2 * len(picks) * cfg.continuation.seconds / spent
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+        rundir.write_marker(out, digest, stage="continuations", complete=True)
+        print_voice_figures(results)
+    if with_text:
+        if text_done:
+            text = json.loads((text_out / "results.json").read_text())
+        else:
+            text_out.mkdir(parents=True, exist_ok=True)
+            text = text_eval.evaluate(model, lm_stage.read_tokens(cfg)[0], heldout, voice_groups(corpus), picks,
+                                      judge_set["codec"], corpus_rate, c.prompt_seconds, text_out, c.seed)
+            atomic_write_text(text_out / "results.json", json.dumps(text, indent=2) + "\n")
+            rundir.write_marker(text_out, text_hash(cfg), stage="text-eval")
+        print_text_figures(text)
+        results = {**results, "text": text}
     report.write(cfg, results)
-    rundir.write_marker(out, digest, stage="continuations", complete=True)
+    print(f"stage 4 (continuation): wavs in {out}/, report in {cfg.run_dir / 'report.md'}")
+    return out
+
+
+def print_voice_figures(results: dict) -> None:
     for group, r in results["speaker"].items():
         acc = {name: v["accuracy"] for name, v in r["scores"].items()}
         print(f"stage 4 (continuation), {group} ({r['voices']}): the prompt's voice named for {acc['continuation']:.1%} "
@@ -192,5 +238,3 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
               f"{r['chance']:.1%}; calibration: true continuations {acc['true continuation']:.1%}, swapped "
               f"{acc['swapped']:.1%}; through the codec {acc['true continuation, through the codec']:.1%} and "
               f"{acc['swapped, through the codec']:.1%})")
-    print(f"stage 4 (continuation): wavs in {out}/, report in {cfg.run_dir / 'report.md'}")
-    return out

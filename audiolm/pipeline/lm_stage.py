@@ -8,6 +8,7 @@ perplexity of the same tokens are recorded in each model's stage.json.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from tqdm.auto import tqdm
 
 from audiolm.config import LMConfig, PipelineConfig, config_hash
 from audiolm.lm.model import Decoder, DecoderConfig
-from audiolm.lm.sequences import TASKS, TaskSpec, mean_run_length, unigram_perplexity
+from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, unigram_perplexity, unit_runs
 from audiolm.pipeline import rundir
+from audiolm.text import TextTokenizer
 from audiolm.tokens import TokenLayout
 from audiolm.train.lm_task import LMTask, Utterance
 from audiolm.train.trainer import Trainer
@@ -49,6 +51,38 @@ def utterances(ds: datasets.Dataset, indices: list[int] | None = None) -> list[U
     return [(np.asarray(r["semantic"], dtype=np.int64), np.asarray(r["acoustic_codes"], dtype=np.int64)) for r in rows]
 
 
+def text_dir(cfg: PipelineConfig) -> Path:
+    return cfg.run_dir / "text"
+
+
+def read_text_tokenizer(cfg: PipelineConfig) -> TextTokenizer:
+    folder = text_dir(cfg)
+    if rundir.read_marker(folder) is None:
+        raise FileNotFoundError(f"{folder}: no text tokenizer yet; run stage 1 first (make stage-1)")
+    return TextTokenizer.from_pretrained(folder)
+
+
+def text_utterances(ds: datasets.Dataset, text: TextTokenizer, indices: list[int] | None = None) -> list[Utterance]:
+    """(semantic ids, (phone ids, text pieces)) of each row with text: the text tasks' utterances."""
+    if "phonemes" not in ds.column_names:
+        raise ValueError("the token dataset has no 'phonemes' column (made before the text tasks); run stage 1 "
+                         "again with force=true")
+    rows = ds.select_columns(["semantic", "phonemes", "text"])
+    rows = rows.select(indices) if indices is not None else rows
+    return [(np.asarray(r["semantic"], dtype=np.int64), (text.phone_ids(r["phonemes"]), np.asarray(text.encode(r["text"]))))
+            for r in rows if r["text"] and r["phonemes"]]
+
+
+def text_task_spec(cfg: PipelineConfig, task: str, marker: dict, text: TextTokenizer, train: list[Utterance]) -> TaskSpec:
+    """A text task over deduplicated semantic ids, with the text tokenizer's phones and pieces."""
+    layout = dataclasses.replace(layout_of(cfg, marker), phone_size=len(text.phones), piece_size=text.vocab_size)
+    semantic = [s for s, _ in train]
+    return TaskSpec(task=task, layout=layout, semantic_rate=marker["semantic_frame_rate"],
+                    acoustic_rate=marker["acoustic_frame_rate"], window_seconds=getattr(cfg.lm, task).window_seconds,
+                    dedup=True, mean_run=mean_run_length(semantic), unit_runs=unit_runs(semantic, layout.semantic_size),
+                    end_piece=text.end_piece, phones_first=task == "transcription" and cfg.lm.transcribe_phones_first)
+
+
 def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance]) -> TaskSpec:
     lm: LMConfig = getattr(cfg.lm, task)
     if lm.voice_pool and task == "semantic":
@@ -71,22 +105,24 @@ def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
     return config_hash("lm", task, getattr(cfg.lm, task), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances, cfg.lm.pack_speakers,
                        cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"],
                        *([True] if cfg.lm.ordinal_pitch and task != "semantic" else []),
-                       *(["relative_pitch"] if cfg.lm.relative_pitch and task == "coarse" else []))
+                       *(["relative_pitch"] if cfg.lm.relative_pitch and task == "coarse" else []),
+                       *([rundir.read_marker(text_dir(cfg))["config_hash"]] if task in TEXT_TASKS else []),
+                       *(["phones_first"] if task == "transcription" and cfg.lm.transcribe_phones_first else []),)
 
 
 def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> Decoder:
     model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=lm.dim, layers=lm.layers, heads=lm.heads,
                                   kv_heads=lm.kv_heads, ffn_dim=lm.ffn_dim, dropout=lm.dropout,
                                   max_positions=spec.max_length(), voice_pool=lm.voice_pool), task=spec.to_dict())
-    if ordinal_pitch and spec.task != "semantic":  # id 0 of codebook 0 is "unvoiced": not on the scale
+    if ordinal_pitch and spec.task in ("coarse", "fine"):  # id 0 of codebook 0 is "unvoiced": not on the scale
         model.init_ordinal(spec.layout.codebook_offset(0) + 1, spec.layout.codebook_offset(1))
     return model
 
 
 def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance], heldout: list[Utterance],
-             speakers: list[str] | None, out: Path) -> dict:
+             speakers: list[str] | None, out: Path, spec: TaskSpec | None = None) -> dict:
     lm: LMConfig = getattr(cfg.lm, task)
-    spec = task_spec(cfg, task, marker, train)
+    spec = spec or task_spec(cfg, task, marker, train)
     torch.manual_seed(lm.train.seed)
     model = build_model(spec, lm, cfg.lm.ordinal_pitch)
     work = cfg.run_dir / f"lm-{task}-train"
@@ -118,11 +154,32 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance
     return info
 
 
+def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.DatasetDict, out: Path) -> dict:
+    """A text task: whole utterances no longer than its window (the longer ones are counted out)."""
+    text = read_text_tokenizer(cfg)
+    heldout_rows = rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances)
+    train, heldout = text_utterances(ds["train"], text), text_utterances(ds["heldout"], text, heldout_rows)
+    if not train:
+        raise ValueError(f"the {task} LM needs text: the corpus' training split has none")
+    spec = text_task_spec(cfg, task, marker, text, train)
+    longest = spec.window
+    kept = [u for u in train if len(u[0]) <= longest]
+    if len(kept) < len(train):
+        print(f"stage 3 ({task} LM): {len(train) - len(kept)} of {len(train)} training utterances are longer than "
+              f"lm.{task}.window_seconds ({spec.window_seconds:g} s) and are left out")
+    speakers = None
+    if cfg.lm.pack_speakers:
+        speakers = [s for s, r in zip(ds["train"]["speaker"], ds["train"].select_columns(["text", "phonemes"]), strict=True)
+                    if r["text"] and r["phonemes"]]
+        speakers = [s for s, u in zip(speakers, train, strict=True) if len(u[0]) <= longest]
+    return train_lm(cfg, task, marker, kept, [u for u in heldout if len(u[0]) <= longest], speakers, out, spec)
+
+
 def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None) -> Path:
-    tasks = tasks or list(TASKS)
+    tasks = tasks or list(TASKS) + (list(TEXT_TASKS) if cfg.lm.text else [])
     for task in tasks:
-        if task not in TASKS:
-            raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+        if task not in TASKS + TEXT_TASKS:
+            raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS + TEXT_TASKS)})")
     ds, marker = read_tokens(cfg)
     codec_model = marker.get("codec_config", {}).get("model")
     for key in ("ordinal_pitch", "relative_pitch"):
@@ -137,10 +194,13 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
         if not force and rundir.is_up_to_date(out, digest, saved_part=True):
             print(f"stage 3 ({task} LM): {out} is up to date")
             continue
-        if train is None:
-            train = utterances(ds["train"])
-            heldout = utterances(ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
-        info = train_lm(cfg, task, marker, train, heldout, speakers, out)
+        if task in TEXT_TASKS:
+            info = train_text_lm(cfg, task, marker, ds, out)
+        else:
+            if train is None:
+                train = utterances(ds["train"])
+                heldout = utterances(ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
+            info = train_lm(cfg, task, marker, train, heldout, speakers, out)
         rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
         rundir.write_resolved_config(cfg, out)
     return cfg.run_dir

@@ -14,7 +14,7 @@ from audiolm import audio
 from audiolm.audio import mel_filters
 from audiolm.config import PipelineConfig
 from audiolm.files import atomic_write_text
-from audiolm.lm.sequences import TASKS
+from audiolm.lm.sequences import TASKS, TEXT_TASKS
 from audiolm.pipeline import rundir
 
 
@@ -134,6 +134,37 @@ def codec_section(codec: dict) -> list[str]:
     return lines
 
 
+def text_section(text: dict) -> list[str]:
+    """Stage 4's text figures (audiolm.pipeline.text_eval), a row per voice group."""
+    lines = ["", "## Text: transcription, reading, voice conversion (stage 4)", "",
+             "On held-out sentences. Transcription: the held-out utterances' semantic ids -> text. Reading: each "
+             "sentence read in the voice of a held-out prompt; PER = phone error rate of its semantic ids (each as the "
+             "phone its training frames most often carry) against eSpeak NG's phones of the sentence; round trip = "
+             "the WER of its audio transcribed by our recognizer. Conversion: a prompt utterance's semantic ids in the "
+             "voice of another prompt (coarse and fine LMs prompted by it); the codec judge names the voice.", "",
+             "| voices | transcription WER / CER | reading round-trip WER | reading PER | reading: prompt's voice | "
+             "conversion: target voice / source voice (chance) | conversion WER (source audio's) |",
+             "|---|---|---|---|---|---|---|"]
+    for group, f in text["groups"].items():
+        t = f["transcription"]
+        row = f"| {group} | {t['wer']:.1%} / {t['cer']:.1%} |"
+        if "reading" in f:
+            r, c = f["reading"], f["conversion"]
+            per = f"{r['phone_error_rate']:.1%}" if "phone_error_rate" in r else "-"
+            row += (f" {r['round_trip_wer']:.1%} | {per} | {r['speaker_accuracy']:.1%} | {c['target_voice_accuracy']:.1%} / "
+                    f"{c['source_voice_accuracy']:.1%} ({c['chance']:.1%}) | {c['wer']:.1%} ({c['source_wer']:.1%}) |")
+        else:
+            row += " - | - | - | - | - |"
+        lines.append(row)
+    lines.append("")
+    for group, f in text["groups"].items():
+        for e in f["transcription"]["examples"][:1]:
+            lines.append(f"- {group}, `{e['id']}`: said \"{e['text']}\", transcribed \"{e['transcription']}\"")
+        for e in f.get("reading", {}).get("examples", [])[:1]:
+            lines.append(f"- {group}, read \"{e['text']}\", heard back as \"{e['heard']}\"")
+    return lines + [""]
+
+
 def write(cfg: PipelineConfig, results: dict) -> Path:
     run_dir = cfg.run_dir
     figures = run_dir / "report"
@@ -146,7 +177,7 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
                          (("semantic", c.semantic), ("coarse", c.coarse), ("fine", c.fine))) + ".", "",
              "## Language models (stage 3)", "",
              "| LM | parameters | steps | held-out perplexity | unigram perplexity |", "|---|---|---|---|---|"]
-    for task in TASKS:
+    for task in TASKS + TEXT_TASKS:
         m = rundir.read_marker(run_dir / f"lm-{task}") or {}
         if m:
             lines.append(f"| {task} | {m['parameters'] / 1e6:.1f}M | {m['steps']} | {m['heldout_perplexity']:.2f} | "
@@ -164,6 +195,8 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
                      f"(both conditions, batches of {c.batch_size}).")
     if results.get("codec", {}).get("rows"):
         lines += codec_section(results["codec"])
+    if "text" in results:
+        lines += text_section(results["text"])
     lines += ["", "## Examples", ""]
     for example in results["examples"][: c.report_examples]:
         spectrograms(run_dir / "continuations", example, c.prompt_seconds, figures / f"{example}.png")

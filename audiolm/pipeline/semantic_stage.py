@@ -24,7 +24,7 @@ from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
-from audiolm.text import TextTokenizer
+from audiolm.text import TextTokenizer, phonemize
 from audiolm.tokens import dedup
 
 SHARD_SIZE = 256
@@ -97,7 +97,7 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
 
 
 def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Dataset, corpus_rate: int,
-                    partial: Path, batch_seconds: float, dedup_ids: bool, progress: tqdm) -> datasets.Dataset:
+                    partial: Path, batch_seconds: float, dedup_ids: bool, language: str, progress: tqdm) -> datasets.Dataset:
     durations = ds["duration"]
 
     def make_shard(indices: list[int]) -> datasets.Dataset:
@@ -109,7 +109,8 @@ def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Datas
         meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
         if dedup_ids:
             meta = meta.add_column("semantic_dedup", [dedup(ids[i]).tolist() for i in indices])
-        return meta
+        # the text tasks' input: eSpeak NG's phones of the text (empty without text)
+        return meta.add_column("phonemes", [phonemize(t or "", language) for t in meta["text"]])
 
     return rundir.sharded(ds.num_rows, split, partial, SHARD_SIZE, make_shard,
                           lambda indices: progress.update(sum(durations[i] for i in indices)))
@@ -158,7 +159,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
     fit_text_tokenizer(cfg, corpus, force)
     out = cfg.run_dir / "tokens"
-    digest = config_hash("semantic-tokens", tokenizer_hash(cfg), cfg.semantic.dedup)
+    digest = config_hash("semantic-tokens", tokenizer_hash(cfg), cfg.semantic.dedup, cfg.text.language)
     if not force and rundir.is_up_to_date(out, digest):
         print(f"stage 1 (semantic): {out} is up to date")
         return out
@@ -169,7 +170,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio",
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
         parts = {split: _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial,
-                                        cfg.semantic.batch_seconds, cfg.semantic.dedup, progress)
+                                        cfg.semantic.batch_seconds, cfg.semantic.dedup, cfg.text.language, progress)
                  for split in corpus}
     tokens = datasets.DatasetDict(parts)
     heldout = tokens["heldout"]

@@ -15,7 +15,7 @@ from typing import Any
 from audiolm.config import PipelineConfig, load_config
 from audiolm.continuation import AudioLM
 from audiolm.data.corpus import describe_source
-from audiolm.lm.sequences import TASKS
+from audiolm.lm.sequences import TASKS, TEXT_TASKS
 
 
 def run_config(run_dir: Path) -> PipelineConfig:
@@ -36,7 +36,7 @@ def run_metrics(lms: dict[str, dict | None], results: dict | None) -> list[dict[
     metrics = []
     for task, lm in lms.items():
         if lm and "heldout_perplexity" in lm:
-            per = "" if task == "semantic" else " per codebook"
+            per = " per codebook" if task in ("coarse", "fine") else ""
             metrics.append({"name": f"{task} LM held-out perplexity{per}", "type": "perplexity",
                             "value": lm["heldout_perplexity"],
                             "shown": f"{lm['heldout_perplexity']:.3g} (unigram {lm['unigram_perplexity']:.3g})"})
@@ -48,6 +48,17 @@ def run_metrics(lms: dict[str, dict | None], results: dict | None) -> list[dict[
                 value = r["scores"][kind]["accuracy"]
                 metrics.append({"name": f"voice kept, {name}, {group}", "type": "accuracy", "value": value,
                                 "shown": f"{value:.1%} (chance {r['chance']:.1%}, {r['voices']} voices)"})
+        for group, f in results.get("text", {}).get("groups", {}).items():
+            t = f["transcription"]
+            rows = [("transcription WER", "wer", t["wer"]), ("transcription CER", "cer", t["cer"])]
+            if "reading" in f:
+                rows += [("reading round-trip WER", "wer", f["reading"]["round_trip_wer"]),
+                         ("reading: prompt's voice kept", "accuracy", f["reading"]["speaker_accuracy"]),
+                         ("conversion: target voice named", "accuracy", f["conversion"]["target_voice_accuracy"]),
+                         ("conversion WER", "wer", f["conversion"]["wer"])]
+                if "phone_error_rate" in f["reading"]:
+                    rows.append(("reading phone error rate", "per", f["reading"]["phone_error_rate"]))
+            metrics += [{"name": f"{name}, {group}", "type": kind, "value": v, "shown": f"{v:.1%}"} for name, kind, v in rows]
         if "generation_real_time_factor" in results:
             rtf = results["generation_real_time_factor"]
             metrics.append({"name": "generation speed (audio seconds per wall second)", "type": "real_time_factor",
@@ -66,8 +77,11 @@ def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
     else:
         corpus, dataset_type, dataset_name = f"`{cfg.data.source}`", cfg.data.source, cfg.data.source
     datasets = list(cfg.share.datasets) + ([cfg.data.source] if source == "hub" and not os.path.exists(cfg.data.source) else [])
-    lms = {t: _read_json(run_dir / f"lm-{t}" / "stage.json") for t in TASKS}
+    lms = {t: _read_json(run_dir / f"lm-{t}" / "stage.json") for t in TASKS + TEXT_TASKS if (run_dir / f"lm-{t}").is_dir()}
     results = _read_json(run_dir / "continuations" / "results.json") or {}
+    text = _read_json(run_dir / "text-eval" / "results.json")
+    if text:
+        results["text"] = text
     c = cfg.continuation
     steps = ", ".join(f"{t} LM {(lm or {}).get('steps', '?')}" for t, lm in lms.items())
     evaluation = (f"Held-out perplexity of each LM on {cfg.lm.eval_utterances} held-out utterances, next to a unigram model of "

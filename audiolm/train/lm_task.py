@@ -27,6 +27,7 @@ Utterance = tuple[np.ndarray, np.ndarray | None]  # (semantic ids, codes [k, t] 
 # share of training windows a voice-pooling decoder sees without its reference (stage 4's
 # "semantic ids only" condition gives it none)
 VOICE_DROPOUT = 0.1
+TEXT_PACK = 3  # text tasks: utterances of one speaker per training example, at most
 
 
 def pad_batch(examples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +77,10 @@ class LMTask:
                     self.next_of_speaker[a] = b
         self.heldout_windows = [w for s, c in heldout for w in spec.eval_windows(s, c)]
 
-    def _packed(self, first: int) -> Utterance:
+    def _packed(self, first: int, rng: np.random.Generator) -> Utterance:
         """Utterance `first` and as many of its speaker's next ones as a window starting in it needs."""
+        if self.spec.is_text:
+            return self._packed_text(first, rng)
         parts, i = [self.train[first]], first
         frames = self.spec.length(*self.train[first])
         need = frames + self.spec.window
@@ -87,6 +90,20 @@ class LMTask:
             frames += self.spec.length(*self.train[i])
         return self.spec.concatenate(parts) if len(parts) > 1 else self.train[first]
 
+    def _packed_text(self, first: int, rng: np.random.Generator) -> Utterance:
+        """A text task's example: utterance `first` and up to TEXT_PACK - 1 of its speaker's next ones,
+        while they fit the window (transcribing or reading more than one sentence, and the phrasings
+        of sentences met apart)."""
+        parts, i = [self.train[first]], first
+        frames, want = len(self.train[first][0]), int(rng.integers(1, TEXT_PACK + 1))
+        while len(parts) < want and self.next_of_speaker[i] != first:
+            i = self.next_of_speaker[i]
+            frames += len(self.train[i][0])
+            if frames > self.spec.window:
+                break
+            parts.append(self.train[i])
+        return self.spec.concatenate(parts) if len(parts) > 1 else self.train[first]
+
     @property
     def voice_pool(self) -> bool:
         return self.models["lm"].config.voice_pool
@@ -94,7 +111,7 @@ class LMTask:
     def batch(self, step: int, micro: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.cfg.seed, step, micro])
         picks = rng.integers(0, len(self.train), self.cfg.batch_size)
-        examples = [self.spec.training_example(*self._packed(int(i)), rng, starts_within=self.spec.length(*self.train[i]))
+        examples = [self.spec.training_example(*self._packed(int(i), rng), rng, starts_within=self.spec.length(*self.train[i]))
                     for i in picks]
         ids, predicts = pad_batch(examples)
         if not self.voice_pool:
