@@ -205,20 +205,26 @@ def _semantic_eval(args: argparse.Namespace) -> int:
 
 
 def _continue(args: argparse.Namespace) -> int:
-    from audiolm.continuation import AudioLM
-
     # Before loading the model, so that a bad prompt fails fast; only the end of a long recording is
     # read (the LMs see at most their window of it).
     wav, rate = audio.load(args.prompt, last_seconds=PROMPT_TAIL_SECONDS)
+    return _generate_wav(args, lambda model, sampling: model.continue_speech(
+        wav, rate, args.seconds, args.seed, args.include_prompt, sampling), lambda err: args.prompt,
+        f"{args.prompt} -> {args.output}", ", prompt included" if args.include_prompt else "")
+
+
+def _generate_wav(args: argparse.Namespace, generate, source_of, what: str, note: str) -> int:
+    """Load --model, `generate(model, sampling)` a wav and write it to --output; an AudioError is
+    re-raised naming the file it came from (`source_of(err)`)."""
+    from audiolm.continuation import AudioLM
+
     model = AudioLM.from_pretrained(args.model, revision=args.revision)
-    sampling = _sampling_overrides(model, args)
     try:
-        out = model.continue_speech(wav, rate, args.seconds, args.seed, args.include_prompt, sampling)
+        out = generate(model, _sampling_overrides(model, args))
     except audio.AudioError as err:
-        raise audio.AudioError(args.prompt, err.problem) from None
+        raise audio.AudioError(source_of(err), err.problem) from None
     audio.save(args.output, out, model.codec.sample_rate)
-    print(f"{args.prompt} -> {args.output} ({len(out) / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz"
-          f"{', prompt included' if args.include_prompt else ''})")
+    print(f"{what} ({len(out) / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz{note})")
     return 0
 
 
@@ -230,22 +236,14 @@ def _sampling_overrides(model, args: argparse.Namespace):
 
 
 def _speak(args: argparse.Namespace) -> int:
-    from audiolm.continuation import AudioLM
-
     voice = rate = None
     if args.voice:  # before loading the model: a bad prompt fails fast
         voice, rate = audio.load(args.voice, last_seconds=PROMPT_TAIL_SECONDS)
     if not args.text.strip():
         raise ValueError("text: empty; give a sentence to speak")
-    model = AudioLM.from_pretrained(args.model, revision=args.revision)
-    try:
-        out = model.speak(args.text, voice, rate or 16000, args.seed, _sampling_overrides(model, args))
-    except audio.AudioError as err:
-        raise audio.AudioError(args.voice, err.problem) from None
-    audio.save(args.output, out, model.codec.sample_rate)
-    print(f"-> {args.output} ({len(out) / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz, "
-          f"{'the voice of ' + args.voice if args.voice else 'a voice of the corpus'})")
-    return 0
+    return _generate_wav(args, lambda model, sampling: model.speak(args.text, voice, rate or 16000, args.seed, sampling),
+                         lambda err: args.voice, f"-> {args.output}",
+                         f", {'the voice of ' + args.voice if args.voice else 'a voice of the corpus'}")
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -272,18 +270,11 @@ def _transcribe(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from audiolm.continuation import AudioLM
-
     source, rate = audio.load(args.source)
     voice, voice_rate = audio.load(args.voice, last_seconds=PROMPT_TAIL_SECONDS)
-    model = AudioLM.from_pretrained(args.model, revision=args.revision)
-    try:
-        out = model.convert(source, rate, voice, voice_rate, args.seed, _sampling_overrides(model, args))
-    except audio.AudioError as err:
-        raise audio.AudioError(args.voice if err.source == "voice prompt" else args.source, err.problem) from None
-    audio.save(args.output, out, model.codec.sample_rate)
-    print(f"{args.source} -> {args.output} (in the voice of {args.voice}, {len(out) / model.codec.sample_rate:.2f} s)")
-    return 0
+    return _generate_wav(args, lambda model, sampling: model.convert(source, rate, voice, voice_rate, args.seed, sampling),
+                         lambda err: args.voice if err.source == "voice prompt" else args.source,
+                         f"{args.source} -> {args.output}", f", in the voice of {args.voice}")
 
 
 def _push(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from audiolm.codec import load_codec
 from audiolm.codec.source_filter import SourceFilterCodec, SourceFilterCodecConfig
-from audiolm.continuation import AudioLM
+from audiolm.continuation import TEXT_PARTS, AudioLM
 from audiolm.lm.model import Decoder
 from audiolm.pipeline import share
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -57,11 +57,12 @@ def test_a_bundle_holds_each_part_its_config_and_a_card(bundle):
     expected = {"config.json", "README.md"}
     for part, weights in (("semantic", "kmeans.safetensors"), ("codec", "model.safetensors"),
                           ("lm-semantic", "model.safetensors"), ("lm-coarse", "model.safetensors"),
-                          ("lm-fine", "model.safetensors")):
+                          ("lm-fine", "model.safetensors"), ("text", "text.safetensors"),  # the tiny run has the text parts
+                          ("lm-reading", "model.safetensors"), ("lm-transcription", "model.safetensors")):
         expected |= {f"{part}/config.json", f"{part}/{weights}", f"{part}/README.md"}
     assert _files(bundle) == expected
     record = json.loads((bundle / "config.json").read_text())
-    assert record["component"] == "audiolm" and set(record["parts"]) == set(PARTS)
+    assert record["component"] == "audiolm" and set(record["parts"]) == set(PARTS) | set(TEXT_PARTS)
     codec = json.loads((bundle / "codec" / "config.json").read_text())
     assert {k: record["parts"]["codec"][k] for k in ("codebook_size", "num_codebooks", "frame_rate")} == {
         k: codec[k] for k in ("codebook_size", "num_codebooks", "frame_rate")}

@@ -29,6 +29,10 @@ def test_tokenizer_learns_the_corpus_and_round_trips_any_text(corpus_text, tmp_p
     assert json.loads((tmp_path / "text" / "config.json").read_text())["component"] == "text-tokenizer"
     again = TextTokenizer.from_pretrained(tmp_path / "text")
     assert again.model_proto == tok.model_proto and again.encode(corpus_text[7]) == tok.encode(corpus_text[7])
+    # the reading task's phone vocabulary: <unk>, the word boundary, every phone of the corpus' text
+    assert again.phones == tok.phones and tok.phones[:2] == ["<unk>", WORD]
+    assert set(tok.phones[2:]) == {p for t in corpus_text for p in phonemize(t)} - {WORD}
+    assert tok.phone_ids(["D", WORD, "no-such-phone"]).tolist() == [tok.phones.index("D"), 1, 0]
     assert TextTokenizer.train(corpus_text, TextConfig(vocab_size=400)).model_proto == tok.model_proto
 
 
