@@ -15,7 +15,6 @@ which `convert` is (the source's own semantic ids, the target's voice).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,9 +22,6 @@ import torch
 from audiolm.audio import AudioError, check_waveform, resample
 from audiolm.config import SamplingConfig
 from audiolm.lm.generate import complete_text
-
-if TYPE_CHECKING:
-    from audiolm.continuation import AudioLM
 
 MIN_VOICE_SECONDS = 1.0  # a voice prompt shorter than this carries too little of a voice to copy
 SILENT_RMS = 1e-4  # a voice prompt this quiet (-80 dBFS) has no voice in it
@@ -40,14 +36,14 @@ def sentences_of(text: str) -> list[str]:
 class TextTasks:
     """`speak`, `transcribe` and `convert`, mixed into `AudioLM` (which has the parts they use)."""
 
-    def _text_model(self: AudioLM, task: str):
+    def _text_model(self, task: str):
         if task not in self.models:
             raise ValueError(f"this model has no {task} LM (lm-{task}/): train it with `make stage-3 TASK={task}` "
                              "or a pipeline with lm.text: true")
         return self.models[task], self.specs[task]
 
     # -- reading -----------------------------------------------------------------------------
-    def read_chunks(self: AudioLM, text: str) -> list[np.ndarray]:
+    def read_chunks(self, text: str) -> list[np.ndarray]:
         """The phone ids of `text` in chunks of whole sentences (a sentence longer than READ_PHONES
         is cut between words); a ValueError naming the text when nothing in it can be spoken."""
         if not text or not text.strip():
@@ -68,7 +64,7 @@ class TextTasks:
         return chunks
 
     @torch.no_grad()
-    def read(self: AudioLM, texts: list[str], seed: int = 0, sampling: SamplingConfig | None = None,
+    def read(self, texts: list[str], seed: int = 0, sampling: SamplingConfig | None = None,
              generator: torch.Generator | None = None) -> list[np.ndarray]:
         """Texts -> semantic ids at the tokenizer's frame rate (each chunk read, then its ids held for
         their mean durations)."""
@@ -84,7 +80,7 @@ class TextTasks:
             i += len(row)
         return out
 
-    def _voice(self: AudioLM, wav: np.ndarray, sample_rate: int, source: str) -> np.ndarray:
+    def _voice(self, wav: np.ndarray, sample_rate: int, source: str) -> np.ndarray:
         wav = check_waveform(np.asarray(wav, dtype=np.float32), source, MIN_VOICE_SECONDS, sample_rate)
         if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < SILENT_RMS:
             raise AudioError(source, "silent (no voice to take)")
@@ -92,7 +88,7 @@ class TextTasks:
         return wav[-keep:]
 
     @torch.no_grad()
-    def render(self: AudioLM, semantic: list[np.ndarray], voices: list[np.ndarray] | None, sample_rate: int = 16000,
+    def render(self, semantic: list[np.ndarray], voices: list[np.ndarray] | None, sample_rate: int = 16000,
                seed: int = 0, sampling: dict[str, SamplingConfig] | None = None,
                generator: torch.Generator | None = None, source: str = "voice prompt") -> list[np.ndarray]:
         """Semantic ids (any number of frames each) -> audio at the codec's rate in the voice of each
@@ -119,14 +115,14 @@ class TextTasks:
         start = self._samples(known)
         return [audio[i, start : start + self._samples(n)] for i, n in enumerate(frames)]
 
-    def speak(self: AudioLM, text: str, voice: np.ndarray | None = None, sample_rate: int = 16000, seed: int = 0,
+    def speak(self, text: str, voice: np.ndarray | None = None, sample_rate: int = 16000, seed: int = 0,
               sampling: dict[str, SamplingConfig] | None = None) -> np.ndarray:
         """Text -> audio at the codec's rate, in the voice of `voice` (audio at `sample_rate`, at least
         MIN_VOICE_SECONDS) or, without it, a voice of the corpus. The same seed gives the same audio."""
         (out,) = self.speak_batch([text], None if voice is None else [voice], sample_rate, seed, sampling)
         return out
 
-    def speak_batch(self: AudioLM, texts: list[str], voices: list[np.ndarray] | None = None, sample_rate: int = 16000,
+    def speak_batch(self, texts: list[str], voices: list[np.ndarray] | None = None, sample_rate: int = 16000,
                     seed: int = 0, sampling: dict[str, SamplingConfig] | None = None) -> list[np.ndarray]:
         sampling = {**self.sampling, **(sampling or {})}
         generator = torch.Generator(self.device).manual_seed(seed)
@@ -135,7 +131,7 @@ class TextTasks:
 
     # -- transcription -----------------------------------------------------------------------
     @torch.no_grad()
-    def transcribe_ids(self: AudioLM, semantic: list[np.ndarray], sampling: SamplingConfig | None = None) -> list[str]:
+    def transcribe_ids(self, semantic: list[np.ndarray], sampling: SamplingConfig | None = None) -> list[str]:
         """Semantic ids -> text; ids longer than the transcription LM's window go in window-long pieces."""
         model, spec = self._text_model("transcription")
         pieces = [[ids[i : i + spec.window] for i in range(0, max(1, len(ids)), spec.window)] for ids in semantic]
@@ -148,7 +144,7 @@ class TextTasks:
             i += len(row)
         return texts
 
-    def transcribe(self: AudioLM, wavs: list[np.ndarray], sample_rate: int = 16000, names: list[str] | None = None,
+    def transcribe(self, wavs: list[np.ndarray], sample_rate: int = 16000, names: list[str] | None = None,
                    sampling: SamplingConfig | None = None) -> list[str]:
         """Audio (mono, any rate) -> its text."""
         names = names or [f"audio {i}" for i in range(len(wavs))]
@@ -158,7 +154,7 @@ class TextTasks:
         return self.transcribe_ids(semantic, sampling)
 
     # -- voice conversion --------------------------------------------------------------------
-    def convert(self: AudioLM, source: np.ndarray, sample_rate: int, voice: np.ndarray, voice_rate: int | None = None,
+    def convert(self, source: np.ndarray, sample_rate: int, voice: np.ndarray, voice_rate: int | None = None,
                 seed: int = 0, sampling: dict[str, SamplingConfig] | None = None) -> np.ndarray:
         """The words of `source` in the voice of `voice`: the source's semantic ids, rendered by the
         coarse and fine LMs prompted with the target's (AudioLM's speaker conversion)."""

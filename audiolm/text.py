@@ -25,11 +25,11 @@ from safetensors.torch import load_file, save_file
 
 from audiolm.config import TextConfig
 from audiolm.hub import HubMixin, config_from, weights_file
+from audiolm.tokens import WORD_PHONE  # noqa: F401 (the id of WORD among `TextTokenizer.phones`)
 
 TEXT_WEIGHTS = "text.safetensors"
 WORD = "|"  # the word boundary in phoneme sequences
 UNKNOWN_PHONE = "<unk>"  # a phone the corpus' text never had (another language's rules, a rare vowel)
-WORD_PHONE = 1  # the id of WORD among a tokenizer's phones (after <unk>)
 
 
 class TextTokenizer(HubMixin):

@@ -47,6 +47,9 @@ def normalized_edit_distance(a: Sequence[int] | np.ndarray, b: Sequence[int] | n
     return edit_distance(a, b) / longest if longest else 0.0
 
 
+WORD_PHONE = 1  # the word boundary's phone id (a text tokenizer's phones: <unk>, the boundary, the rest)
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """One vocabulary for the three language models:

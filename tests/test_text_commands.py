@@ -12,8 +12,8 @@ import soundfile as sf
 
 from audiolm import AudioLM, audio
 from audiolm.data.demo import sentences
-from audiolm.eval.text import error_rate, text_phones, units_as_phones
 from audiolm.pipeline import rundir
+from audiolm.pipeline.text_metrics import error_rate, text_phones, units_as_phones
 from audiolm.text import phonemize
 from tests.conftest import run_cli
 
@@ -96,8 +96,8 @@ def novel_phone_error_rate(model, cfg) -> float:
     """The phone error rate of the reading LM's semantic ids for NOVEL_SENTENCES, each id read as the
     phone its training frames most often carry."""
     from audiolm.data.corpus import read_frame_phones
-    from audiolm.eval.text import unit_phones
     from audiolm.pipeline import lm_stage
+    from audiolm.pipeline.text_metrics import unit_phones
 
     train = lm_stage.read_tokens(cfg)[0]["train"]
     phones = unit_phones([np.asarray(s) for s in train["semantic"]],

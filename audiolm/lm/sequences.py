@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from audiolm.text import WORD_PHONE
-from audiolm.tokens import TokenLayout, dedup, frames_at
+from audiolm.tokens import WORD_PHONE, TokenLayout, dedup, frames_at
 
 TASKS = ("semantic", "coarse", "fine")  # the continuation cascade
 TEXT_TASKS = ("reading", "transcription")

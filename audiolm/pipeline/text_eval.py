@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from audiolm import audio
 from audiolm.continuation import AudioLM
 from audiolm.data.corpus import read_frame_phones, read_wavs
-from audiolm.eval.text import char_error_rate, error_rate, text_phones, unit_phones, units_as_phones, word_error_rate
 from audiolm.pipeline.speaker_eval import Judge
+from audiolm.pipeline.text_metrics import char_error_rate, error_rate, text_phones, unit_phones, units_as_phones, word_error_rate
 from audiolm.speech_text import MIN_VOICE_SECONDS, sentences_of
 from audiolm.text import phonemize
 

@@ -161,7 +161,7 @@ def test_training_windows_run_on_into_the_same_speakers_next_utterance():
     speakers = ["a", "b", "a", "b", "a", "b"]
     lm_task, _ = _task("semantic", 1, data)
     packed = LMTask(lm_task.models["lm"], lm_task.spec, lm_task.cfg, data, data[:2], speakers)
-    stream, _ = packed._packed(0)
+    stream, _ = packed._packed(0, np.random.default_rng(0))
     expected = np.concatenate([data[0][0], data[2][0]])[: len(stream)]
     assert len(stream) >= len(data[0][0]) + lm_task.spec.window
     np.testing.assert_array_equal(stream[: len(expected)], expected)  # speaker a's next utterance, not b's
