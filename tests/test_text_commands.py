@@ -95,13 +95,11 @@ def test_novel_sentences_are_read_and_their_phone_error_rate_measured(model, tin
 def novel_phone_error_rate(model, cfg) -> float:
     """The phone error rate of the reading LM's semantic ids for NOVEL_SENTENCES, each id read as the
     phone its training frames most often carry."""
-    from audiolm.data.corpus import read_frame_phones
     from audiolm.pipeline import lm_stage
-    from audiolm.pipeline.text_metrics import unit_phones
+    from audiolm.pipeline.text_metrics import token_unit_phones
 
     train = lm_stage.read_tokens(cfg)[0]["train"]
-    phones = unit_phones([np.asarray(s) for s in train["semantic"]],
-                         read_frame_phones(train, [len(s) for s in train["semantic"]], 16000), model.tokenizer.num_clusters)
+    phones = token_unit_phones(train, 16000, model.tokenizer.frame_rate, model.tokenizer.num_clusters)
     units = model.read(NOVEL_SENTENCES, seed=0)
     return error_rate([units_as_phones(u, phones) for u in units], [text_phones(phonemize(s)) for s in NOVEL_SENTENCES])
 

@@ -174,8 +174,9 @@ def print_text_figures(text: dict) -> None:
 
 
 def text_hash(cfg: PipelineConfig) -> str:
-    """Stage 4's text figures depend on every part and on the continuation settings (prompts, seed)."""
-    parts = [(rundir.read_marker(cfg.run_dir / folder) or {}).get("config_hash") for folder in (*PARTS, *TEXT_PARTS)]
+    """Stage 4's text figures depend on every part and on the continuation settings (prompts, seed):
+    the continuations' hash (which has the cascade's parts) and the text parts'."""
+    parts = [(rundir.read_marker(cfg.run_dir / folder) or {}).get("config_hash") for folder in TEXT_PARTS]
     return config_hash("text-eval", continuation_hash(cfg), parts)
 
 

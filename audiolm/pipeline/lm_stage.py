@@ -62,15 +62,17 @@ def read_text_tokenizer(cfg: PipelineConfig) -> TextTokenizer:
     return TextTokenizer.from_pretrained(folder)
 
 
-def text_utterances(ds: datasets.Dataset, text: TextTokenizer, indices: list[int] | None = None) -> list[Utterance]:
-    """(semantic ids, (phone ids, text pieces)) of each row with text: the text tasks' utterances."""
+def text_utterances(ds: datasets.Dataset, text: TextTokenizer,
+                    indices: list[int] | None = None) -> tuple[list[Utterance], list[str]]:
+    """(semantic ids, (phone ids, text pieces)) of each row with text, the text tasks' utterances, and
+    their speakers."""
     if "phonemes" not in ds.column_names:
         raise ValueError("the token dataset has no 'phonemes' column (made before the text tasks); run stage 1 "
                          "again with force=true")
-    rows = ds.select_columns(["semantic", "phonemes", "text"])
-    rows = rows.select(indices) if indices is not None else rows
-    return [(np.asarray(r["semantic"], dtype=np.int64), (text.phone_ids(r["phonemes"]), np.asarray(text.encode(r["text"]))))
-            for r in rows if r["text"] and r["phonemes"]]
+    rows = ds.select_columns(["semantic", "phonemes", "text", "speaker"])
+    rows = [r for r in (rows.select(indices) if indices is not None else rows) if r["text"] and r["phonemes"]]
+    return ([(np.asarray(r["semantic"], dtype=np.int64), (text.phone_ids(r["phonemes"]), np.asarray(text.encode(r["text"]))))
+             for r in rows], [r["speaker"] for r in rows])
 
 
 def text_task_spec(cfg: PipelineConfig, task: str, marker: dict, text: TextTokenizer, train: list[Utterance]) -> TaskSpec:
@@ -107,7 +109,7 @@ def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
                        *([True] if cfg.lm.ordinal_pitch and task != "semantic" else []),
                        *(["relative_pitch"] if cfg.lm.relative_pitch and task == "coarse" else []),
                        *([rundir.read_marker(text_dir(cfg))["config_hash"]] if task in TEXT_TASKS else []),
-                       *(["phones_first"] if task == "transcription" and cfg.lm.transcribe_phones_first else []),)
+                       *(["phones_first"] if task == "transcription" and cfg.lm.transcribe_phones_first else []))
 
 
 def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> Decoder:
@@ -158,21 +160,18 @@ def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.Dat
     """A text task: whole utterances no longer than its window (the longer ones are counted out)."""
     text = read_text_tokenizer(cfg)
     heldout_rows = rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances)
-    train, heldout = text_utterances(ds["train"], text), text_utterances(ds["heldout"], text, heldout_rows)
+    train, speakers = text_utterances(ds["train"], text)
+    heldout, _ = text_utterances(ds["heldout"], text, heldout_rows)
     if not train:
         raise ValueError(f"the {task} LM needs text: the corpus' training split has none")
     spec = text_task_spec(cfg, task, marker, text, train)
-    longest = spec.window
-    kept = [u for u in train if len(u[0]) <= longest]
-    if len(kept) < len(train):
-        print(f"stage 3 ({task} LM): {len(train) - len(kept)} of {len(train)} training utterances are longer than "
+    fits = [len(u[0]) <= spec.window for u in train]
+    if not all(fits):
+        print(f"stage 3 ({task} LM): {fits.count(False)} of {len(train)} training utterances are longer than "
               f"lm.{task}.window_seconds ({spec.window_seconds:g} s) and are left out")
-    speakers = None
-    if cfg.lm.pack_speakers:
-        speakers = [s for s, r in zip(ds["train"]["speaker"], ds["train"].select_columns(["text", "phonemes"]), strict=True)
-                    if r["text"] and r["phonemes"]]
-        speakers = [s for s, u in zip(speakers, train, strict=True) if len(u[0]) <= longest]
-    return train_lm(cfg, task, marker, kept, [u for u in heldout if len(u[0]) <= longest], speakers, out, spec)
+    kept = [u for u, fit in zip(train, fits, strict=True) if fit]
+    speakers = [s for s, fit in zip(speakers, fits, strict=True) if fit] if cfg.lm.pack_speakers else None
+    return train_lm(cfg, task, marker, kept, [u for u in heldout if len(u[0]) <= spec.window], speakers, out, spec)
 
 
 def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None) -> Path:

@@ -10,7 +10,7 @@ voices the models trained on and voices no model heard apart.
   voice named (should be high), the source's (should fall to chance), and the WER of the converted
   audio next to that of the source audio itself.
 
-Writes `<id>.read.wav` and `<id>.converted.wav` next to the continuations.
+Writes `<id>.read.wav` and `<id>.converted.wav` into the folder it is given (stage 4: `text-eval/`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ from tqdm.auto import tqdm
 
 from audiolm import audio
 from audiolm.continuation import AudioLM
-from audiolm.data.corpus import read_frame_phones, read_wavs
+from audiolm.data.corpus import read_wavs
 from audiolm.pipeline.speaker_eval import Judge
-from audiolm.pipeline.text_metrics import char_error_rate, error_rate, text_phones, unit_phones, units_as_phones, word_error_rate
+from audiolm.pipeline.text_metrics import (
+    char_error_rate,
+    error_rate,
+    text_phones,
+    token_unit_phones,
+    units_as_phones,
+    word_error_rate,
+)
 from audiolm.speech_text import MIN_VOICE_SECONDS, sentences_of
 from audiolm.text import phonemize
 
@@ -46,10 +53,7 @@ def evaluate(model: AudioLM, tokens, corpus_heldout, groups: dict[str, list[str]
     voice group."""
     train, heldout = tokens["train"], tokens["heldout"]
     rate = model.codec.sample_rate
-    phones_of_unit = unit_phones([np.asarray(s) for s in train["semantic"]],
-                                 read_frame_phones(train, [len(s) for s in train["semantic"]], corpus_rate,
-                                                   model.tokenizer.frame_rate), model.tokenizer.num_clusters) \
-        if "phones" in train.column_names and any(train["phones"]) else None
+    phones_of_unit = token_unit_phones(train, corpus_rate, model.tokenizer.frame_rate, model.tokenizer.num_clusters)
     sentences = sorted({s for t in heldout["text"] for s in sentences_of(t or "")})
     speakers, texts, ids = heldout["speaker"], heldout["text"], heldout["id"]
     results: dict = {"groups": {}}

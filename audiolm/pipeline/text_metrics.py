@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from audiolm.data.corpus import has_phones, read_frame_phones
 from audiolm.data.phones import SILENCE
 from audiolm.text import WORD
 from audiolm.tokens import dedup, edit_distance
@@ -46,6 +47,15 @@ def unit_phones(ids: Sequence[np.ndarray], frame_labels: Sequence[Sequence[str]]
             row = counts.setdefault(unit, {})
             row[phone] = row.get(phone, 0) + 1
     return [max(counts[u], key=counts[u].get) if u in counts else SILENCE for u in range(size)]
+
+
+def token_unit_phones(tokens, corpus_rate: int, frame_rate: float, size: int) -> list[str] | None:
+    """`unit_phones` of a token dataset split with phone alignments (`phones`, `phone_starts`: the
+    demo corpus records eSpeak NG's); None for a corpus without them."""
+    if not has_phones(tokens):
+        return None
+    semantic = [np.asarray(s) for s in tokens["semantic"]]
+    return unit_phones(semantic, read_frame_phones(tokens, [len(s) for s in semantic], corpus_rate, frame_rate), size)
 
 
 def units_as_phones(units: np.ndarray, phones: Sequence[str]) -> list[str]:
