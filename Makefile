@@ -6,7 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAGE_ARGS = --pipeline $(PIPELINE) $(OVERRIDES)
 
-.PHONY: install demo demo-text demo-long demo-long-text stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench lint clean
+# RUN: the run `make serve` serves; HOST, PORT: where (default 127.0.0.1:7860)
+RUN ?= runs/demo
+
+.PHONY: install web serve demo demo-text demo-long demo-long-text stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench lint clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +21,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@! $(PY) -m pip show torchaudio >/dev/null 2>&1 || (echo "torchaudio got installed; it breaks transformers here" && exit 1)
 	touch $@
+
+# the optional extra of `audiolm serve` (gradio), which the tests exercise too
+web: $(VENV)/.web
+
+$(VENV)/.web: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,web]"
+	touch $@
+
+# after `make demo`: a local web page to try the run (continue, convert; speak and transcribe with the text LMs)
+serve: web
+	@test -f $(RUN)/lm-fine/config.json || (echo "serve: $(RUN) has no trained models yet; run \`make demo\` first (or RUN=runs/<name>)" && exit 1)
+	$(VENV)/bin/audiolm serve --model $(RUN) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 stage-0: install
 	$(PY) -m stages.stage0_corpus $(STAGE_ARGS)
@@ -55,10 +70,10 @@ demo-long-text: PIPELINE = pipelines/demo-long-text.yaml
 demo-long-text: stage-4
 	@echo "demo-long-text: done. Report: runs/demo-long/report.md"
 
-test: install
+test: web
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: install
+test-slow: web
 	$(PY) -m pytest -q -m slow
 
 # The suite (figures with same-run baselines); --quick takes under 5 minutes on 2 cores.

@@ -10,6 +10,7 @@
     audiolm speak "TEXT" --voice PROMPT.wav -o OUT.wav --model RUN [--seed S]     # needs the text LMs
     audiolm transcribe IN.wav [IN2.wav ...] --model RUN [-o OUT.jsonl]
     audiolm convert SOURCE.wav --voice TARGET.wav -o OUT.wav --model RUN [--seed S]
+    audiolm serve --model runs/demo [--host 127.0.0.1] [--port 7860]   # a web page (pip install -e .[web])
     audiolm push runs/demo USER/REPO [--private] [--token T]    # the run as one bundle on the Hub
     audiolm save runs/demo OUTDIR                               # the same bundle, written locally
 
@@ -300,6 +301,17 @@ def _save(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from audiolm import web
+    except ModuleNotFoundError as err:
+        if err.name != "gradio":
+            raise
+        raise OSError("the web page needs gradio: pip install -e '.[web]' (or `make serve`)") from None
+    web.serve(args.model, args.host, args.port, args.revision)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiolm", description="Token-based audio language model pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True, metavar="OUT.wav")
     model_args(convert)
     convert.set_defaults(func=_convert)
+    serve = commands.add_parser("serve", help="a web page to try the model: continue, speak, convert, transcribe")
+    serve.add_argument("--model", required=True, help="a run folder (runs/demo) or a Hub id with the same layout")
+    serve.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (default: this one only)")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.set_defaults(func=_serve)
     push = commands.add_parser("push", help="upload a run (semantic tokenizer, codec, three LMs, model card) as one Hub repo")
     push.add_argument("run", metavar="RUN_DIR", help="a run folder after stage 3 (stage 4's numbers go into the card)")
     push.add_argument("repo_id", metavar="REPO_ID", help="user/name or org/name; created if missing")

@@ -110,7 +110,8 @@ class TextTasks:
         for p, s in zip(prompt_semantic, semantic, strict=True):
             row = np.concatenate([p, np.asarray(s, dtype=np.int64)])
             need = int(np.ceil(total * rate_s / rate_a)) + 1  # rows padded by holding their last id
-            rows.append(np.pad(row, (0, max(0, need - len(row))), mode="edge")[:need])
+            # (a reading with no ids at all, from an undertrained LM and no voice, gets one frame of id 0)
+            rows.append(np.pad(row, (0, max(0, need - len(row))), mode="edge" if len(row) else "constant")[:need])
         audio = self._acoustic(rows, prompt_codes, total, sampling, generator)
         start = self._samples(known)
         return [audio[i, start : start + self._samples(n)] for i, n in enumerate(frames)]

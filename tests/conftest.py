@@ -84,3 +84,18 @@ def tiny_continuations(tiny_run):
     lm_stage.run(tiny_run)
     continue_stage.run(tiny_run)
     return tiny_run
+
+
+@pytest.fixture(scope="module")
+def served(tiny_continuations):
+    """`audiolm serve` of the tiny run on a free local port: (url, gradio Blocks)."""
+    import socket
+
+    from audiolm import web
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    blocks = web.serve(str(tiny_continuations.run_dir), port=port, block=False)
+    yield blocks.local_url, blocks
+    blocks.close()

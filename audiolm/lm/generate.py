@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from audiolm.config import SamplingConfig
 from audiolm.lm.model import Decoder
@@ -104,6 +105,8 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
     else:
         stream = np.array(codes, dtype=np.int64, copy=True)
     done = known
+    # shown in a terminal only (disable=None), and as the web page's progress bar (gradio tracks tqdm)
+    bar = tqdm(total=total - known, desc=f"{spec.task} LM", unit="frame", leave=False, disable=None)
     while done < total:
         end = min(total, max(w, done + w // 2))
         start = max(0, end - w)
@@ -122,7 +125,9 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
             q = spec.codebooks
             for i in range(b):
                 stream[i, q.start : q.stop, done:end] = spec.target_codes(new[i], stream[i], start, done - start)
+        bar.update(end - done)
         done = end
+    bar.close()
     return stream
 
 
@@ -136,7 +141,7 @@ def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray,
     outputs: list[np.ndarray] = [np.zeros(0, np.int64)] * len(inputs)
     device = model.lm_head.weight.device
     lo = spec.layout.semantic_offset if spec.task == "reading" else spec.layout.piece_offset
-    for length in sorted({len(p) for p in prefixes}):
+    for length in tqdm(sorted({len(p) for p in prefixes}), desc=f"{spec.task} LM", unit="batch", leave=False, disable=None):
         rows = [i for i, p in enumerate(prefixes) if len(p) == length]
         steps = max_steps or max(1, model.config.max_positions - length)
         batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)

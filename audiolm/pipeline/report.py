@@ -55,6 +55,32 @@ def compare_spectrograms(panels: list[tuple[str, np.ndarray]], sample_rate: int,
     plt.close(fig)
 
 
+def timeline(segments: list[tuple[str, np.ndarray]], sample_rate: int, path: Path, title: str = "") -> None:
+    """One log-mel spectrogram of several signals played one after another (prompt, then result),
+    each labelled above its span, a dashed line where one ends."""
+    plt = _figure()
+    wav = np.concatenate([np.asarray(w, dtype=np.float32) for _, w in segments])
+    spec = log_mel(np.pad(wav, (0, max(0, 1024 - len(wav)))), sample_rate)
+    seconds = len(wav) / sample_rate
+    fig, ax = plt.subplots(figsize=(9, 2.8))
+    ax.imshow(spec, origin="lower", aspect="auto", extent=(0, seconds, 0, spec.shape[0]), cmap="magma",
+              vmin=max(float(spec.min()), float(spec.max()) - 6), vmax=float(spec.max()))
+    start = 0.0
+    for i, (label, w) in enumerate(segments):
+        end = start + len(w) / sample_rate
+        if i:
+            ax.axvline(start, color="white", linestyle="--")
+        ax.text((start + end) / 2, spec.shape[0] * 1.02, label, ha="center", va="bottom")
+        start = end
+    ax.set_xlim(0, seconds)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("mel band")
+    if title:
+        ax.set_title(title, pad=18)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def loss_curves(run_dir: Path, path: Path) -> bool:
     plt = _figure()
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3))

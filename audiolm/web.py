@@ -1,0 +1,198 @@
+"""`audiolm serve`: a Gradio page to try a model by ear, a tab per task the model has.
+
+    audiolm serve --model runs/demo            # or a Hub id; http://127.0.0.1:7860
+
+Continue (a prompt, uploaded or recorded) and convert work with every model; speak and transcribe
+where the run trained the text LMs. Each result comes with a log-mel spectrogram of what went in
+and what came out on one time axis. One generation runs at a time (a queue; the CPU has no room for
+two). Bad input (unreadable, silent, too short, too long) is a message on the page naming the
+problem. Nothing leaves the machine: no analytics, no share link, fonts and scripts served locally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import uuid
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from audiolm import audio
+from audiolm.continuation import AudioLM
+from audiolm.pipeline.report import timeline
+from audiolm.speech_text import MIN_VOICE_SECONDS, SILENT_RMS
+
+MAX_UPLOAD_SECONDS = 60.0  # longer uploads are refused: the LMs look back far less than this
+MAX_TEXT_CHARS = 500  # about five sentences: a minute of generation on 2 CPU cores
+ONE_AT_A_TIME = "generation"  # every tab's button shares one queue slot: two generations would halve each's CPU
+MAX_FILE_SIZE = "20mb"  # a minute of 44.1 kHz stereo 16-bit wav is 10 MB
+
+
+class Page:
+    """The model and what each tab's button does. Handlers raise `gr.Error` for bad input, which the
+    page shows as a message; anything else is a bug and shows gradio's generic error."""
+
+    def __init__(self, model: AudioLM, name: str):
+        self.model, self.name = model, name
+        self._outputs = tempfile.TemporaryDirectory(prefix="audiolm-serve-")  # removed with the page
+
+    @property
+    def tasks(self) -> list[str]:
+        text = [t for t, lm in (("speak", "reading"), ("transcribe", "transcription")) if lm in self.model.models]
+        return ["continue", *text[:1], "convert", *text[1:]]
+
+    # -- input -----------------------------------------------------------------------------------
+    @staticmethod
+    def read(path: str | None, what: str, min_seconds: float) -> tuple[np.ndarray, int]:
+        """An uploaded or recorded file -> (mono audio, rate), or gr.Error naming `what` is wrong."""
+        if not path:
+            raise gr.Error(f"{what}: none given; upload a file or record one", print_exception=False)
+        try:
+            import soundfile as sf
+
+            seconds = sf.info(path).duration
+        except Exception:  # noqa: BLE001 - audio.load says what is wrong with the file
+            seconds = 0.0
+        try:
+            if seconds > MAX_UPLOAD_SECONDS:
+                raise audio.AudioError(what, f"too long: {seconds:.1f} s, at most {MAX_UPLOAD_SECONDS:g} s")
+            wav, rate = audio.load(path)
+            audio.check_waveform(wav, what, min_seconds, rate)
+            if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < SILENT_RMS:
+                raise audio.AudioError(what, "silent (nothing above -80 dBFS)")
+        except audio.AudioError as err:
+            problem = err.problem if err.source in (what, str(path)) else str(err)  # the upload's temporary name says nothing
+            raise gr.Error(f"{what}: {problem}", print_exception=False) from None
+        return wav, rate
+
+    def _sampling(self, temperature: float | None):
+        if temperature is None:
+            return None
+        return {t: dataclasses.replace(s, temperature=float(temperature)) for t, s in self.model.sampling.items()
+                if t != "transcription"}  # a transcription stays the most likely text
+
+    def _write(self, task: str, segments: list[tuple[str, np.ndarray]], rate: int) -> tuple[str, str]:
+        """The result (the last segment) as a wav, and the spectrogram of all segments as a PNG."""
+        stem = Path(self._outputs.name) / f"{task}-{uuid.uuid4().hex[:8]}"
+        audio.save(stem.with_suffix(".wav"), segments[-1][1], rate)
+        timeline(segments, rate, stem.with_suffix(".png"))
+        return str(stem.with_suffix(".wav")), str(stem.with_suffix(".png"))
+
+    def _run(self, generate):
+        try:
+            return generate()
+        except (audio.AudioError, ValueError) as err:  # the input, named: too short for the tokenizer, no speakable word
+            raise gr.Error(str(err), print_exception=False) from None
+
+    # -- the tabs' buttons -------------------------------------------------------------------------
+    def continue_(self, prompt: str | None, seconds: float, temperature: float, seed: float,
+                  progress=gr.Progress(track_tqdm=True)) -> tuple[str, str]:
+        wav, rate = self.read(prompt, "prompt", MIN_VOICE_SECONDS)
+        progress(0, desc="continuing")
+        m = self.model
+        (out,) = self._run(lambda: m.continue_batch([wav], rate, float(seconds), int(seed), self._sampling(temperature)))
+        return self._write("continue", [("prompt", out.prompt), ("continuation", out.continuation)], out.sample_rate)
+
+    def speak(self, text: str, voice: str | None, temperature: float, seed: float,
+              progress=gr.Progress(track_tqdm=True)) -> tuple[str, str]:
+        text = (text or "").strip()
+        if not text:
+            raise gr.Error("text: empty; type a sentence to speak", print_exception=False)
+        if len(text) > MAX_TEXT_CHARS:
+            raise gr.Error(f"text: {len(text)} characters, at most {MAX_TEXT_CHARS}", print_exception=False)
+        wav, rate = self.read(voice, "voice", MIN_VOICE_SECONDS) if voice else (None, 16000)
+        progress(0, desc="reading")
+        out = self._run(lambda: self.model.speak(text, wav, rate, int(seed), self._sampling(temperature)))
+        segments = [("voice", audio.resample(wav, rate, self.model.codec.sample_rate))] if wav is not None else []
+        return self._write("speak", [*segments, ("speech", out)], self.model.codec.sample_rate)
+
+    def convert(self, source: str | None, voice: str | None, temperature: float, seed: float,
+                progress=gr.Progress(track_tqdm=True)) -> tuple[str, str]:
+        src, src_rate = self.read(source, "source", MIN_VOICE_SECONDS)
+        wav, rate = self.read(voice, "voice", MIN_VOICE_SECONDS)
+        progress(0, desc="converting")
+        out = self._run(lambda: self.model.convert(src, src_rate, wav, rate, int(seed), self._sampling(temperature)))
+        at = self.model.codec.sample_rate
+        return self._write("convert", [("source", audio.resample(src, src_rate, at)), ("converted", out)], at)
+
+    def transcribe(self, speech: str | None, progress=gr.Progress(track_tqdm=True)) -> tuple[str, str]:
+        wav, rate = self.read(speech, "speech", MIN_VOICE_SECONDS)
+        progress(0, desc="transcribing")
+        (text,) = self._run(lambda: self.model.transcribe([wav], rate, names=["speech"]))
+        png = Path(self._outputs.name) / f"transcribe-{uuid.uuid4().hex[:8]}.png"
+        timeline([("speech", wav)], rate, png)
+        return text, str(png)
+
+    # -- layout ------------------------------------------------------------------------------------
+    def blocks(self) -> gr.Blocks:
+        s = self.model.sampling["semantic"]
+        # analytics off: no telemetry, no version check against gradio's server
+        with gr.Blocks(title=f"audiolm: {self.name}", analytics_enabled=False) as page:
+            gr.Markdown(f"# audiolm · `{self.name}`\nSemantic tokens, a codec, decoder-only LMs. Upload or record a "
+                        f"prompt of {MIN_VOICE_SECONDS:g}-{MAX_UPLOAD_SECONDS:g} s; generation runs on this machine, "
+                        "one request at a time.")
+
+            def knobs():
+                return (gr.Slider(0.1, 1.5, value=s.temperature, step=0.05, label="temperature (every LM)"),
+                        gr.Number(value=0, precision=0, label="seed (the same seed, the same audio)"))
+
+            def results(task: str):
+                return (gr.Audio(label="result", type="filepath", interactive=False, elem_id=f"{task}-result"),
+                        gr.Image(label="log-mel spectrogram: input | result", type="filepath", interactive=False,
+                                 elem_id=f"{task}-spectrogram"))
+
+            def upload(label: str, elem_id: str):
+                return gr.Audio(label=label, sources=["upload", "microphone"], type="filepath", format=None, elem_id=elem_id)
+
+            def on(button: gr.Button, handler, inputs: list, outputs: list, name: str) -> None:
+                button.click(handler, inputs, outputs, api_name=name, concurrency_id=ONE_AT_A_TIME)
+
+            if "continue" in self.tasks:
+                with gr.Tab("Continue", id="continue"):
+                    prompt = upload("prompt", "continue-prompt")
+                    seconds = gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")
+                    temperature, seed = knobs()
+                    button = gr.Button("Continue", variant="primary", elem_id="continue-button")
+                    out = results("continue")
+                    on(button, self.continue_, [prompt, seconds, temperature, seed], list(out), "continue")
+            if "speak" in self.tasks:
+                with gr.Tab("Speak", id="speak"):
+                    text = gr.Textbox(label="text", value="The quick brown fox jumps over the lazy dog.", max_lines=4)
+                    voice = upload("voice (optional: without it, a voice of the corpus)", "speak-voice")
+                    temperature, seed = knobs()
+                    button = gr.Button("Speak", variant="primary", elem_id="speak-button")
+                    out = results("speak")
+                    on(button, self.speak, [text, voice, temperature, seed], list(out), "speak")
+            with gr.Tab("Convert", id="convert"):
+                source = upload("source: the words", "convert-source")
+                voice = upload("voice: the target speaker", "convert-voice")
+                temperature, seed = knobs()
+                button = gr.Button("Convert", variant="primary", elem_id="convert-button")
+                out = results("convert")
+                on(button, self.convert, [source, voice, temperature, seed], list(out), "convert")
+            if "transcribe" in self.tasks:
+                with gr.Tab("Transcribe", id="transcribe"):
+                    speech = upload("speech", "transcribe-speech")
+                    button = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
+                    text_out = gr.Textbox(label="transcription", interactive=False)
+                    png = gr.Image(label="log-mel spectrogram", type="filepath", interactive=False)
+                    on(button, self.transcribe, [speech], [text_out, png], "transcribe")
+        return page.queue(default_concurrency_limit=1, max_size=32)
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 7860, revision: str | None = None,
+          block: bool = True) -> gr.Blocks:
+    """Load `model` (a run folder, a bundle or a Hub id) and serve its page; with `block=False`
+    return once the server is up (tests)."""
+    page = Page(AudioLM.from_pretrained(model, revision=revision), Path(model).name if Path(model).exists() else model)
+    blocks = page.blocks()
+    blocks.page = page  # the temporary folder of results lives as long as the server
+    blocks.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, ssr_mode=False, quiet=True,
+                  footer_links=["api"], prevent_thread_lock=True, show_error=False, pwa=False, mcp_server=False)
+    print(f"audiolm serve: {page.name} ({', '.join(page.tasks)}) on {blocks.local_url} "
+          f"({'this machine only' if host in ('127.0.0.1', 'localhost') else 'open to the network'}; Ctrl+C stops)", flush=True)
+    if block:
+        blocks.block_thread()
+    return blocks

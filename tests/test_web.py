@@ -1,0 +1,73 @@
+"""`audiolm serve`: every endpoint of the page called through gradio_client, as a script or another
+Space would, on the tiny pipeline's run; bad uploads come back as messages naming the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("gradio", reason="the web extra is not installed (pip install -e '.[web]')")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from audiolm import web  # noqa: E402
+from audiolm.continuation import AudioLM  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return Client(served[0], verbose=False, download_files=True)
+
+
+def test_the_page_has_a_tab_per_task_of_the_model(tiny_continuations):
+    model = AudioLM.from_pretrained(tiny_continuations.run_dir)
+    assert web.Page(model, "tiny").tasks == ["continue", "speak", "convert", "transcribe"]
+    for task in ("reading", "transcription"):  # a run without the text LMs: continue and convert only
+        del model.models[task]
+    assert web.Page(model, "tiny").tasks == ["continue", "convert"]
+
+
+def test_every_endpoint_gives_audio_or_text_and_a_spectrogram(client, speech_wav):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/continue", "/speak", "/convert", "/transcribe"}
+    rate = sf.info(speech_wav).samplerate
+    prompt = handle_file(str(speech_wav))
+
+    wav_path, png = client.predict(prompt, 2.0, 0.8, 0, api_name="/continue")
+    wav, out_rate = sf.read(wav_path)
+    assert abs(len(wav) / out_rate - 2.0) < 0.05 and np.abs(wav).max() > 0  # the seconds asked, not silence
+    again, _ = client.predict(prompt, 2.0, 0.8, 0, api_name="/continue")
+    assert np.array_equal(sf.read(again)[0], wav)  # the same seed, the same audio
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+    for name, args in (("/speak", ("Good morning to you.", prompt, 0.8, 1)), ("/speak", ("Good morning.", None, 0.8, 1)),
+                       ("/convert", (prompt, prompt, 0.8, 2))):
+        wav_path, png = client.predict(*args, api_name=name)
+        wav, _ = sf.read(wav_path)
+        assert len(wav) > 0 and np.isfinite(wav).all(), name  # how long: what the tiny reading LM (40 steps) says
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n", name
+    text, png = client.predict(prompt, api_name="/transcribe")
+    assert isinstance(text, str) and open(png, "rb").read(4) == b"\x89PNG"
+    assert rate != out_rate  # the prompt (eSpeak's 22.05 kHz) was resampled on the way
+
+
+def test_bad_uploads_are_messages_naming_the_problem(client, tmp_path, bad_audio_files, speech):
+    wav, rate = speech
+    silent, short, long_ = tmp_path / "silent.wav", tmp_path / "short.wav", tmp_path / "long.wav"
+    sf.write(silent, np.zeros(2 * rate, np.float32), rate)
+    sf.write(short, wav[: rate // 4], rate)
+    sf.write(long_, np.tile(wav, int(web.MAX_UPLOAD_SECONDS * rate / len(wav)) + 1), rate)
+    corrupt, problem = bad_audio_files[0]
+    cases = [(corrupt, problem), (silent, "silent"), (short, "too short"), (long_, "too long")]
+    for path, expected in cases:
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(str(path)), 2.0, 0.8, 0, api_name="/continue")
+        message = str(err.value)
+        assert message.startswith("prompt: ") and expected in message and "Traceback" not in message, (path.name, message)
+    with pytest.raises(AppError, match="text: empty"):
+        client.predict("   ", None, 0.8, 0, api_name="/speak")
+    good = tmp_path / "speech.wav"
+    sf.write(good, wav, rate)
+    with pytest.raises(AppError, match="voice: silent"):  # the second upload named, not the first
+        client.predict(handle_file(str(good)), handle_file(str(silent)), 0.8, 0, api_name="/convert")
