@@ -47,6 +47,11 @@ def test_continuations_have_the_asked_length_and_start_with_their_prompt(tiny_co
     assert "held-out perplexity" in report and "named as the prompt's voice" in report
     assert (cfg.run_dir / "report" / "loss_curves.png").stat().st_size > 1000
     assert (cfg.run_dir / "report" / f"{results['examples'][0]}.png").exists()
+    page = (cfg.run_dir / "report.html").read_text()  # self-contained: every figure and sound inlined
+    shown = min(len(results["examples"]), cfg.continuation.report_examples)
+    assert page.count('<audio controls preload="metadata" src="data:audio/wav;base64,') == 4 * shown
+    assert page.count('src="data:image/png;base64,') == report.count("![")  # each figure of report.md
+    assert 'src="report/' not in page and "<table>" in page
 
 
 def test_stage_3_and_4_are_no_ops_when_up_to_date(tiny_continuations, capsys):

@@ -3,7 +3,7 @@
 For each chosen held-out utterance (spread over the voices), its first `prompt_seconds` are
 continued by `seconds`, once with the acoustic prompt and once with semantic ids only (AudioLM's
 two conditions). Writes `runs/<name>/continuations/<id>.prompt.wav`, `<id>.continuation.wav`,
-`<id>.full.wav` and `<id>.semantic-only.wav`, `results.json`, and `runs/<name>/report.md`.
+`<id>.full.wav` and `<id>.semantic-only.wav`, `results.json`, and `runs/<name>/report.md` (and .html).
 Batches are written as they finish, so a killed run resumes at the first unfinished batch.
 A run with the text LMs also gets stage 4's text figures (`audiolm.pipeline.text_eval`) in
 `runs/<name>/text-eval/`, with their own up-to-date marker.
@@ -191,7 +191,12 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     text_marker = rundir.read_marker(text_out) if with_text else None
     text_done = not with_text or (not force and text_marker and text_marker.get("config_hash") == text_hash(cfg))
     if done and text_done:
-        print(f"stage 4 (continuation): {out} is up to date; report: {cfg.run_dir / 'report.md'}")
+        if not (cfg.run_dir / "report.html").exists():  # a run from before the HTML report: written from its results
+            results = json.loads((out / "results.json").read_text())
+            if with_text:
+                results["text"] = json.loads((text_out / "results.json").read_text())
+            report.write(cfg, results)
+        print(f"stage 4 (continuation): {out} is up to date; report: {cfg.run_dir / 'report.md'} (and .html)")
         return out
     model = AudioLM.from_pretrained(cfg.run_dir)
     corpus = corpus_stage.load(cfg)
@@ -227,7 +232,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         print_text_figures(text)
         results = {**results, "text": text}
     report.write(cfg, results)
-    print(f"stage 4 (continuation): wavs in {out}/, report in {cfg.run_dir / 'report.md'}")
+    print(f"stage 4 (continuation): wavs in {out}/, report in {cfg.run_dir / 'report.md'} and report.html")
     return out
 
 

@@ -1,6 +1,6 @@
 """`runs/<name>/report.md`: what a run produced and how good it is, with figures (PNG): the three
 LMs' loss curves, and log-mel spectrograms of prompt + continuation next to the semantic-only
-continuation of the same prompt."""
+continuation of the same prompt; and the same as `report.html`, with the examples to listen to."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from audiolm.audio import mel_filters
 from audiolm.config import PipelineConfig
 from audiolm.files import atomic_write_text
 from audiolm.lm.sequences import TASKS, TEXT_TASKS
-from audiolm.pipeline import rundir
+from audiolm.pipeline import report_html, rundir
 
 
 def _figure():
@@ -223,8 +223,10 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
         lines += codec_section(results["codec"])
     if "text" in results:
         lines += text_section(results["text"])
+    before_examples = list(lines)
     lines += ["", "## Examples", ""]
-    for example in results["examples"][: c.report_examples]:
+    examples = results["examples"][: c.report_examples]
+    for example in examples:
         spectrograms(run_dir / "continuations", example, c.prompt_seconds, figures / f"{example}.png")
         lines += [f"### {example}", "",
                   f"[prompt](continuations/{example}.prompt.wav) · [continuation](continuations/{example}.continuation.wav)"
@@ -233,4 +235,5 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
                   f"![{example}](report/{example}.png)", ""]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
+    report_html.write(run_dir, cfg.name, before_examples, [(e, f"report/{e}.png") for e in examples])
     return path
