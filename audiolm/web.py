@@ -149,14 +149,13 @@ class Page:
             def on(button: gr.Button, handler, inputs: list, outputs: list, name: str) -> None:
                 button.click(handler, inputs, outputs, api_name=name, concurrency_id=ONE_AT_A_TIME)
 
-            if "continue" in self.tasks:
-                with gr.Tab("Continue", id="continue"):
-                    prompt = upload("prompt", "continue-prompt")
-                    seconds = gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")
-                    temperature, seed = knobs()
-                    button = gr.Button("Continue", variant="primary", elem_id="continue-button")
-                    out = results("continue")
-                    on(button, self.continue_, [prompt, seconds, temperature, seed], list(out), "continue")
+            with gr.Tab("Continue", id="continue"):
+                prompt = upload("prompt", "continue-prompt")
+                seconds = gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")
+                temperature, seed = knobs()
+                button = gr.Button("Continue", variant="primary", elem_id="continue-button")
+                out = results("continue")
+                on(button, self.continue_, [prompt, seconds, temperature, seed], list(out), "continue")
             if "speak" in self.tasks:
                 with gr.Tab("Speak", id="speak"):
                     text = gr.Textbox(label="text", value="The quick brown fox jumps over the lazy dog.", max_lines=4)

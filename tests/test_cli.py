@@ -57,7 +57,7 @@ def test_semantic_eval_compares_backends(tiny_run, tmp_path):
         assert 0 < r["pnmi"] < 1 and 0 < r["phone_purity"] <= 1 and 0 < r["cluster_purity"] <= 1
         assert 0 <= r["auc"] <= 1 and r["utterances"] == 24  # 6 held-out sentences x 4 voices
         assert 0 <= r["voice_probe"] <= 1
-    # As on the demo corpus (README, stage 1: AUC 0.995 vs 0.682 at K=53), the same sentence by another
+    # As on the demo corpus (docs/semantic.md: AUC 0.995 vs 0.682 at K=53), the same sentence by another
     # voice is far nearer in log-mel k-means ids (the tiny run's tokenizer) than in MFCC k-means ids.
     assert logmel["auc"] > mfcc["auc"] + 0.1, (logmel, mfcc)
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]

@@ -38,7 +38,7 @@ def test_token_dataset_is_complete(tiny_run):
 def test_tokens_follow_content_not_voice(tiny_run):
     held = datasets.load_from_disk(str(tiny_run.run_dir / "tokens"))["heldout"]
     vc = voice_consistency([np.asarray(x) for x in held["semantic"]], held["text"], held["speaker"])
-    # measured 0.38 vs 0.72 on tiny; the demo pipeline gives 0.49 vs 0.84 (see README)
+    # measured 0.38 vs 0.72 on tiny; the demo pipeline gives 0.49 vs 0.84 (see docs/semantic.md)
     assert vc.same_text_other_voice + 0.15 < vc.other_text_same_voice
 
 
