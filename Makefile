@@ -5,6 +5,12 @@ SYSTEM_PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAGE_ARGS = --pipeline $(PIPELINE) $(OVERRIDES)
+# PROCS=N: stages 1-3 train in N processes (accelerate launch; gloo on CPU, one process per GPU on GPUs)
+# and tokenize / encode the corpus in N worker processes
+PROCS ?=
+RUN_STAGE = $(if $(PROCS),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(PROCS) --num_machines 1 \
+	--mixed_precision no --dynamo_backend no -m,$(PY) -m)
+WORKERS = $(if $(PROCS),data.workers=$(PROCS))
 
 # RUN: the run `make serve` serves; HOST, PORT: where (default 127.0.0.1:7860)
 RUN ?= runs/demo
@@ -38,15 +44,15 @@ stage-0: install
 	$(PY) -m stages.stage0_corpus $(STAGE_ARGS)
 
 stage-1: stage-0
-	$(PY) -m stages.stage1_semantic $(STAGE_ARGS)
+	$(RUN_STAGE) stages.stage1_semantic $(STAGE_ARGS) $(WORKERS)
 
 stage-2: stage-1
-	$(PY) -m stages.stage2_codec $(STAGE_ARGS)
+	$(RUN_STAGE) stages.stage2_codec $(STAGE_ARGS) $(WORKERS)
 
 # TASK=semantic|coarse|fine|reading|transcription trains one language model only (default: all three,
 # and the two text LMs where lm.text is on).
 stage-3: stage-2
-	$(PY) -m stages.stage3_lm $(if $(TASK),--task $(TASK)) $(STAGE_ARGS)
+	$(RUN_STAGE) stages.stage3_lm $(if $(TASK),--task $(TASK)) $(STAGE_ARGS)
 
 stage-4: stage-3
 	$(PY) -m stages.stage4_continue $(STAGE_ARGS)

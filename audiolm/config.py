@@ -76,6 +76,9 @@ class DataConfig:
     max_seconds: float = 20.0
     max_utterances: int = 0  # per split; 0 = all
     heldout_fraction: float = 0.05  # for folders/manifests without a split column
+    # processes that tokenize (stage 1) and encode (stage 2) the corpus, a shard of 256 utterances each
+    # at a time; the token table does not depend on it
+    workers: int = 1
     # Hugging Face datasets only:
     hub_config: str = ""
     train_split: str = "train"

@@ -7,7 +7,7 @@ import pytest
 
 from audiolm.config import TextConfig
 from audiolm.data.demo import sentences
-from audiolm.data.espeak import Synthesizer, Voice
+from audiolm.data.espeak import Voice, synthesize
 from audiolm.data.phones import normalize_phone
 from audiolm.text import WORD, TextTokenizer, phonemize
 
@@ -45,7 +45,10 @@ def test_phonemize_gives_the_phones_the_synthesizer_speaks_with_word_boundaries(
     text = "The quixotic zephyr bewildered seventeen astronauts."
     phones = phonemize(text)
     assert phones.count(WORD) == len(text.split()) - 1
-    spoken = [normalize_phone(p) for p, _ in Synthesizer.get().speak(text, Voice("en-us")).phonemes]
+    # spoken as the corpus is, in a fresh process: eSpeak NG's state from earlier synthesis in this
+    # process (other tests) once lost the first word's phone events
+    (spoken,) = synthesize([(text, Voice("en-us"))])
+    spoken = [normalize_phone(p) for p, _ in spoken.phonemes]
     assert [p for p in phones if p != WORD] == [p for p in spoken if p and p != "sil"]
     assert phonemize("...") == []
 

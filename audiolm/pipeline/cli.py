@@ -14,6 +14,7 @@ import datasets
 
 from audiolm.audio import AudioError
 from audiolm.config import ConfigError, load_config
+from audiolm.train import distributed
 
 USER_ERRORS = (ConfigError, AudioError, OSError, ValueError)  # OSError: also a full disk or a read-only folder
 
@@ -28,6 +29,7 @@ def stage_main(run: Callable[..., Path], description: str, argv: list[str] | Non
     parser.add_argument("--force", action="store_true", help="redo the stage even if its output is up to date")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. semantic.num_clusters=200")
     args = parser.parse_args(argv)
+    distributed.die_with_launcher()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars only add noise
     cfg = None

@@ -21,6 +21,7 @@ from audiolm.codec.source_filter import SourceFilterCodec, SourceFilterCodecConf
 from audiolm.config import CodecConfig, PipelineConfig, config_hash
 from audiolm.data.corpus import read_wavs
 from audiolm.pipeline import corpus_stage, rundir
+from audiolm.train import distributed
 from audiolm.train.codec_task import CodecTask
 from audiolm.train.trainer import Trainer
 
@@ -61,9 +62,10 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
     heldout = read_wavs(corpus["heldout"], heldout_rows, corpus_rate, codec.sample_rate)
     task = CodecTask(codec, cfg.codec, train, heldout)
     work = cfg.run_dir / "codec-train"
-    rundir.prepare_partial(work, codec_hash(cfg), "codec-train")
+    distributed.on_main(rundir.prepare_partial, work, codec_hash(cfg), "codec-train")
     params = sum(p.numel() for p in codec.parameters()) / 1e6
-    print(f"stage 2 (codec): training a {params:.1f}M-parameter {cfg.codec.model} codec, {codec.frame_rate:g} Hz x "
+    distributed.print_main(
+          f"stage 2 (codec): training a {params:.1f}M-parameter {cfg.codec.model} codec, {codec.frame_rate:g} Hz x "
           f"{codec.num_codebooks} codebooks of {codec.codebook_size} ({codec.bitrate() / 1000:g} kbps), "
           f"{cfg.codec.train.steps} steps on {len(rows)} utterances"
           + (f" (left out: {', '.join(sorted(excluded))})" if excluded else ""))
@@ -73,12 +75,12 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
     codec = trainer.accelerator.unwrap_model(task.models["codec"]).cpu().eval()
     if cfg.codec.train.ema_decay and "codec" in trainer.ema:
         codec.load_state_dict(trainer.ema["codec"])
-    codec.save_pretrained(out)
+    distributed.on_main(codec.save_pretrained, out)
     return codec
 
 
 def _encode_split(codec: Codec, split: str, ds: datasets.Dataset, corpus_rate: int, partial: Path,
-                  progress: tqdm) -> datasets.Dataset:
+                  progress: tqdm, workers: int = 1) -> datasets.Dataset:
     durations = ds["duration"]
 
     def make_shard(indices: list[int]) -> datasets.Dataset:
@@ -88,11 +90,10 @@ def _encode_split(codec: Codec, split: str, ds: datasets.Dataset, corpus_rate: i
             wav = torch.from_numpy(wav).unsqueeze(0)
             c = codec.encode(wav)[0, :, : codec.num_frames(wav.shape[-1])]
             codes.append(c.to(torch.int16).tolist())
-            progress.update(durations[i])
         return datasets.Dataset.from_dict({"id": ds.select(indices)["id"], "acoustic_codes": codes})
 
     return rundir.sharded(ds.num_rows, split, partial, SHARD_SIZE, make_shard,
-                          lambda indices: progress.update(sum(durations[i] for i in indices)))
+                          lambda indices: progress.update(sum(durations[i] for i in indices)), workers)
 
 
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
@@ -108,11 +109,14 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         return codec_dir
     if force or not rundir.is_up_to_date(codec_dir, digest, saved_part=True):
         if cfg.codec.model in OURS:
-            train_codec(cfg, corpus, corpus_rate, codec_dir)
-        else:
+            train_codec(cfg, corpus, corpus_rate, codec_dir)  # in every process under `accelerate launch`
+        elif distributed.is_main():
             load_codec(cfg.codec.model, cfg.codec.revision or None, cfg.codec.num_codebooks).save_pretrained(codec_dir)
-        rundir.write_marker(codec_dir, digest, stage="codec")
-        rundir.write_resolved_config(cfg, codec_dir)
+        if distributed.is_main():
+            rundir.write_marker(codec_dir, digest, stage="codec")
+            rundir.write_resolved_config(cfg, codec_dir)
+    if not distributed.is_main():  # the main process alone encodes the corpus
+        return codec_dir
     codec = load_codec(codec_dir).eval()
     partial = cfg.run_dir / ".acoustic.partial"
     rundir.prepare_partial(partial, digest, "acoustic-codes")
@@ -120,7 +124,8 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
     with tqdm(total=total, desc="stage 2: encoding", unit="s audio",
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
-        codes = {s: _encode_split(codec, s, corpus[s], corpus_rate, partial, progress) for s in corpus}
+        codes = {s: _encode_split(codec, s, corpus[s], corpus_rate, partial, progress, cfg.data.workers)
+                 for s in corpus}
     joined = {}
     for split, table in tokens.items():
         if table["id"] != codes[split]["id"]:

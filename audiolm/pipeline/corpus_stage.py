@@ -9,7 +9,7 @@ from pathlib import Path
 
 import datasets
 
-from audiolm.config import PipelineConfig, config_hash
+from audiolm.config import PipelineConfig, config_hash, to_dict
 from audiolm.data.corpus import FORMAT, build_corpus, describe_source
 from audiolm.files import sweep_temporaries
 from audiolm.pipeline import rundir
@@ -22,7 +22,8 @@ def corpus_dir(cfg: PipelineConfig) -> Path:
 
 
 def corpus_hash(cfg: PipelineConfig) -> str:
-    return config_hash("corpus", cfg.data, FORMAT)
+    # how many processes prepare and tokenize it does not change the corpus (nor the tokens)
+    return config_hash("corpus", {k: v for k, v in to_dict(cfg.data).items() if k != "workers"}, FORMAT)
 
 
 def run(cfg: PipelineConfig, force: bool = False) -> Path:

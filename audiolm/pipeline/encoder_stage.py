@@ -29,6 +29,7 @@ from audiolm.pipeline import corpus_stage, rundir
 from audiolm.semantic.features import build_features
 from audiolm.semantic.pretrain import MaskedPredictor, feature_extractor, new_encoder, num_frames, with_classifier
 from audiolm.semantic.tokenizer import SemanticTokenizer
+from audiolm.train import distributed
 from audiolm.train.encoder_task import EncoderTask
 from audiolm.train.trainer import Trainer
 
@@ -111,9 +112,9 @@ def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, n
     torch.manual_seed(e.train.seed)
     model = MaskedPredictor(new_encoder(e), num_targets)
     work = encoder_dir(cfg) / f"{name}.train"
-    rundir.prepare_partial(work, digest, f"encoder-{name}")
+    distributed.on_main(rundir.prepare_partial, work, digest, f"encoder-{name}")
     params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
-    print(f"stage 1 (encoder {name}): training a {params:.1f}M-parameter HuBERT-style encoder on {len(train)} "
+    distributed.print_main(f"stage 1 (encoder {name}): training a {params:.1f}M-parameter HuBERT-style encoder on {len(train)} "
           f"utterances, {num_targets} {'phones' if inventory else 'k-means targets'}, {e.train.steps} steps")
     task = EncoderTask(model, e, train, heldout)
     trainer = Trainer(task, e.train, work)
@@ -129,11 +130,15 @@ def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, n
     # k-means targets' head means nothing once training is over.
     encoder = with_classifier(predictor, inventory.names) if inventory is not None else predictor.encoder
     out = encoder_dir(cfg) / name
-    with atomic_dir(out) as tmp:
-        encoder.save_pretrained(tmp, safe_serialization=True)
-        feature_extractor(cfg.data.sample_rate).save_pretrained(tmp)
-    rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step, train_utterances=len(train),
-                        train_speakers=sorted(set(speakers)), **{f"heldout_{k}": v for k, v in metrics.items()})
+
+    def export() -> None:  # the main process' (under `accelerate launch`, the others wait for it)
+        with atomic_dir(out) as tmp:
+            encoder.save_pretrained(tmp, safe_serialization=True)
+            feature_extractor(cfg.data.sample_rate).save_pretrained(tmp)
+        rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step, train_utterances=len(train),
+                            train_speakers=sorted(set(speakers)), **{f"heldout_{k}": v for k, v in metrics.items()})
+
+    distributed.on_main(export)
     return metrics
 
 

@@ -23,6 +23,7 @@ from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, u
 from audiolm.pipeline import rundir
 from audiolm.text import TextTokenizer
 from audiolm.tokens import TokenLayout
+from audiolm.train import distributed
 from audiolm.train.lm_task import LMTask, Utterance
 from audiolm.train.trainer import Trainer
 
@@ -128,13 +129,12 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance
     torch.manual_seed(lm.train.seed)
     model = build_model(spec, lm, cfg.lm.ordinal_pitch)
     work = cfg.run_dir / f"lm-{task}-train"
-    rundir.prepare_partial(work, lm_hash(cfg, task, marker), f"lm-{task}-train")
+    distributed.on_main(rundir.prepare_partial, work, lm_hash(cfg, task, marker), f"lm-{task}-train")
     lm_task = LMTask(model, spec, lm.train, train, heldout, speakers)
-    print(f"stage 3 ({task} LM): {model.num_parameters() / 1e6:.1f}M parameters, vocabulary {spec.vocab_size}, "
+    distributed.print_main(f"stage 3 ({task} LM): {model.num_parameters() / 1e6:.1f}M parameters, vocabulary {spec.vocab_size}, "
           f"windows of {lm.window_seconds:g} s (up to {spec.max_length()} tokens), {lm.train.steps} steps")
     trainer = Trainer(lm_task, lm.train, work, betas=(0.9, 0.95))
     start = time.monotonic()
-    first_step = trainer.step
     last: dict[str, float] = {}
 
     def report(m: dict[str, float]) -> None:
@@ -144,16 +144,21 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance
     trainer.fit(on_eval=report)
     seconds = time.monotonic() - start
     model = trainer.accelerator.unwrap_model(lm_task.models["lm"]).cpu().eval()
-    # the trainer evaluates at its last step (or when its time is up); a run resumed finished has not
-    metrics = dict(last) if last else lm_task.evaluate()
-    unigram = unigram_perplexity(spec, [spec.targets(*u) for u in train], [spec.targets(*u) for u in heldout])
-    model.save_pretrained(out)
-    info = {"task": task, "parameters": model.num_parameters(), "steps": trainer.step,
-            "heldout_loss": metrics["loss"], "heldout_perplexity": metrics["perplexity"],
-            "unigram_perplexity": unigram, "heldout_utterances": len(heldout),
-            "train_seconds": round(seconds, 1), "steps_this_run": trainer.step - first_step}
-    print(f"stage 3 ({task} LM): held-out perplexity {metrics['perplexity']:.2f} vs unigram {unigram:.2f}")
-    return info
+
+    def export() -> dict:  # the main process' (under `accelerate launch`, the others wait for it)
+        lm_task.models["lm"] = model
+        # the trainer evaluates at its last step (or when its time is up); a run resumed finished has not
+        metrics = dict(last) if last else lm_task.evaluate()
+        unigram = unigram_perplexity(spec, [spec.targets(*u) for u in train], [spec.targets(*u) for u in heldout])
+        model.save_pretrained(out)
+        print(f"stage 3 ({task} LM): held-out perplexity {metrics['perplexity']:.2f} vs unigram {unigram:.2f}")
+        return {"task": task, "parameters": model.num_parameters(), "steps": trainer.step,
+                "heldout_loss": metrics["loss"], "heldout_perplexity": metrics["perplexity"],
+                "unigram_perplexity": unigram, "heldout_utterances": len(heldout),
+                "train_seconds": round(seconds, 1), "steps_this_run": trainer.step - trainer.start_step,
+                "processes": trainer.world}
+
+    return distributed.on_main(export)
 
 
 def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.DatasetDict, out: Path) -> dict:
@@ -167,7 +172,7 @@ def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.Dat
     spec = text_task_spec(cfg, task, marker, text, train)
     fits = [len(u[0]) <= spec.window for u in train]
     if not all(fits):
-        print(f"stage 3 ({task} LM): {fits.count(False)} of {len(train)} training utterances are longer than "
+        distributed.print_main(f"stage 3 ({task} LM): {fits.count(False)} of {len(train)} training utterances are longer than "
               f"lm.{task}.window_seconds ({spec.window_seconds:g} s) and are left out")
     kept = [u for u, fit in zip(train, fits, strict=True) if fit]
     speakers = [s for s, fit in zip(speakers, fits, strict=True) if fit] if cfg.lm.pack_speakers else None
@@ -191,7 +196,7 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
         out = cfg.run_dir / f"lm-{task}"
         digest = lm_hash(cfg, task, marker)
         if not force and rundir.is_up_to_date(out, digest, saved_part=True):
-            print(f"stage 3 ({task} LM): {out} is up to date")
+            distributed.print_main(f"stage 3 ({task} LM): {out} is up to date")
             continue
         if task in TEXT_TASKS:
             info = train_text_lm(cfg, task, marker, ds, out)
@@ -200,6 +205,8 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
                 train = utterances(ds["train"])
                 heldout = utterances(ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
             info = train_lm(cfg, task, marker, train, heldout, speakers, out)
-        rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
-        rundir.write_resolved_config(cfg, out)
+        if distributed.is_main():
+            rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
+            rundir.write_resolved_config(cfg, out)
+        distributed.barrier()  # the next LM's up-to-date check reads this one's marker in every process
     return cfg.run_dir

@@ -65,18 +65,49 @@ def prepare_partial(partial: Path, config_hash: str, stage: str) -> None:
         write_marker(partial, config_hash, stage=f"{stage} (partial)")
 
 
+_make_shard: Callable[[list[int]], datasets.Dataset] | None = None  # what forked workers build (inherited, not pickled)
+
+
+def _build_shard(job: tuple[list[int], Path]) -> list[int]:
+    indices, shard_dir = job
+    save_dataset(_make_shard(indices), shard_dir)
+    return indices
+
+
+def _worker_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)
+
+
 def sharded(num_rows: int, split: str, partial: Path, shard_size: int,
             make_shard: Callable[[list[int]], datasets.Dataset],
-            skipped: Callable[[list[int]], None] = lambda indices: None) -> datasets.Dataset:
+            done: Callable[[list[int]], None] = lambda indices: None, workers: int = 1) -> datasets.Dataset:
     """Build a dataset shard by shard under `partial`; shards already there (from a killed run) are
-    loaded instead of recomputed, and `skipped` is told which rows they cover (for progress bars)."""
-    shards = []
-    for start in range(0, num_rows, shard_size):
-        shard_dir = partial / f"{split}-{start // shard_size:05d}"
-        indices = list(range(start, min(start + shard_size, num_rows)))
+    loaded instead of recomputed. `done` is told the rows of each shard as it is finished or found
+    (for progress bars). With `workers` > 1 the missing shards are made by that many forked processes,
+    one shard each at a time, sharing the cores; each shard is the same as one process makes."""
+    global _make_shard
+    jobs = [(list(range(start, min(start + shard_size, num_rows))), partial / f"{split}-{start // shard_size:05d}")
+            for start in range(0, num_rows, shard_size)]
+    missing = [job for job in jobs if not job[1].exists()]
+    for indices, shard_dir in jobs:
         if shard_dir.exists():
-            skipped(indices)
+            done(indices)
+    _make_shard = make_shard
+    try:
+        if workers > 1 and len(missing) > 1:
+            import multiprocessing
+
+            import torch
+
+            threads = max(1, torch.get_num_threads() // workers)
+            with multiprocessing.get_context("fork").Pool(min(workers, len(missing)), _worker_threads, (threads,)) as pool:
+                for indices in pool.imap_unordered(_build_shard, missing):
+                    done(indices)
         else:
-            save_dataset(make_shard(indices), shard_dir)
-        shards.append(datasets.load_from_disk(str(shard_dir)))
-    return datasets.concatenate_datasets(shards)
+            for job in missing:
+                done(_build_shard(job))
+    finally:
+        _make_shard = None
+    return datasets.concatenate_datasets([datasets.load_from_disk(str(shard_dir)) for _, shard_dir in jobs])

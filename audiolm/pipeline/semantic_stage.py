@@ -26,6 +26,7 @@ from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
 from audiolm.text import TextTokenizer, phonemize
 from audiolm.tokens import dedup
+from audiolm.train import distributed
 
 SHARD_SIZE = 256
 
@@ -97,14 +98,14 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
 
 
 def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Dataset, corpus_rate: int,
-                    partial: Path, batch_seconds: float, dedup_ids: bool, language: str, progress: tqdm) -> datasets.Dataset:
+                    partial: Path, batch_seconds: float, dedup_ids: bool, language: str, progress: tqdm,
+                    workers: int = 1) -> datasets.Dataset:
     durations = ds["duration"]
 
     def make_shard(indices: list[int]) -> datasets.Dataset:
         ids: dict[int, np.ndarray] = {}
         for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
             ids.update(zip(batch, tokenizer.encode(wavs), strict=True))
-            progress.update(sum(durations[i] for i in batch))
         meta = ds.select(indices).remove_columns(["audio"])
         meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
         if dedup_ids:
@@ -113,7 +114,7 @@ def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Datas
         return meta.add_column("phonemes", [phonemize(t or "", language) for t in meta["text"]])
 
     return rundir.sharded(ds.num_rows, split, partial, SHARD_SIZE, make_shard,
-                          lambda indices: progress.update(sum(durations[i] for i in indices)))
+                          lambda indices: progress.update(sum(durations[i] for i in indices)), workers)
 
 
 def group_key(group: str) -> str:
@@ -157,8 +158,14 @@ def fit_text_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, force:
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
-    fit_text_tokenizer(cfg, corpus, force)
     out = cfg.run_dir / "tokens"
+    if distributed.world_size() > 1:  # `accelerate launch`: every process trains the encoder, the main one does the rest
+        distributed.on_main(fit_text_tokenizer, cfg, corpus, force)
+        if cfg.semantic.backend == "trained":
+            encoder_stage.run(cfg)
+        if not distributed.is_main():
+            return out
+    fit_text_tokenizer(cfg, corpus, force)
     digest = config_hash("semantic-tokens", tokenizer_hash(cfg), cfg.semantic.dedup, cfg.text.language)
     if not force and rundir.is_up_to_date(out, digest):
         print(f"stage 1 (semantic): {out} is up to date")
@@ -170,7 +177,8 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio",
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
         parts = {split: _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial,
-                                        cfg.semantic.batch_seconds, cfg.semantic.dedup, cfg.text.language, progress)
+                                        cfg.semantic.batch_seconds, cfg.semantic.dedup, cfg.text.language, progress,
+                                        cfg.data.workers)
                  for split in corpus}
     tokens = datasets.DatasetDict(parts)
     heldout = tokens["heldout"]

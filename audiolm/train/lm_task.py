@@ -64,8 +64,8 @@ def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: t
 class LMTask:
     def __init__(self, model: Decoder, spec: TaskSpec, cfg: TrainConfig, train: list[Utterance],
                  heldout: list[Utterance], speakers: list[str] | None = None):
-        self.models = {"lm": model}
-        self.spec, self.cfg = spec, cfg
+        self.models = {"lm": model}  # the trainer may wrap it (DistributedDataParallel): read its config here
+        self.spec, self.cfg, self.voice_pool = spec, cfg, model.config.voice_pool
         self.train = train
         self.next_of_speaker = list(range(len(train)))  # each utterance followed by itself: no packing
         if speakers is not None:
@@ -104,9 +104,6 @@ class LMTask:
             parts.append(self.train[i])
         return self.spec.concatenate(parts) if len(parts) > 1 else self.train[first]
 
-    @property
-    def voice_pool(self) -> bool:
-        return self.models["lm"].config.voice_pool
 
     def batch(self, step: int, micro: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.cfg.seed, step, micro])

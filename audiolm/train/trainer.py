@@ -7,6 +7,12 @@ the seed, so a resumed run sees the same data), computes its losses and hands ea
 loss)`, which backpropagates into the model of that name and steps its optimizer once every
 `grad_accum` micro-batches. A task with two networks (a generator and its discriminator) calls
 `update` once per network, in the order its algorithm needs.
+
+Under `accelerate launch --num_processes N` the batch a task builds is the global one (the same in
+every process, as a pure function of the step); each process trains on its rows of it (rank, rank +
+N, ...) and DistributedDataParallel averages the gradients, so the data, the learning-rate schedule
+and the result do not depend on N. Checkpoints, logs, evaluations and the progress bar are the main
+process'; a wall-clock stop is decided by it for all.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +32,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from audiolm.config import TrainConfig
+from audiolm.files import atomic_write_text
+from audiolm.train import distributed
 from audiolm.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 Update = Callable[[str, torch.Tensor], None]
@@ -82,11 +91,15 @@ class Trainer:
         self.task, self.cfg, self.out_dir = task, cfg, Path(out_dir)
         precision = native_precision(cfg.mixed_precision)
         if precision != cfg.mixed_precision:
-            print(f"  training in fp32: this CPU has no native {cfg.mixed_precision} arithmetic "
+            distributed.print_main(f"  training in fp32: this CPU has no native {cfg.mixed_precision} arithmetic "
                   "(emulated, it is many times slower)")
         _allow_new_precision(precision)
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                                        cpu=not torch.cuda.is_available())
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        if cfg.batch_size % self.world:
+            raise ValueError(f"train.batch_size={cfg.batch_size} does not split over {self.world} processes; "
+                             f"use a multiple of {self.world}")
         names = list(task.models)  # one optimizer per model
         # The learning rate is a function of the global step (not of how often an optimizer stepped:
         # a discriminator may start late), so a resumed run gets exactly the same schedule.
@@ -98,7 +111,7 @@ class Trainer:
         for n in names:
             task.models[n], self.optimizers[n] = self.accelerator.prepare(task.models[n], self.optimizers[n])
         self.ema: dict[str, dict[str, torch.Tensor]] = {}
-        self.step = 0
+        self.step = self.start_step = 0
         self._writer = None
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -111,13 +124,44 @@ class Trainer:
             return False
         meta = load_checkpoint(path, self._unwrapped(), self.optimizers, self.ema if self.cfg.ema_decay else None)
         self.step = meta["step"]
+        distributed.on_main(self._truncate_log)
         return True
 
+    def _truncate_log(self) -> None:
+        """The log as of the checkpoint: the steps a killed run did after it are done (and logged) again."""
+        log = self.out_dir / "log.jsonl"
+        if log.exists():
+            rows = [line for line in log.read_text().splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line)["step"] <= self.step]
+            if len(kept) < len(rows):
+                atomic_write_text(log, "".join(line + "\n" for line in kept))
+
     def save(self) -> Path:
-        return save_checkpoint(self.out_dir / "checkpoints", self.step, self._unwrapped(), self.optimizers,
-                               self.ema if self.cfg.ema_decay else None)
+        path = distributed.on_main(save_checkpoint, self.out_dir / "checkpoints", self.step, self._unwrapped(),
+                                   self.optimizers, self.ema if self.cfg.ema_decay else None)
+        return path
+
+    def _evaluate(self) -> dict[str, float]:
+        """The task's evaluation on the unwrapped models, in the main process (the others wait): a
+        DistributedDataParallel forward in one process alone could wait for the others forever."""
+        wrapped = dict(self.task.models)
+        self.task.models.update(self._unwrapped())
+        try:
+            return distributed.on_main(self.task.evaluate)
+        finally:
+            self.task.models.update(wrapped)
+            for model in self.task.models.values():
+                model.train()
+
+    def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1 or not values:
+            return values
+        mean = self.accelerator.reduce(torch.tensor(list(values.values()), device=self.accelerator.device), "mean")
+        return dict(zip(values, mean.tolist(), strict=True))
 
     def _log(self, values: dict[str, float]) -> None:
+        if not self.accelerator.is_main_process:
+            return
         if self._writer is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -146,10 +190,12 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def _update(self, name: str, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss / self.cfg.grad_accum)
+        model, opt = self.task.models[name], self.optimizers[name]
+        # gradients are exchanged between processes once per optimizer step, not per micro-batch
+        with nullcontext() if self._last_micro else self.accelerator.no_sync(model):
+            self.accelerator.backward(loss / self.cfg.grad_accum)
         if not self._last_micro:
             return
-        model, opt = self.task.models[name], self.optimizers[name]
         if self.cfg.grad_clip:
             self.accelerator.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
         for group in opt.param_groups:
@@ -159,37 +205,40 @@ class Trainer:
 
     def fit(self, on_eval: Callable[[dict[str, float]], None] | None = None) -> int:
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.resume():
-            print(f"  resuming from step {self.step}")
+        distributed.on_main(self.out_dir.mkdir, parents=True, exist_ok=True)
+        resumed = self.resume()
+        self.start_step = self.step  # where this run began: 0, or the checkpoint it resumed from
+        if resumed:
+            self.accelerator.print(f"  resuming from step {self.step}" + (f" ({self.world} processes)" if self.world > 1 else ""))
+        if self.world > 1:  # dropout: a mask stream of its own per process (one process' stream is left as it was)
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step * 1009 + self.rank)
         start = time.monotonic()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step")
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=not self.accelerator.is_main_process)
         for model in self.task.models.values():
             model.train()
         while self.step < cfg.steps:
             logs: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
                 self._last_micro = micro == cfg.grad_accum - 1
-                logs = self.task.step(self.task.batch(self.step, micro), self.step, self._update)
+                batch = distributed.shard(self.task.batch(self.step, micro), self.rank, self.world)
+                logs = self.task.step(batch, self.step, self._update)
             self.step += 1
             if cfg.ema_decay:
                 self._update_ema()
             bar.update(1)
             bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items()})
             if self.step % cfg.log_every == 0:
-                self._log(logs)
-            out_of_time = cfg.max_minutes and (time.monotonic() - start) / 60 > cfg.max_minutes
+                self._log(self._mean_over_processes(logs))
+            out_of_time = distributed.agree(bool(cfg.max_minutes) and (time.monotonic() - start) / 60 > cfg.max_minutes)
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps or out_of_time:
-                metrics = self.task.evaluate()
+                metrics = self._evaluate()
                 self._log({f"eval/{k}": v for k, v in metrics.items()})
-                if on_eval:
+                if on_eval and self.accelerator.is_main_process:
                     on_eval(metrics)
-                for model in self.task.models.values():
-                    model.train()
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or out_of_time:
                 self.save()
             if out_of_time:
-                print(f"  stopping at step {self.step}: training.max_minutes={cfg.max_minutes} reached")
+                self.accelerator.print(f"  stopping at step {self.step}: training.max_minutes={cfg.max_minutes} reached")
                 break
         bar.close()
         if self._writer:

@@ -1,0 +1,95 @@
+"""Several processes (`accelerate launch --num_processes N`): which one does what.
+
+Every process trains (the trainer shards each global batch by rank); everything a stage writes, its
+folders, checkpoints, logs, evaluations, exported models and markers, is done by the main process
+alone while the others wait. In one process (no launcher) every helper here is a no-op.
+
+    make stage-3 PROCS=2     # accelerate launch --multi_gpu --num_processes 2 -m stages.stage3_lm ...
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+
+T = TypeVar("T")
+
+
+def die_with_launcher() -> None:
+    """Under `accelerate launch` (torchrun), end this worker when the launcher ends, however it ends.
+    torchrun starts its workers in sessions of their own, so a SIGKILLed launcher (a job killed, a
+    lost terminal) would leave them training, and writing, beside the rerun that resumes the job."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the launcher died before the line above
+        os._exit(1)
+
+
+def state() -> PartialState:
+    # cpu: gloo where there is no GPU; under a launcher on GPUs accelerate picks nccl itself
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def world_size() -> int:
+    return state().num_processes
+
+
+def rank() -> int:
+    return state().process_index
+
+
+def is_main() -> bool:
+    return state().is_main_process
+
+
+def barrier() -> None:
+    state().wait_for_everyone()
+
+
+def print_main(*args: Any, **kwargs: Any) -> None:
+    if is_main():
+        print(*args, **kwargs)
+
+
+def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn` in the main process only; every process returns its result (which must pickle) once it
+    is done. The others wait at a barrier, so whatever `fn` wrote is there when they go on."""
+    result: list[Any] = [None]
+    if is_main():
+        result[0] = fn(*args, **kwargs)
+    if world_size() > 1:
+        broadcast_object_list(result, from_process=0)
+    return result[0]
+
+
+def agree(flag: bool) -> bool:
+    """The main process' `flag` in every process (a wall-clock limit reached, say): a process that
+    stopped alone would leave the others waiting for it in their next gradient exchange."""
+    if world_size() == 1:
+        return flag
+    decided = [flag]
+    broadcast_object_list(decided, from_process=0)
+    return bool(decided[0])
+
+
+def shard(batch: Any, index: int, count: int) -> Any:
+    """This process' rows of a global batch (a tensor or a tuple of tensors [b, ...]): rows index,
+    index + count, ... so that the processes together see every row once. b must divide by count."""
+    if count == 1:
+        return batch
+    if isinstance(batch, tuple | list):
+        return type(batch)(shard(b, index, count) for b in batch)
+    if batch.shape[0] % count:
+        raise ValueError(f"a batch of {batch.shape[0]} does not split evenly over {count} processes; "
+                         "make train.batch_size a multiple of the number of processes")
+    return batch[index::count]
