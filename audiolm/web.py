@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import soundfile as sf
 
 from audiolm import audio
 from audiolm.continuation import AudioLM
@@ -50,10 +51,8 @@ class Page:
         if not path:
             raise gr.Error(f"{what}: none given; upload a file or record one", print_exception=False)
         try:
-            import soundfile as sf
-
             seconds = sf.info(path).duration
-        except Exception:  # noqa: BLE001 - audio.load says what is wrong with the file
+        except Exception:  # not audio at all: audio.load below says what is wrong with it
             seconds = 0.0
         try:
             if seconds > MAX_UPLOAD_SECONDS:
@@ -92,7 +91,7 @@ class Page:
         wav, rate = self.read(prompt, "prompt", MIN_VOICE_SECONDS)
         progress(0, desc="continuing")
         m = self.model
-        (out,) = self._run(lambda: m.continue_batch([wav], rate, float(seconds), int(seed), self._sampling(temperature)))
+        (out,) = self._run(lambda: m.continue_batch([wav], rate, float(seconds), int(seed or 0), self._sampling(temperature)))
         return self._write("continue", [("prompt", out.prompt), ("continuation", out.continuation)], out.sample_rate)
 
     def speak(self, text: str, voice: str | None, temperature: float, seed: float,
@@ -104,7 +103,7 @@ class Page:
             raise gr.Error(f"text: {len(text)} characters, at most {MAX_TEXT_CHARS}", print_exception=False)
         wav, rate = self.read(voice, "voice", MIN_VOICE_SECONDS) if voice else (None, 16000)
         progress(0, desc="reading")
-        out = self._run(lambda: self.model.speak(text, wav, rate, int(seed), self._sampling(temperature)))
+        out = self._run(lambda: self.model.speak(text, wav, rate, int(seed or 0), self._sampling(temperature)))
         segments = [("voice", audio.resample(wav, rate, self.model.codec.sample_rate))] if wav is not None else []
         return self._write("speak", [*segments, ("speech", out)], self.model.codec.sample_rate)
 
@@ -113,7 +112,7 @@ class Page:
         src, src_rate = self.read(source, "source", MIN_VOICE_SECONDS)
         wav, rate = self.read(voice, "voice", MIN_VOICE_SECONDS)
         progress(0, desc="converting")
-        out = self._run(lambda: self.model.convert(src, src_rate, wav, rate, int(seed), self._sampling(temperature)))
+        out = self._run(lambda: self.model.convert(src, src_rate, wav, rate, int(seed or 0), self._sampling(temperature)))
         at = self.model.codec.sample_rate
         return self._write("convert", [("source", audio.resample(src, src_rate, at)), ("converted", out)], at)
 
