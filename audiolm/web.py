@@ -133,50 +133,39 @@ class Page:
                         f"prompt of {MIN_VOICE_SECONDS:g}-{MAX_UPLOAD_SECONDS:g} s; generation runs on this machine, "
                         "one request at a time.")
 
-            def knobs():
-                return (gr.Slider(0.1, 1.5, value=s.temperature, step=0.05, label="temperature (every LM)"),
-                        gr.Number(value=0, precision=0, label="seed (the same seed, the same audio)"))
-
-            def results(task: str):
-                return (gr.Audio(label="result", type="filepath", interactive=False, elem_id=f"{task}-result"),
-                        gr.Image(label="log-mel spectrogram: input | result", type="filepath", interactive=False,
-                                 elem_id=f"{task}-spectrogram"))
-
             def upload(label: str, elem_id: str):
                 return gr.Audio(label=label, sources=["upload", "microphone"], type="filepath", format=None, elem_id=elem_id)
 
-            def on(button: gr.Button, handler, inputs: list, outputs: list, name: str) -> None:
-                button.click(handler, inputs, outputs, api_name=name, concurrency_id=ONE_AT_A_TIME)
+            def generating(task: str, handler, inputs: list) -> None:
+                """What every generating tab ends with: temperature, seed, the button, audio and spectrogram."""
+                temperature = gr.Slider(0.1, 1.5, value=s.temperature, step=0.05, label="temperature (every LM)")
+                seed = gr.Number(value=0, precision=0, label="seed (the same seed, the same audio)")
+                button = gr.Button(task.capitalize(), variant="primary", elem_id=f"{task}-button")
+                outputs = [gr.Audio(label="result", type="filepath", interactive=False, elem_id=f"{task}-result"),
+                           gr.Image(label="log-mel spectrogram: input | result", type="filepath", interactive=False,
+                                    elem_id=f"{task}-spectrogram")]
+                button.click(handler, [*inputs, temperature, seed], outputs, api_name=task, concurrency_id=ONE_AT_A_TIME)
 
             with gr.Tab("Continue", id="continue"):
-                prompt = upload("prompt", "continue-prompt")
-                seconds = gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")
-                temperature, seed = knobs()
-                button = gr.Button("Continue", variant="primary", elem_id="continue-button")
-                out = results("continue")
-                on(button, self.continue_, [prompt, seconds, temperature, seed], list(out), "continue")
+                generating("continue", self.continue_, [
+                    upload("prompt", "continue-prompt"),
+                    gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")])
             if "speak" in self.tasks:
                 with gr.Tab("Speak", id="speak"):
-                    text = gr.Textbox(label="text", value="The quick brown fox jumps over the lazy dog.", max_lines=4)
-                    voice = upload("voice (optional: without it, a voice of the corpus)", "speak-voice")
-                    temperature, seed = knobs()
-                    button = gr.Button("Speak", variant="primary", elem_id="speak-button")
-                    out = results("speak")
-                    on(button, self.speak, [text, voice, temperature, seed], list(out), "speak")
+                    generating("speak", self.speak, [
+                        gr.Textbox(label="text", value="The quick brown fox jumps over the lazy dog.", max_lines=4),
+                        upload("voice (optional: without it, a voice of the corpus)", "speak-voice")])
             with gr.Tab("Convert", id="convert"):
-                source = upload("source: the words", "convert-source")
-                voice = upload("voice: the target speaker", "convert-voice")
-                temperature, seed = knobs()
-                button = gr.Button("Convert", variant="primary", elem_id="convert-button")
-                out = results("convert")
-                on(button, self.convert, [source, voice, temperature, seed], list(out), "convert")
+                generating("convert", self.convert, [upload("source: the words", "convert-source"),
+                                                     upload("voice: the target speaker", "convert-voice")])
             if "transcribe" in self.tasks:
                 with gr.Tab("Transcribe", id="transcribe"):
                     speech = upload("speech", "transcribe-speech")
                     button = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
                     text_out = gr.Textbox(label="transcription", interactive=False)
                     png = gr.Image(label="log-mel spectrogram", type="filepath", interactive=False)
-                    on(button, self.transcribe, [speech], [text_out, png], "transcribe")
+                    button.click(self.transcribe, [speech], [text_out, png], api_name="transcribe",
+                                 concurrency_id=ONE_AT_A_TIME)
         return page.queue(default_concurrency_limit=1, max_size=32)
 
 
