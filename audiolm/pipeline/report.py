@@ -225,7 +225,9 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
         lines += text_section(results["text"])
     before_examples = list(lines)
     lines += ["", "## Examples", ""]
-    examples = results["examples"][: c.report_examples]
+    # spread over the prompts, which go voice group by voice group: the unseen voices get examples too
+    examples = [results["examples"][i] for i in rundir.spread_indices(len(results["examples"]), c.report_examples)
+                ] if c.report_examples else []
     for example in examples:
         spectrograms(run_dir / "continuations", example, c.prompt_seconds, figures / f"{example}.png")
         lines += [f"### {example}", "",
