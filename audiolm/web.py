@@ -176,8 +176,12 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 7860, revision: str |
     page = Page(AudioLM.from_pretrained(model, revision=revision), Path(model).name if Path(model).exists() else model)
     blocks = page.blocks()
     blocks.page = page  # the temporary folder of results lives as long as the server
-    blocks.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, ssr_mode=False, quiet=True,
-                  footer_links=["api"], prevent_thread_lock=True, show_error=False, pwa=False, mcp_server=False)
+    try:
+        blocks.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, ssr_mode=False,
+                      quiet=True, footer_links=["api"], prevent_thread_lock=True, show_error=False, pwa=False,
+                      mcp_server=False)
+    except OSError as err:
+        raise OSError(f"cannot serve on {host}:{port} ({str(err).split('.')[0]}); choose another with --port") from None
     print(f"audiolm serve: {page.name} ({', '.join(page.tasks)}) on {blocks.local_url} "
           f"({'this machine only' if host in ('127.0.0.1', 'localhost') else 'open to the network'}; Ctrl+C stops)", flush=True)
     if block:

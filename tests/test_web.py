@@ -71,3 +71,10 @@ def test_bad_uploads_are_messages_naming_the_problem(client, tmp_path, bad_audio
     sf.write(good, wav, rate)
     with pytest.raises(AppError, match="voice: silent"):  # the second upload named, not the first
         client.predict(handle_file(str(good)), handle_file(str(silent)), 0.8, 0, api_name="/convert")
+
+
+def test_a_taken_port_is_one_line_naming_it(served, tiny_continuations):
+    url, _ = served
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with pytest.raises(OSError, match=f"cannot serve on 127.0.0.1:{port} .*choose another with --port"):
+        web.serve(str(tiny_continuations.run_dir), port=port, block=False)
