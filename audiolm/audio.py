@@ -53,6 +53,16 @@ def check_waveform(wav: np.ndarray, source: str | os.PathLike, min_seconds: floa
     return wav
 
 
+SILENT_RMS = 1e-4  # -80 dBFS: a recording this quiet holds no voice to take and nothing to continue
+
+
+def check_audible(wav: np.ndarray, source: str | os.PathLike) -> np.ndarray:
+    """Reject silence (an unplugged microphone, a muted recording) with an error naming `source`."""
+    if float(np.sqrt(np.mean(np.asarray(wav, dtype=np.float64) ** 2))) < SILENT_RMS:
+        raise AudioError(source, "silent (nothing above -80 dBFS)")
+    return wav
+
+
 def prepare(wav: np.ndarray, rate: int, target_rate: int, source: str | os.PathLike = "<array>") -> np.ndarray:
     """Any channel layout and rate -> float32 mono at `target_rate`, checked."""
     wav = to_mono(np.asarray(wav, dtype=np.float32))

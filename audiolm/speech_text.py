@@ -19,12 +19,11 @@ import re
 import numpy as np
 import torch
 
-from audiolm.audio import AudioError, check_waveform, resample
+from audiolm.audio import check_audible, check_waveform, resample
 from audiolm.config import SamplingConfig
 from audiolm.lm.generate import complete_text
 
 MIN_VOICE_SECONDS = 1.0  # a voice prompt shorter than this carries too little of a voice to copy
-SILENT_RMS = 1e-4  # a voice prompt this quiet (-80 dBFS) has no voice in it
 READ_PHONES = 100  # a reading chunk's phones at most: about two sentences, as the reading LM trains on
 
 
@@ -81,9 +80,7 @@ class TextTasks:
         return out
 
     def _voice(self, wav: np.ndarray, sample_rate: int, source: str) -> np.ndarray:
-        wav = check_waveform(np.asarray(wav, dtype=np.float32), source, MIN_VOICE_SECONDS, sample_rate)
-        if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < SILENT_RMS:
-            raise AudioError(source, "silent (no voice to take)")
+        wav = check_audible(check_waveform(np.asarray(wav, dtype=np.float32), source, MIN_VOICE_SECONDS, sample_rate), source)
         keep = round(self.max_prompt_seconds * sample_rate)
         return wav[-keep:]
 

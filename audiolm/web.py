@@ -23,7 +23,7 @@ import soundfile as sf
 from audiolm import audio
 from audiolm.continuation import AudioLM
 from audiolm.pipeline.report import timeline
-from audiolm.speech_text import MIN_VOICE_SECONDS, SILENT_RMS
+from audiolm.speech_text import MIN_VOICE_SECONDS
 
 MAX_UPLOAD_SECONDS = 60.0  # longer uploads are refused: the LMs look back far less than this
 MAX_TEXT_CHARS = 500  # about five sentences: a minute of generation on 2 CPU cores
@@ -58,9 +58,7 @@ class Page:
             if seconds > MAX_UPLOAD_SECONDS:
                 raise audio.AudioError(what, f"too long: {seconds:.1f} s, at most {MAX_UPLOAD_SECONDS:g} s")
             wav, rate = audio.load(path)
-            audio.check_waveform(wav, what, min_seconds, rate)
-            if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < SILENT_RMS:
-                raise audio.AudioError(what, "silent (nothing above -80 dBFS)")
+            audio.check_audible(audio.check_waveform(wav, what, min_seconds, rate), what)
         except audio.AudioError as err:
             problem = err.problem if err.source in (what, str(path)) else str(err)  # the upload's temporary name says nothing
             raise gr.Error(f"{what}: {problem}", print_exception=False) from None

@@ -92,7 +92,7 @@ class Trainer:
         precision = native_precision(cfg.mixed_precision)
         if precision != cfg.mixed_precision:
             distributed.print_main(f"  training in fp32: this CPU has no native {cfg.mixed_precision} arithmetic "
-                  "(emulated, it is many times slower)")
+                                   "(emulated, it is many times slower)")
         _allow_new_precision(precision)
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                                        cpu=not torch.cuda.is_available())
@@ -137,9 +137,8 @@ class Trainer:
                 atomic_write_text(log, "".join(line + "\n" for line in kept))
 
     def save(self) -> Path:
-        path = distributed.on_main(save_checkpoint, self.out_dir / "checkpoints", self.step, self._unwrapped(),
+        return distributed.on_main(save_checkpoint, self.out_dir / "checkpoints", self.step, self._unwrapped(),
                                    self.optimizers, self.ema if self.cfg.ema_decay else None)
-        return path
 
     def _evaluate(self) -> dict[str, float]:
         """The task's evaluation on the unwrapped models, in the main process (the others wait): a
