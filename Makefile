@@ -60,7 +60,8 @@ stage-4: stage-3
 demo: PIPELINE = pipelines/demo.yaml
 demo: stage-4
 	@echo "demo: done. Continuations: runs/demo/continuations/ (<id>.prompt.wav, <id>.continuation.wav, <id>.full.wav)"
-	@echo "demo: report (perplexities, speaker accuracy, spectrograms, loss curves): runs/demo/report.md"
+	@echo "demo: report (perplexities, speaker accuracy, spectrograms, loss curves, examples to listen to): runs/demo/report.html (and .md)"
+	@echo "demo: try it in a browser: make serve"
 
 # the demo plus the text tasks (speak, transcribe, convert): only the text LMs train on top of `make demo`
 demo-text: PIPELINE = pipelines/demo-text.yaml
