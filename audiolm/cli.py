@@ -221,19 +221,12 @@ def _generate_wav(args: argparse.Namespace, generate, source_of, what: str, note
 
     model = AudioLM.from_pretrained(args.model, revision=args.revision)
     try:
-        out = generate(model, _sampling_overrides(model, args))
+        out = generate(model, model.sampling_with(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p))
     except audio.AudioError as err:
         raise audio.AudioError(source_of(err), err.problem) from None
     audio.save(args.output, out, model.codec.sample_rate)
     print(f"{what} ({len(out) / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz{note})")
     return 0
-
-
-def _sampling_overrides(model, args: argparse.Namespace):
-    import dataclasses
-
-    asked = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
-    return {t: dataclasses.replace(s, **asked) for t, s in model.sampling.items()} if asked else None
 
 
 def _speak(args: argparse.Namespace) -> int:
@@ -396,8 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(convert)
     convert.set_defaults(func=_convert)
     serve = commands.add_parser("serve", help="a web page to try the model: continue, speak, convert, transcribe")
-    serve.add_argument("--model", required=True, help="a run folder (runs/demo) or a Hub id with the same layout")
-    serve.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    model_args(serve, sampling=False)
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (default: this one only)")
     serve.add_argument("--port", type=int, default=7860)
     serve.set_defaults(func=_serve)

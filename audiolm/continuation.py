@@ -184,6 +184,12 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         return bundle_card(self, self._hub_mixin_info.model_card_data, **kwargs)
 
+    def sampling_with(self, **changes: Any) -> dict[str, SamplingConfig] | None:
+        """Every task's sampling settings with `changes` (temperature=..., top_k=..., top_p=...; None
+        keeps a setting), or None when nothing changes (the methods then use `self.sampling`)."""
+        asked = {k: v for k, v in changes.items() if v is not None}
+        return {t: replace(s, **asked) for t, s in self.sampling.items()} if asked else None
+
     # -- generation ------------------------------------------------------------------------------
     def continue_speech(self, wav: np.ndarray, sample_rate: int, seconds: float = 4.0, seed: int = 0,
                         include_prompt: bool = False, sampling: dict[str, SamplingConfig] | None = None,

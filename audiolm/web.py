@@ -11,7 +11,6 @@ problem. Nothing leaves the machine: no analytics, no share link, fonts and scri
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import uuid
 from pathlib import Path
@@ -65,17 +64,20 @@ class Page:
         return wav, rate
 
     def _sampling(self, temperature: float | None):
-        if temperature is None:
-            return None
-        return {t: dataclasses.replace(s, temperature=float(temperature)) for t, s in self.model.sampling.items()
-                if t != "transcription"}  # a transcription stays the most likely text
+        return self.model.sampling_with(temperature=None if temperature is None else float(temperature))
+
+    def _spectrogram(self, stem: Path, segments: list[tuple[str, np.ndarray]], rate: int) -> str:
+        timeline(segments, rate, stem.with_suffix(".png"))
+        return str(stem.with_suffix(".png"))
+
+    def _stem(self, task: str) -> Path:
+        return Path(self._outputs.name) / f"{task}-{uuid.uuid4().hex[:8]}"
 
     def _write(self, task: str, segments: list[tuple[str, np.ndarray]], rate: int) -> tuple[str, str]:
         """The result (the last segment) as a wav, and the spectrogram of all segments as a PNG."""
-        stem = Path(self._outputs.name) / f"{task}-{uuid.uuid4().hex[:8]}"
+        stem = self._stem(task)
         audio.save(stem.with_suffix(".wav"), segments[-1][1], rate)
-        timeline(segments, rate, stem.with_suffix(".png"))
-        return str(stem.with_suffix(".wav")), str(stem.with_suffix(".png"))
+        return str(stem.with_suffix(".wav")), self._spectrogram(stem, segments, rate)
 
     def _run(self, generate):
         try:
@@ -118,9 +120,7 @@ class Page:
         wav, rate = self.read(speech, "speech", MIN_VOICE_SECONDS)
         progress(0, desc="transcribing")
         (text,) = self._run(lambda: self.model.transcribe([wav], rate, names=["speech"]))
-        png = Path(self._outputs.name) / f"transcribe-{uuid.uuid4().hex[:8]}.png"
-        timeline([("speech", wav)], rate, png)
-        return text, str(png)
+        return text, self._spectrogram(self._stem("transcribe"), [("speech", wav)], rate)
 
     # -- layout ------------------------------------------------------------------------------------
     def blocks(self) -> gr.Blocks:

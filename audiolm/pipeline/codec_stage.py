@@ -65,10 +65,10 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
     distributed.on_main(rundir.prepare_partial, work, codec_hash(cfg), "codec-train")
     params = sum(p.numel() for p in codec.parameters()) / 1e6
     distributed.print_main(
-          f"stage 2 (codec): training a {params:.1f}M-parameter {cfg.codec.model} codec, {codec.frame_rate:g} Hz x "
-          f"{codec.num_codebooks} codebooks of {codec.codebook_size} ({codec.bitrate() / 1000:g} kbps), "
-          f"{cfg.codec.train.steps} steps on {len(rows)} utterances"
-          + (f" (left out: {', '.join(sorted(excluded))})" if excluded else ""))
+        f"stage 2 (codec): training a {params:.1f}M-parameter {cfg.codec.model} codec, {codec.frame_rate:g} Hz x "
+        f"{codec.num_codebooks} codebooks of {codec.codebook_size} ({codec.bitrate() / 1000:g} kbps), "
+        f"{cfg.codec.train.steps} steps on {len(rows)} utterances"
+        + (f" (left out: {', '.join(sorted(excluded))})" if excluded else ""))
     trainer = Trainer(task, cfg.codec.train, work)
     trainer.fit(on_eval=lambda m: tqdm.write(f"  step {trainer.step}: held-out mel distance {m['mel_distance']:.3f}, "
                                              f"SI-SNR {m['si_snr']:.1f} dB"))

@@ -114,8 +114,9 @@ def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, n
     work = encoder_dir(cfg) / f"{name}.train"
     distributed.on_main(rundir.prepare_partial, work, digest, f"encoder-{name}")
     params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
-    distributed.print_main(f"stage 1 (encoder {name}): training a {params:.1f}M-parameter HuBERT-style encoder on {len(train)} "
-          f"utterances, {num_targets} {'phones' if inventory else 'k-means targets'}, {e.train.steps} steps")
+    distributed.print_main(f"stage 1 (encoder {name}): training a {params:.1f}M-parameter HuBERT-style encoder on "
+                           f"{len(train)} utterances, {num_targets} {'phones' if inventory else 'k-means targets'}, "
+                           f"{e.train.steps} steps")
     task = EncoderTask(model, e, train, heldout)
     trainer = Trainer(task, e.train, work)
     metrics: dict[str, float] = {}

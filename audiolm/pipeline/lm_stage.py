@@ -172,8 +172,8 @@ def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.Dat
     spec = text_task_spec(cfg, task, marker, text, train)
     fits = [len(u[0]) <= spec.window for u in train]
     if not all(fits):
-        distributed.print_main(f"stage 3 ({task} LM): {fits.count(False)} of {len(train)} training utterances are longer than "
-              f"lm.{task}.window_seconds ({spec.window_seconds:g} s) and are left out")
+        distributed.print_main(f"stage 3 ({task} LM): {fits.count(False)} of {len(train)} training utterances are "
+                               f"longer than lm.{task}.window_seconds ({spec.window_seconds:g} s) and are left out")
     kept = [u for u, fit in zip(train, fits, strict=True) if fit]
     speakers = [s for s, fit in zip(speakers, fits, strict=True) if fit] if cfg.lm.pack_speakers else None
     return train_lm(cfg, task, marker, kept, [u for u in heldout if len(u[0]) <= spec.window], speakers, out, spec)
@@ -208,5 +208,4 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
         if distributed.is_main():
             rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
             rundir.write_resolved_config(cfg, out)
-        distributed.barrier()  # the next LM's up-to-date check reads this one's marker in every process
     return cfg.run_dir

@@ -55,7 +55,7 @@ def compare_spectrograms(panels: list[tuple[str, np.ndarray]], sample_rate: int,
     plt.close(fig)
 
 
-def timeline(segments: list[tuple[str, np.ndarray]], sample_rate: int, path: Path, title: str = "") -> None:
+def timeline(segments: list[tuple[str, np.ndarray]], sample_rate: int, path: Path) -> None:
     """One log-mel spectrogram of several signals played one after another (prompt, then result),
     each labelled above its span, a dashed line where one ends."""
     plt = _figure()
@@ -75,8 +75,6 @@ def timeline(segments: list[tuple[str, np.ndarray]], sample_rate: int, path: Pat
     ax.set_xlim(0, seconds)
     ax.set_xlabel("seconds")
     ax.set_ylabel("mel band")
-    if title:
-        ax.set_title(title, pad=18)
     _save(fig, path)
     plt.close(fig)
 

@@ -44,16 +44,8 @@ def world_size() -> int:
     return state().num_processes
 
 
-def rank() -> int:
-    return state().process_index
-
-
 def is_main() -> bool:
     return state().is_main_process
-
-
-def barrier() -> None:
-    state().wait_for_everyone()
 
 
 def print_main(*args: Any, **kwargs: Any) -> None:
