@@ -159,12 +159,12 @@ def _codec_eval(args: argparse.Namespace) -> int:
 
 
 def datasets_speakers(data: str, split: str) -> list[str]:
-    import datasets
+    from audiolm.data import shards
 
     path = Path(data)
-    if not (path / "dataset_dict.json").exists():
+    if not shards.is_sharded(path):
         raise ValueError(f"{data}: --unseen-speakers needs a corpus folder (one with speaker labels)")
-    return list(dict.fromkeys(datasets.load_from_disk(str(path))[split]["speaker"]))
+    return list(dict.fromkeys(shards.load_split(path, split)["speaker"]))
 
 
 def _semantic_eval(args: argparse.Namespace) -> int:

@@ -74,12 +74,16 @@ class DataConfig:
     sample_rate: int = 16000  # every clip is converted to this rate, mono
     min_seconds: float = 0.5
     max_seconds: float = 20.0
-    max_utterances: int = 0  # per split; 0 = all
+    # a longer file without text is cut at silences into pieces of at most max_seconds (LibriLight's
+    # audiobooks); one with text is dropped (its transcript cannot be cut with it)
+    segment: bool = True
+    max_utterances: int = 0  # source files (rows) per split, before cutting and filtering; 0 = all
     heldout_fraction: float = 0.05  # for folders/manifests without a split column
-    # processes that tokenize (stage 1) and encode (stage 2) the corpus, a shard of 256 utterances each
-    # at a time; the token table does not depend on it
-    workers: int = 1
+    # source items per corpus shard (stage 0; fewer for long files: 256 MB of source at most) and
+    # utterances per token shard (stages 1-2): what a killed stage redoes at most, and what processes share out
+    shard_size: int = 256
     # Hugging Face datasets only:
+    streaming: bool = False  # read the splits as streams (nothing downloaded ahead: corpora larger than the disk)
     hub_config: str = ""
     train_split: str = "train"
     heldout_split: str = "validation"
@@ -211,6 +215,7 @@ class CodecConfig:
     quantizer_dropout: bool = True  # train with a random number of codebooks: one model, several bitrates
     commitment_weight: float = 1.0
     segment_seconds: float = 1.0
+    batch_seconds: float = 60.0  # padded audio per encoding batch (stage 2's codes of the corpus)
     augment: bool = False  # change each training crop's voice (speed, formants, EQ, band limits, noise)
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)  # the ranges and odds, with augment
     exclude_speakers: list[str] = field(default_factory=list)  # never in codec training (codec-eval reports them apart)

@@ -12,6 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def id_dtype(vocab_size: int) -> str:
+    """The smallest unsigned integer type that holds ids 0..vocab_size-1 (what token tables store:
+    K=500 semantic ids and 1024-entry codebooks take 2 bytes, not int64's 8)."""
+    for name, top in (("uint8", 1 << 8), ("uint16", 1 << 16), ("uint32", 1 << 32)):
+        if vocab_size <= top:
+            return name
+    raise ValueError(f"a vocabulary of {vocab_size} ids does not fit 32 bits")
+
+
 def dedup(ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """Remove consecutive repeats: [5, 5, 3, 3, 3, 5] -> [5, 3, 5] (AudioLM's semantic LM input)."""
     ids = np.asarray(ids)

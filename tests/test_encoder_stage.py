@@ -2,11 +2,12 @@
 scratch (both objectives), saved as a transformers folder, and the tokenizer built on it saves and
 loads through the same backend as a Hub HuBERT."""
 
-import datasets
 import numpy as np
 import pytest
 
 from audiolm.config import load_config
+from audiolm.data import shards
+from audiolm.data.corpus import read_wavs
 from audiolm.pipeline import encoder_stage, rundir, semantic_stage
 from audiolm.semantic.tokenizer import SemanticTokenizer
 
@@ -73,10 +74,9 @@ def test_two_hubert_iterations_then_tokens(trained_run):
     tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic")
     assert tokenizer.config.backend == "ssl" and tokenizer.config.layer == 2
     assert (cfg.run_dir / "semantic" / "encoder" / "model.safetensors").exists()
-    tokens = datasets.load_from_disk(str(cfg.run_dir / "tokens"))
-    corpus = datasets.load_from_disk(str(cfg.run_dir / "corpus"))
-    row = corpus["heldout"].with_format("numpy")[0]
-    assert tokenizer.encode([row["audio"]])[0].tolist() == tokens["heldout"][0]["semantic"]
+    tokens = shards.load_splits(cfg.run_dir / "tokens")
+    corpus = shards.load_splits(cfg.run_dir / "corpus")
+    assert tokenizer.encode(read_wavs(corpus["heldout"], [0], 16000, 16000))[0].tolist() == tokens["heldout"][0]["semantic"]
     for r in tokens["heldout"]:
         assert abs(len(r["semantic"]) - r["duration"] * 50) <= 2
 
@@ -98,7 +98,7 @@ def test_excluded_speakers_and_up_to_date(trained_run, capsys):
     cfg = trained_run
     semantic_stage.run(cfg)
     assert "is up to date" in capsys.readouterr().out
-    train = datasets.load_from_disk(str(cfg.run_dir / "corpus"))["train"]
+    train = shards.load_split(cfg.run_dir / "corpus", "train")
     for name in ("iter1", "iter2"):  # the encoder trained on every utterance but v03's
         marker = rundir.read_marker(cfg.run_dir / "encoder" / name)
         assert marker["train_speakers"] == ["v00", "v01", "v02"]
@@ -112,7 +112,7 @@ def test_excluded_speakers_and_up_to_date(trained_run, capsys):
     moved = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={cfg.runs_dir}", "semantic.encoder.layers=3"])
     assert semantic_stage.tokenizer_hash(spectral) == semantic_stage.tokenizer_hash(moved)
     with pytest.raises(ValueError, match="leaves no training utterance"):
-        encoder_stage._split(datasets.load_from_disk(str(cfg.run_dir / "corpus"))["train"], ["v00", "v01", "v02", "v03"])
+        encoder_stage._split(shards.load_split(cfg.run_dir / "corpus", "train"), ["v00", "v01", "v02", "v03"])
 
 
 def test_phone_objective(trained_run, tmp_path):
@@ -139,16 +139,15 @@ def test_phone_units_are_the_classifier_decisions(trained_run, tmp_path):
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCTC
 
-    from audiolm.data.corpus import read_wavs
     from audiolm.semantic.pretrain import normalize
 
     cfg = _config(tmp_path, "semantic.encoder.objective=phones", "semantic.units=classifier")
     shutil.copytree(trained_run.run_dir / "corpus", cfg.run_dir / "corpus")
-    tokens = datasets.load_from_disk(str(semantic_stage.run(cfg)))
+    tokens = shards.load_splits(semantic_stage.run(cfg))
     folder = encoder_stage.final_encoder(cfg)
     assert AutoConfig.from_pretrained(folder).architectures == ["HubertForCTC"]
     classes = AutoConfig.from_pretrained(folder).vocab_size
-    corpus = datasets.load_from_disk(str(cfg.run_dir / "corpus"))
+    corpus = shards.load_splits(cfg.run_dir / "corpus")
     wavs = read_wavs(corpus["heldout"], [0, 1], 16000, 16000)
     model = AutoModelForCTC.from_pretrained(folder).eval()
     with torch.no_grad():

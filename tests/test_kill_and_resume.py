@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 
+from audiolm.data import shards
 from tests.conftest import REPO
 
 STAGES = ["stage0_corpus", "stage1_semantic", "stage2_codec", "stage3_lm", "stage4_continue"]
@@ -53,7 +53,7 @@ def _killed(stage: str, runs: Path, after: float) -> bool:
 
 
 def _tables(folder: Path) -> dict:
-    ds = datasets.load_from_disk(str(folder))
+    ds = shards.load_splits(folder)
     return {split: ds[split].to_dict() for split in ds}
 
 

@@ -1,16 +1,14 @@
 """Stage 2 end to end on pipelines/tiny.yaml."""
 
-import datasets
 import numpy as np
 
 from audiolm.codec import load_codec
-from audiolm.pipeline import codec_stage, rundir, semantic_stage
+from audiolm.pipeline import codec_stage, lm_stage, semantic_stage
 
 
 def test_acoustic_codes_join_the_tokens(tiny_run, capsys):
     codec_stage.run(tiny_run)
-    tokens = datasets.load_from_disk(str(tiny_run.run_dir / "tokens"))
-    marker = rundir.read_marker(tiny_run.run_dir / "tokens")
+    tokens, marker = lm_stage.read_tokens(tiny_run)
     assert marker["acoustic_frame_rate"] == 50.0 and marker["acoustic_num_codebooks"] == 4
     assert marker["semantic_frame_rate"] == 50.0  # stage 1's record is kept
     codec = load_codec(tiny_run.run_dir / "codec")

@@ -18,7 +18,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from audiolm import audio
 from audiolm.codec import Codec
 from audiolm.codec.metrics import mel_distance, pesq_wb, pitch_errors, si_snr, stoi
+from audiolm.data import shards
 from audiolm.data.corpus import read_wavs
 from audiolm.pipeline import rundir
 
@@ -56,8 +56,8 @@ def load_clips(data: str, split: str = "heldout", max_clips: int = 40,
     spread over the split's speakers) or a folder of audio files, and the files that could not be
     used (skipped, each error naming its file)."""
     path = Path(data)
-    if (path / "dataset_dict.json").exists():
-        ds = datasets.load_from_disk(str(path))[split]
+    if shards.is_sharded(path):
+        ds = shards.load_split(path, split)
         rate = (rundir.read_marker(path) or {}).get("sample_rate", 16000)
         rows = [i for i, s in enumerate(ds["speaker"]) if speakers is None or s in speakers]
         if speakers and not rows:

@@ -1,9 +1,11 @@
-"""Stage 2: train our codec (or reference a pretrained one), then add acoustic codes to the tokens.
+"""Stage 2: train our codec (or reference a pretrained one), then encode the corpus.
 
 Outputs: `runs/<name>/codec/` (loadable with `audiolm.codec.load_codec`), training state in
 `runs/<name>/codec-train/` (checkpoints, TensorBoard, log.jsonl; a killed run resumes from the
-last checkpoint), and an `acoustic_codes` column ([k, t] per utterance) in `runs/<name>/tokens/`,
-joined to stage 1 by id, with the codec's frame rate recorded in its stage.json.
+last checkpoint), and `runs/<name>/acoustic/`: a sharded table of id and `acoustic_codes` ([k, t]
+per utterance, in the smallest integer type of the codebook) row for row with the corpus, with the
+codec's frame rate in its stage.json. Stage 3 reads it beside stage 1's `tokens/`
+(`lm_stage.read_tokens`); encoding goes shard by shard into `runs/<name>/.acoustic.partial/`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ from tqdm.auto import tqdm
 from audiolm.codec import Codec, load_codec
 from audiolm.codec.source_filter import SourceFilterCodec, SourceFilterCodecConfig
 from audiolm.config import CodecConfig, PipelineConfig, config_hash
-from audiolm.data.corpus import read_wavs
+from audiolm.data import shards
+from audiolm.data.corpus import CorpusAudio, read_wavs, wav_batches
 from audiolm.pipeline import corpus_stage, rundir
+from audiolm.tokens import id_dtype
 from audiolm.train import distributed
 from audiolm.train.codec_task import CodecTask
 from audiolm.train.trainer import Trainer
 
-SHARD_SIZE = 256
+FORMAT = 2  # 2: a table of its own (acoustic/), batched encoding, codes in the smallest integer type
+
+
+def acoustic_dir(cfg: PipelineConfig) -> Path:
+    return cfg.run_dir / "acoustic"
 
 
 OURS = ("source-filter",)
@@ -35,7 +43,8 @@ def codec_hash(cfg: PipelineConfig) -> str:
     c = cfg.codec
     if c.model not in OURS:  # a pretrained codec depends on nothing we train
         return config_hash("codec-pretrained", c.model, c.revision, c.num_codebooks)
-    return config_hash(f"codec-{c.model}", c, corpus_stage.corpus_hash(cfg))
+    trained = {k: v for k, v in dataclasses.asdict(c).items() if k != "batch_seconds"}  # how the corpus is encoded after
+    return config_hash(f"codec-{c.model}", trained, corpus_stage.corpus_hash(cfg))
 
 
 def build_codec(c: CodecConfig) -> SourceFilterCodec:
@@ -49,6 +58,12 @@ def build_codec(c: CodecConfig) -> SourceFilterCodec:
         commitment_weight=c.commitment_weight, pitch_steps=c.pitch_steps))
 
 
+def acoustic_hash(cfg: PipelineConfig) -> str:
+    """The acoustic codes: the codec, the corpus and the encoding batches (padding reaches the last
+    frames of an utterance through the encoder's receptive field)."""
+    return config_hash("acoustic-codes", codec_hash(cfg), corpus_stage.corpus_hash(cfg), cfg.codec.batch_seconds, FORMAT)
+
+
 def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int,
                 out: Path) -> SourceFilterCodec:
     torch.manual_seed(cfg.codec.train.seed)
@@ -57,7 +72,7 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
     rows = [i for i, s in enumerate(corpus["train"]["speaker"]) if s not in excluded]
     if not rows:
         raise ValueError(f"codec.exclude_speakers={sorted(excluded)} leaves no training utterances")
-    train = read_wavs(corpus["train"], rows, corpus_rate, codec.sample_rate)
+    train = CorpusAudio(corpus["train"], rows, corpus_rate, codec.sample_rate)  # crops read from disk
     heldout_rows = [i for i, s in enumerate(corpus["heldout"]["speaker"]) if s not in excluded][:16]
     heldout = read_wavs(corpus["heldout"], heldout_rows, corpus_rate, codec.sample_rate)
     task = CodecTask(codec, cfg.codec, train, heldout)
@@ -80,32 +95,39 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
 
 
 def _encode_split(codec: Codec, split: str, ds: datasets.Dataset, corpus_rate: int, partial: Path,
-                  progress: tqdm, workers: int = 1) -> datasets.Dataset:
+                  batch_seconds: float, progress: tqdm, shard_size: int) -> None:
     durations = ds["duration"]
+    features = datasets.Features({"id": datasets.Value("string"), "acoustic_codes": datasets.Sequence(
+        datasets.Sequence(datasets.Value(id_dtype(codec.codebook_size))))})
+    device = next(codec.parameters()).device
 
+    @torch.inference_mode()
     def make_shard(indices: list[int]) -> datasets.Dataset:
-        codes = []
-        for i in indices:  # one utterance at a time: no padding can leak into the codes
-            (wav,) = read_wavs(ds, [i], corpus_rate, codec.sample_rate)
-            wav = torch.from_numpy(wav).unsqueeze(0)
-            c = codec.encode(wav)[0, :, : codec.num_frames(wav.shape[-1])]
-            codes.append(c.to(torch.int16).tolist())
-        return datasets.Dataset.from_dict({"id": ds.select(indices)["id"], "acoustic_codes": codes})
+        codes = {}
+        # batches of similar lengths, zero-padded; each utterance's codes cut to its own frames
+        for batch, wavs in wav_batches(ds, indices, corpus_rate, codec.sample_rate, batch_seconds):
+            padded = torch.zeros(len(wavs), max(len(w) for w in wavs))
+            for row, wav in enumerate(wavs):
+                padded[row, : len(wav)] = torch.from_numpy(wav)
+            out = codec.encode(padded.to(device)).cpu().numpy()
+            for row, (i, wav) in enumerate(zip(batch, wavs, strict=True)):
+                codes[i] = out[row, :, : codec.num_frames(len(wav))]
+        return datasets.Dataset.from_dict({"id": ds.select(indices)["id"], "acoustic_codes": [codes[i] for i in indices]},
+                                          features=features)
 
-    return rundir.sharded(ds.num_rows, split, partial, SHARD_SIZE, make_shard,
-                          lambda indices: progress.update(sum(durations[i] for i in indices)), workers)
+    rundir.sharded(ds.num_rows, split, partial, shard_size, make_shard,
+                   lambda indices: progress.update(sum(durations[i] for i in indices)))
 
 
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
+    """Under `accelerate launch` our codec trains in every process, then every process encodes its
+    shards of the corpus (on its own GPU where there is one) and the main one moves them into place."""
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
-    tokens_dir, codec_dir = cfg.run_dir / "tokens", cfg.run_dir / "codec"
-    tokens_marker = rundir.read_marker(tokens_dir)
-    if tokens_marker is None:
-        raise FileNotFoundError(f"{tokens_dir}: no token dataset yet; run stage 1 first (make stage-1)")
-    digest = codec_hash(cfg)
-    if not force and tokens_marker.get("acoustic_hash") == digest and rundir.is_up_to_date(codec_dir, digest, saved_part=True):
-        print(f"stage 2 (codec): {codec_dir} and the acoustic codes in {tokens_dir} are up to date")
+    out, codec_dir = acoustic_dir(cfg), cfg.run_dir / "codec"
+    digest, codes_digest = codec_hash(cfg), acoustic_hash(cfg)
+    if not force and rundir.is_up_to_date(out, codes_digest) and rundir.is_up_to_date(codec_dir, digest, saved_part=True):
+        distributed.print_main(f"stage 2 (codec): {codec_dir} and the acoustic codes in {out} are up to date")
         return codec_dir
     if force or not rundir.is_up_to_date(codec_dir, digest, saved_part=True):
         if cfg.codec.model in OURS:
@@ -115,31 +137,29 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         if distributed.is_main():
             rundir.write_marker(codec_dir, digest, stage="codec")
             rundir.write_resolved_config(cfg, codec_dir)
-    if not distributed.is_main():  # the main process alone encodes the corpus
-        return codec_dir
-    codec = load_codec(codec_dir).eval()
+        distributed.wait()
+    codec = load_codec(codec_dir).eval().to(distributed.state().device)
     partial = cfg.run_dir / ".acoustic.partial"
-    rundir.prepare_partial(partial, digest, "acoustic-codes")
-    tokens = datasets.load_from_disk(str(tokens_dir))
+
+    def start() -> None:
+        if force:
+            shutil.rmtree(partial, ignore_errors=True)
+        rundir.prepare_partial(partial, codes_digest, "acoustic-codes")
+
+    distributed.on_main(start)
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
-    with tqdm(total=total, desc="stage 2: encoding", unit="s audio",
+    with tqdm(total=total, desc="stage 2: encoding", unit="s audio", disable=None if distributed.is_main() else True,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
-        codes = {s: _encode_split(codec, s, corpus[s], corpus_rate, partial, progress, cfg.data.workers)
-                 for s in corpus}
-    joined = {}
-    for split, table in tokens.items():
-        if table["id"] != codes[split]["id"]:
-            raise ValueError(f"{tokens_dir}: split '{split}' does not list the corpus' utterances; rerun stage 1")
-        base = table.remove_columns([c for c in ("acoustic_codes",) if c in table.column_names])
-        joined[split] = base.add_column("acoustic_codes", codes[split]["acoustic_codes"])
-    rundir.save_dataset(datasets.DatasetDict(joined), tokens_dir)
-    info = {k: v for k, v in tokens_marker.items() if k not in ("finished",)}
-    info.update(acoustic_hash=digest, acoustic_frame_rate=codec.frame_rate, acoustic_num_codebooks=codec.num_codebooks,
-                acoustic_codebook_size=codec.codebook_size, acoustic_sample_rate=codec.sample_rate, codec="codec",
-                codec_config=dataclasses.asdict(cfg.codec))
-    rundir.write_marker(tokens_dir, info.pop("config_hash"), **info)
-    rundir.write_resolved_config(cfg, tokens_dir)
-    shutil.rmtree(partial, ignore_errors=True)
-    print(f"stage 2 (codec): wrote acoustic codes to {tokens_dir} ({codec.frame_rate:g} Hz, {codec.num_codebooks} x "
-          f"{codec.codebook_size})")
+        for split in corpus:
+            _encode_split(codec, split, corpus[split], corpus_rate, partial, cfg.codec.batch_seconds, progress,
+                          cfg.data.shard_size)
+    if not distributed.is_main():
+        return codec_dir
+    rundir.finish_partial(partial, out, codes_digest, stage="acoustic-codes", acoustic_hash=codes_digest,
+                          acoustic_frame_rate=codec.frame_rate, acoustic_num_codebooks=codec.num_codebooks,
+                          acoustic_codebook_size=codec.codebook_size, acoustic_sample_rate=codec.sample_rate,
+                          codec="codec", codec_config=dataclasses.asdict(cfg.codec))
+    rundir.write_resolved_config(cfg, out)
+    print(f"stage 2 (codec): wrote acoustic codes to {out} ({codec.frame_rate:g} Hz, {codec.num_codebooks} x "
+          f"{codec.codebook_size}, {shards.disk_bytes(out) / 2**20:.1f} MB)")
     return codec_dir

@@ -1,20 +1,22 @@
-"""Stage 0: prepare the corpus of a pipeline as `runs/<name>/corpus` (Arrow, train/heldout)."""
+"""Stage 0: prepare the corpus of a pipeline as `runs/<name>/corpus` (sharded Arrow, train/heldout).
+
+Shards are built under `runs/<name>/.corpus.partial/`: a killed run resumes at the missing ones;
+under `accelerate launch` (`make stage-0 PROCS=N`) process r builds shards r, r + N, ... and the
+main process moves the finished folder into place.
+"""
 
 from __future__ import annotations
 
-import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import datasets
 
 from audiolm.config import PipelineConfig, config_hash, to_dict
-from audiolm.data.corpus import FORMAT, build_corpus, describe_source
-from audiolm.files import sweep_temporaries
+from audiolm.data import shards
+from audiolm.data.corpus import FORMAT, SPLITS, build_split, check_split, describe_source, split_report
 from audiolm.pipeline import rundir
-
-log = logging.getLogger(__name__)
+from audiolm.train import distributed
 
 
 def corpus_dir(cfg: PipelineConfig) -> Path:
@@ -22,31 +24,45 @@ def corpus_dir(cfg: PipelineConfig) -> Path:
 
 
 def corpus_hash(cfg: PipelineConfig) -> str:
-    # how many processes prepare and tokenize it does not change the corpus (nor the tokens)
-    return config_hash("corpus", {k: v for k, v in to_dict(cfg.data).items() if k != "workers"}, FORMAT)
+    return config_hash("corpus", to_dict(cfg.data), FORMAT)
 
 
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
     out = corpus_dir(cfg)
     digest = corpus_hash(cfg)
     if not force and rundir.is_up_to_date(out, digest):
-        print(f"stage 0 (corpus): {out} is up to date")
+        distributed.print_main(f"stage 0 (corpus): {out} is up to date")
         return out
-    print(f"stage 0 (corpus): preparing {describe_source(cfg.data)} corpus '{cfg.data.source}' -> {out}")
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    sweep_temporaries(cfg.run_dir, ".corpus-cache.")
-    cache = Path(tempfile.mkdtemp(dir=cfg.run_dir, prefix=".corpus-cache."))
-    try:
-        ds, report = build_corpus(cfg.data, cache)
-        rundir.save_dataset(ds, out)
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    hours = {split: round(sum(ds[split]["duration"]) / 3600, 3) for split in ds}
-    rundir.write_marker(out, digest, stage="corpus", sample_rate=cfg.data.sample_rate, counts=report, hours=hours)
+    partial = cfg.run_dir / ".corpus.partial"
+    distributed.print_main(f"stage 0 (corpus): preparing {describe_source(cfg.data)} corpus '{cfg.data.source}' -> {out}"
+                           + (f" in {distributed.world_size()} processes" if distributed.world_size() > 1 else ""))
+
+    def start() -> None:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        if force:
+            shutil.rmtree(partial, ignore_errors=True)
+        rundir.prepare_partial(partial, digest, "corpus")
+
+    distributed.on_main(start)
+    for split in SPLITS:
+        build_split(cfg.data, split, partial, distributed.rank(), distributed.world_size())
+    distributed.wait()
+    if not distributed.is_main():
+        return out
+    report = {split: split_report(partial, split) for split in SPLITS}
+    for split in SPLITS:
+        check_split(cfg.data, split, report[split])
+    hours = {split: round(report[split]["seconds"] / 3600, 4) for split in SPLITS}
+    disk = shards.disk_bytes(partial)
+    mb_per_hour = disk / 2**20 / max(sum(hours.values()), 1e-9)
+    rundir.finish_partial(partial, out, digest, stage="corpus", sample_rate=cfg.data.sample_rate, counts=report,
+                          hours=hours, disk_bytes=disk, disk_mb_per_hour=round(mb_per_hour, 2))
     rundir.write_resolved_config(cfg, cfg.run_dir)
     for split, counts in report.items():
-        print(f"  {split}: {counts['kept']} clips ({hours[split]:.2f} h) kept; dropped {counts['too short']} too short, "
-              f"{counts['too long']} too long, {counts['unreadable']} unreadable")
+        cut = f", {counts['segmented']} long files cut at silences" if counts["segmented"] else ""
+        print(f"  {split}: {counts['kept']} clips ({hours[split]:.2f} h) kept{cut}; dropped {counts['too short']} too short, "
+              f"{counts['too long']} too long, {counts['silent']} silent, {counts['unreadable']} unreadable")
+    print(f"  disk: {disk / 2**20:.1f} MB ({mb_per_hour:.1f} MB per hour of audio, 16-bit FLAC)")
     return out
 
 
@@ -54,4 +70,4 @@ def load(cfg: PipelineConfig) -> datasets.DatasetDict:
     out = corpus_dir(cfg)
     if rundir.read_marker(out) is None:
         raise FileNotFoundError(f"{out}: no corpus yet; run stage 0 first (make stage-0)")
-    return datasets.load_from_disk(str(out))
+    return shards.load_splits(out, SPLITS)

@@ -14,6 +14,8 @@ given for unheard voices.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
@@ -22,13 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from audiolm.config import EncoderConfig, PipelineConfig, config_hash
-from audiolm.data.corpus import has_phones, read_frame_phones, read_wavs
+from audiolm.data.corpus import CorpusAudio, has_phones, read_frame_phones, read_wavs
 from audiolm.data.phones import PhoneInventory
 from audiolm.files import atomic_dir
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.semantic.features import build_features
 from audiolm.semantic.pretrain import MaskedPredictor, feature_extractor, new_encoder, num_frames, with_classifier
 from audiolm.semantic.tokenizer import SemanticTokenizer
+from audiolm.tokens import id_dtype
 from audiolm.train import distributed
 from audiolm.train.encoder_task import EncoderTask
 from audiolm.train.trainer import Trainer
@@ -74,7 +77,7 @@ def _split(ds: datasets.Dataset, exclude: list[str]) -> datasets.Dataset:
     return ds.select(keep)
 
 
-def _kmeans_targets(cfg: PipelineConfig, previous: Path | None, wavs: list[np.ndarray],
+def _kmeans_targets(cfg: PipelineConfig, previous: Path | None, wavs: Sequence[np.ndarray],
                     heldout: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Iteration 1: MFCC k-means; later: k-means of the previous encoder's `target_layer`."""
     e = cfg.semantic.encoder
@@ -88,24 +91,40 @@ def _kmeans_targets(cfg: PipelineConfig, previous: Path | None, wavs: list[np.nd
     order = np.random.default_rng(s.seed).permutation(len(wavs))
     batches = ([wavs[i] for i in order[j : j + 16]] for j in range(0, len(wavs), 16))
     tokenizer = SemanticTokenizer.fit(s, features, tqdm(batches, desc="features for k-means targets", leave=False))
-    encode = [tokenizer.encode([w])[0] for w in tqdm(wavs + heldout, desc="k-means targets", leave=False)]
+    dtype = id_dtype(e.target_clusters)
+    encode = [tokenizer.encode([w])[0].astype(dtype) for w in tqdm(itertools.chain(wavs, heldout), total=len(wavs) + len(heldout),
+                                                                 desc="k-means targets", leave=False)]
     return encode[: len(wavs)], encode[len(wavs) :]
 
 
-def _phone_targets(train: datasets.Dataset, heldout: datasets.Dataset, wavs: list[np.ndarray],
+def _phone_targets(train: datasets.Dataset, heldout: datasets.Dataset, wavs: Sequence[np.ndarray],
                    heldout_wavs: list[np.ndarray], rate: int) -> tuple[list[np.ndarray], list[np.ndarray], PhoneInventory]:
     if not has_phones(train):
         raise ValueError("semantic.encoder.objective 'phones' needs a corpus with phone alignments "
                          "(the demo corpus has them; this one has none)")
     inventory = PhoneInventory([p for row in train["phones"] for p in row])
 
-    def labels(ds: datasets.Dataset, ws: list[np.ndarray]) -> list[np.ndarray]:
+    def labels(ds: datasets.Dataset, ws: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [inventory.ids(row) for row in read_frame_phones(ds, [num_frames(len(w)) for w in ws], rate)]
 
     return labels(train, wavs), labels(heldout, heldout_wavs), inventory
 
 
-def _train_round(cfg: PipelineConfig, name: str, train: list[tuple[np.ndarray, np.ndarray]],
+class Examples(Sequence):
+    """(wav, targets) pairs whose wavs are read from the corpus on disk when asked for: the encoder
+    trains on crops of a corpus of any size; only the targets (2 bytes per 20 ms frame) are held."""
+
+    def __init__(self, wavs: Sequence[np.ndarray], targets: list[np.ndarray]):
+        self.wavs, self.targets = wavs, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.wavs[index], self.targets[index]
+
+
+def _train_round(cfg: PipelineConfig, name: str, train: Sequence[tuple[np.ndarray, np.ndarray]],
                  heldout: list[tuple[np.ndarray, np.ndarray]], num_targets: int, digest: str,
                  inventory: PhoneInventory | None, speakers: list[str]) -> dict[str, float]:
     e = cfg.semantic.encoder
@@ -155,7 +174,7 @@ def run(cfg: PipelineConfig) -> Path:
     rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
     train_ds = _split(corpus["train"], e.exclude_speakers)
     heldout_ds = corpus["heldout"].select(rundir.spread_indices(corpus["heldout"].num_rows, 32))
-    wavs = read_wavs(train_ds, list(range(train_ds.num_rows)), rate, 16000)
+    wavs = CorpusAudio(train_ds, list(range(train_ds.num_rows)), rate, 16000)
     heldout_wavs = read_wavs(heldout_ds, list(range(heldout_ds.num_rows)), rate, 16000)
     previous: Path | None = None
     for name in names:
@@ -168,7 +187,7 @@ def run(cfg: PipelineConfig) -> Path:
             else:
                 targets, heldout_targets = _kmeans_targets(cfg, previous, wavs, heldout_wavs)
                 num_targets = e.target_clusters
-            _train_round(cfg, name, list(zip(wavs, targets, strict=True)),
+            _train_round(cfg, name, Examples(wavs, targets),
                          list(zip(heldout_wavs, heldout_targets, strict=True)), num_targets, digest, inventory,
                          train_ds["speaker"])
         previous = out

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from audiolm.config import LMConfig, PipelineConfig, config_hash
+from audiolm.data import shards
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, unigram_perplexity, unit_runs
 from audiolm.pipeline import rundir
@@ -33,11 +34,21 @@ def tokens_dir(cfg: PipelineConfig) -> Path:
 
 
 def read_tokens(cfg: PipelineConfig) -> tuple[datasets.DatasetDict, dict]:
-    folder = tokens_dir(cfg)
-    marker = rundir.read_marker(folder)
-    if marker is None or "acoustic_hash" not in marker:
-        raise FileNotFoundError(f"{folder}: no semantic and acoustic tokens yet; run stages 1 and 2 first (make stage-2)")
-    return datasets.load_from_disk(str(folder)), marker
+    """Stage 1's token table with stage 2's acoustic codes beside it, row for row (both memory-mapped:
+    nothing is copied), and their markers in one (the codes' keys start with `acoustic_`)."""
+    folder, codes_folder = tokens_dir(cfg), cfg.run_dir / "acoustic"
+    marker, codes_marker = rundir.read_marker(folder), rundir.read_marker(codes_folder)
+    if marker is None or codes_marker is None:
+        raise FileNotFoundError(f"{folder}, {codes_folder}: no semantic and acoustic tokens yet; run stages 1 and 2 "
+                                "first (make stage-2)")
+    tokens, codes = shards.load_splits(folder), shards.load_splits(codes_folder)
+    joined = {}
+    for split, table in tokens.items():
+        if split not in codes or table["id"] != codes[split]["id"]:
+            raise ValueError(f"{codes_folder}: split '{split}' does not list the utterances of {folder}; rerun stage 2")
+        joined[split] = datasets.concatenate_datasets([table, codes[split].remove_columns(["id"])], axis=1)
+    info = {k: v for k, v in codes_marker.items() if k.startswith("acoustic_") or k in ("codec", "codec_config")}
+    return datasets.DatasetDict(joined), {**marker, **info}
 
 
 def layout_of(cfg: PipelineConfig, marker: dict) -> TokenLayout:
@@ -180,7 +191,13 @@ def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.Dat
 
 
 def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None) -> Path:
-    tasks = tasks or list(TASKS) + (list(TEXT_TASKS) if cfg.lm.text else [])
+    if not tasks:
+        tasks = list(TASKS)
+        if cfg.lm.text and rundir.read_marker(text_dir(cfg)) is None:  # stage 1 found no text in the corpus
+            distributed.print_main("stage 3: the corpus has no text (stage 1 made no text tokenizer): the reading and "
+                                   "transcription LMs are skipped")
+        elif cfg.lm.text:
+            tasks += list(TEXT_TASKS)
     for task in tasks:
         if task not in TASKS + TEXT_TASKS:
             raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS + TEXT_TASKS)})")

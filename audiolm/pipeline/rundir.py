@@ -16,8 +16,10 @@ import datasets
 import numpy as np
 
 from audiolm.config import dump_yaml
-from audiolm.files import atomic_dir, atomic_write_text
+from audiolm.data import shards
+from audiolm.files import atomic_dir, atomic_write_text, replace_dir
 from audiolm.hub import CONFIG_NAME
+from audiolm.train import distributed
 
 MARKER = "stage.json"
 
@@ -65,49 +67,27 @@ def prepare_partial(partial: Path, config_hash: str, stage: str) -> None:
         write_marker(partial, config_hash, stage=f"{stage} (partial)")
 
 
-_make_shard: Callable[[list[int]], datasets.Dataset] | None = None  # what forked workers build (inherited, not pickled)
-
-
-def _build_shard(job: tuple[list[int], Path]) -> list[int]:
-    indices, shard_dir = job
-    save_dataset(_make_shard(indices), shard_dir)
-    return indices
-
-
-def _worker_threads(count: int) -> None:
-    import torch
-
-    torch.set_num_threads(count)
+def finish_partial(partial: Path, final: Path, config_hash: str, **info: Any) -> None:
+    """A finished sharded output takes its final name whole: its marker written, then renamed (a
+    kill in between leaves the finished partial folder, which the rerun finishes)."""
+    write_marker(partial, config_hash, **info)
+    replace_dir(partial, final)
 
 
 def sharded(num_rows: int, split: str, partial: Path, shard_size: int,
             make_shard: Callable[[list[int]], datasets.Dataset],
-            done: Callable[[list[int]], None] = lambda indices: None, workers: int = 1) -> datasets.Dataset:
-    """Build a dataset shard by shard under `partial`; shards already there (from a killed run) are
-    loaded instead of recomputed. `done` is told the rows of each shard as it is finished or found
-    (for progress bars). With `workers` > 1 the missing shards are made by that many forked processes,
-    one shard each at a time, sharing the cores; each shard is the same as one process makes."""
-    global _make_shard
-    jobs = [(list(range(start, min(start + shard_size, num_rows))), partial / f"{split}-{start // shard_size:05d}")
-            for start in range(0, num_rows, shard_size)]
-    missing = [job for job in jobs if not job[1].exists()]
-    for indices, shard_dir in jobs:
-        if shard_dir.exists():
+            done: Callable[[list[int]], None] = lambda indices: None) -> None:
+    """Build the shards of a split of `num_rows` rows (`shard_size` consecutive rows each) under
+    `partial/<split>/`; shards already there (from a killed run) are kept. Under `accelerate launch`
+    process r makes shards r, r + N, ...: each shard is the same whoever makes it. `done` is told the
+    rows of each shard this process finishes or finds (for progress bars). Every process returns
+    once all the shards are there (`shards.load_split` reads them)."""
+    rank, world = distributed.rank(), distributed.world_size()
+    for index, start in enumerate(range(0, num_rows, shard_size)):
+        indices = list(range(start, min(start + shard_size, num_rows)))
+        path = shards.shard_path(partial, split, index)
+        if index % world == rank and not path.exists():
+            shards.write_shard(path, make_shard(indices))
+        if index % world == rank:
             done(indices)
-    _make_shard = make_shard
-    try:
-        if workers > 1 and len(missing) > 1:
-            import multiprocessing
-
-            import torch
-
-            threads = max(1, torch.get_num_threads() // workers)
-            with multiprocessing.get_context("fork").Pool(min(workers, len(missing)), _worker_threads, (threads,)) as pool:
-                for indices in pool.imap_unordered(_build_shard, missing):
-                    done(indices)
-        else:
-            for job in missing:
-                done(_build_shard(job))
-    finally:
-        _make_shard = None
-    return datasets.concatenate_datasets([datasets.load_from_disk(str(shard_dir)) for _, shard_dir in jobs])
+    distributed.wait()

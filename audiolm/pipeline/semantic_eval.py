@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiolm.config import SemanticConfig
+from audiolm.data import shards
 from audiolm.data.corpus import has_phones, read_frame_phones, read_wavs
 from audiolm.data.phones import PhoneInventory
 from audiolm.eval.speaker import SpeakerClassifier
@@ -47,12 +48,12 @@ class Row:
 def open_corpus(data: str) -> tuple[datasets.DatasetDict, int]:
     """A corpus folder (`runs/<name>/corpus`) or a run folder (its corpus), and its sample rate."""
     path = Path(data)
-    if (path / "corpus" / "dataset_dict.json").exists():
+    if shards.is_sharded(path / "corpus"):
         path = path / "corpus"
-    if not (path / "dataset_dict.json").exists():
+    if not shards.is_sharded(path):
         raise FileNotFoundError(f"{data}: not a corpus folder (runs/<name>/corpus, written by stage 0) or a run folder")
     rate = (rundir.read_marker(path) or {}).get("sample_rate", 16000)
-    return datasets.load_from_disk(str(path)), rate
+    return shards.load_splits(path), rate
 
 
 def spectral_baseline(spec: str, corpus: datasets.DatasetDict, rate: int, context: int, seed: int = 0) -> SemanticTokenizer:

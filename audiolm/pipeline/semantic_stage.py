@@ -10,29 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from audiolm.config import PipelineConfig, SemanticConfig, config_hash
-from audiolm.data.corpus import read_wavs, select_speakers, voice_groups
+from audiolm.data import shards
+from audiolm.data.corpus import has_text, select_speakers, voice_groups, wav_batches
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
 from audiolm.semantic.tokenizer import SemanticTokenizer
 from audiolm.text import TextTokenizer, phonemize
-from audiolm.tokens import dedup
+from audiolm.tokens import dedup, id_dtype
 from audiolm.train import distributed
 
-SHARD_SIZE = 256
+FIGURE_ROWS = 4000  # held-out rows the stage's figures read at most
 
 
 def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    """"auto": this process' accelerator (its own GPU under `accelerate launch`), else the CPU."""
+    return str(distributed.state().device) if device == "auto" else device
 
 
 def tokenizer_hash(cfg: PipelineConfig) -> str:
@@ -43,28 +43,6 @@ def tokenizer_hash(cfg: PipelineConfig) -> str:
     if cfg.semantic.backend == "trained":
         trained = encoder_stage.round_hash(cfg, encoder_stage.rounds(cfg.semantic.encoder)[-1])
     return config_hash("semantic-tokenizer", fitted, trained, corpus_stage.corpus_hash(cfg))
-
-
-def wav_batches(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate: int,
-                batch_seconds: float, sort: bool = True) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    """Batches of (row indices, wavs at `to_rate`), at most `batch_seconds` of padded audio each;
-    sorted by length within the given indices so little of a batch is padding."""
-    durations = ds.select_columns(["duration"])[indices]["duration"] if indices else []
-    order = sorted(range(len(indices)), key=lambda i: durations[i]) if sort else range(len(indices))
-
-    def load(batch: list[int]) -> list[np.ndarray]:
-        return read_wavs(ds, batch, from_rate, to_rate)
-
-    batch: list[int] = []
-    longest = 0.0
-    for pos in order:
-        if batch and max(longest, durations[pos]) * (len(batch) + 1) > batch_seconds:
-            yield batch, load(batch)
-            batch, longest = [], 0.0
-        batch.append(indices[pos])
-        longest = max(longest, durations[pos])
-    if batch:
-        yield batch, load(batch)
 
 
 def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int) -> SemanticTokenizer:
@@ -99,22 +77,24 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
 
 def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Dataset, corpus_rate: int,
                     partial: Path, batch_seconds: float, dedup_ids: bool, language: str, progress: tqdm,
-                    workers: int = 1) -> datasets.Dataset:
+                    shard_size: int) -> None:
     durations = ds["duration"]
+    ids_type = datasets.Sequence(datasets.Value(id_dtype(tokenizer.num_clusters)))
 
     def make_shard(indices: list[int]) -> datasets.Dataset:
         ids: dict[int, np.ndarray] = {}
         for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
             ids.update(zip(batch, tokenizer.encode(wavs), strict=True))
         meta = ds.select(indices).remove_columns(["audio"])
-        meta = meta.add_column("semantic", [ids[i].tolist() for i in indices])
+        meta = meta.add_column("semantic", [ids[i].tolist() for i in indices]).cast_column("semantic", ids_type)
         if dedup_ids:
             meta = meta.add_column("semantic_dedup", [dedup(ids[i]).tolist() for i in indices])
+            meta = meta.cast_column("semantic_dedup", ids_type)
         # the text tasks' input: eSpeak NG's phones of the text (empty without text)
-        return meta.add_column("phonemes", [phonemize(t or "", language) for t in meta["text"]])
+        return meta.add_column("phonemes", [phonemize(t, language) if t else [] for t in meta["text"]])
 
-    return rundir.sharded(ds.num_rows, split, partial, SHARD_SIZE, make_shard,
-                          lambda indices: progress.update(sum(durations[i] for i in indices)), workers)
+    rundir.sharded(ds.num_rows, split, partial, shard_size, make_shard,
+                   lambda indices: progress.update(sum(durations[i] for i in indices)))
 
 
 def group_key(group: str) -> str:
@@ -143,45 +123,59 @@ def _heldout_figures(rows: datasets.Dataset, corpus_rate: int, frame_rate: float
     return info
 
 
-def fit_text_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, force: bool = False) -> Path:
-    """The sentencepiece model of the training split's text (`runs/<name>/text`, issue 16's text tasks)."""
+def fit_text_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, force: bool = False) -> Path | None:
+    """The sentencepiece model of the training split's text (`runs/<name>/text`, issue 16's text
+    tasks); None for a corpus without text (LibriLight), which has no text tasks."""
     out = cfg.run_dir / "text"
     digest = config_hash("text-tokenizer", cfg.text, corpus_stage.corpus_hash(cfg))
-    if force or not rundir.is_up_to_date(out, digest, saved_part=True):
-        tokenizer = TextTokenizer.train(corpus["train"]["text"], cfg.text)
-        tokenizer.save_pretrained(out)
-        rundir.write_marker(out, digest, stage="text-tokenizer", vocab_size=tokenizer.vocab_size)
-        print(f"stage 1 (text): {tokenizer.vocab_size} sentencepiece pieces of the training text -> {out}")
+    if not force and rundir.is_up_to_date(out, digest, saved_part=True):
+        return out
+    if not has_text(corpus["train"]):
+        shutil.rmtree(out, ignore_errors=True)  # one made from an earlier corpus
+        print("stage 1 (text): the corpus has no text: no text tokenizer, phonemes or text tasks")
+        return None
+    tokenizer = TextTokenizer.train(corpus["train"]["text"], cfg.text)
+    tokenizer.save_pretrained(out)
+    rundir.write_marker(out, digest, stage="text-tokenizer", vocab_size=tokenizer.vocab_size)
+    print(f"stage 1 (text): {tokenizer.vocab_size} sentencepiece pieces of the training text -> {out}")
     return out
 
 
 def run(cfg: PipelineConfig, force: bool = False) -> Path:
+    """In every process under `accelerate launch`: the encoder trains in all, the text tokenizer
+    and k-means are fitted by the main one, every process tokenizes its shards (on its own GPU
+    where there is one), and the main one computes the figures and moves the table into place."""
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
     out = cfg.run_dir / "tokens"
-    if distributed.world_size() > 1:  # `accelerate launch`: every process trains the encoder, the main one does the rest
-        distributed.on_main(fit_text_tokenizer, cfg, corpus, force)
-        if cfg.semantic.backend == "trained":
-            encoder_stage.run(cfg)
-        if not distributed.is_main():
-            return out
-    fit_text_tokenizer(cfg, corpus, force)
+    distributed.on_main(fit_text_tokenizer, cfg, corpus, force)
     digest = config_hash("semantic-tokens", tokenizer_hash(cfg), cfg.semantic.dedup, cfg.text.language)
     if not force and rundir.is_up_to_date(out, digest):
-        print(f"stage 1 (semantic): {out} is up to date")
+        distributed.print_main(f"stage 1 (semantic): {out} is up to date")
         return out
-    tokenizer = fit_or_load_tokenizer(cfg, corpus, corpus_rate)
+    if cfg.semantic.backend == "trained":  # every process trains (the trainer splits the batches)
+        encoder_stage.run(cfg)
+    distributed.on_main(lambda: fit_or_load_tokenizer(cfg, corpus, corpus_rate) and None)
+    tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic", device=resolve_device(cfg.semantic.device))
     partial = cfg.run_dir / ".tokens.partial"
-    rundir.prepare_partial(partial, digest, "semantic-tokens")
+
+    def start() -> None:
+        if force:
+            shutil.rmtree(partial, ignore_errors=True)
+        rundir.prepare_partial(partial, digest, "semantic-tokens")
+
+    distributed.on_main(start)
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
-    with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio",
+    with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio", disable=None if distributed.is_main() else True,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
-        parts = {split: _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial,
-                                        cfg.semantic.batch_seconds, cfg.semantic.dedup, cfg.text.language, progress,
-                                        cfg.data.workers)
-                 for split in corpus}
-    tokens = datasets.DatasetDict(parts)
-    heldout = tokens["heldout"]
+        for split in corpus:
+            _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial, cfg.semantic.batch_seconds,
+                            cfg.semantic.dedup, cfg.text.language, progress, cfg.data.shard_size)
+    if not distributed.is_main():
+        return out
+    tokens = shards.load_splits(partial, corpus)
+    # the figures read a bounded spread of held-out rows (the demo's all of them), whatever the corpus' size
+    heldout = tokens["heldout"].select(rundir.spread_indices(tokens["heldout"].num_rows, FIGURE_ROWS))
     info = {"stage": "semantic-tokens", "semantic_frame_rate": tokenizer.frame_rate,
             "semantic_vocab_size": tokenizer.num_clusters, "semantic_tokenizer": "semantic"}
     groups = voice_groups(corpus)
@@ -189,10 +183,8 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     for group, members in (groups.items() if len(groups) > 1 else ()):
         info.update(_heldout_figures(select_speakers(heldout, members), corpus_rate, tokenizer.frame_rate,
                                      f"held-out, {group}", group_key(group)))
-    rundir.save_dataset(tokens, out)
-    rundir.write_marker(out, digest, **info)
-    rundir.write_resolved_config(cfg, out)
-    shutil.rmtree(partial, ignore_errors=True)
     counts = ", ".join(f"{s} {tokens[s].num_rows}" for s in tokens)
+    rundir.finish_partial(partial, out, digest, **info)
+    rundir.write_resolved_config(cfg, out)
     print(f"stage 1 (semantic): wrote {out} ({counts} utterances, {tokenizer.frame_rate:g} Hz, K={tokenizer.num_clusters})")
     return out

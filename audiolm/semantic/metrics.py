@@ -80,6 +80,8 @@ def voice_consistency(ids: Sequence[np.ndarray], texts: Sequence[str], speakers:
     seqs = [dedup(x) for x in ids]
     by_text, by_speaker = defaultdict(list), defaultdict(list)
     for i, (text, speaker) in enumerate(zip(texts, speakers, strict=True)):
+        if not text:  # untranscribed: no sentence to compare across voices
+            continue
         by_text[text].append(i)
         by_speaker[speaker].append(i)
     same_text = [(i, j) for group in by_text.values() for i, j in itertools.combinations(group, 2)

@@ -44,6 +44,16 @@ def world_size() -> int:
     return state().num_processes
 
 
+def rank() -> int:
+    return state().process_index
+
+
+def wait() -> None:
+    """Every process waits here until all have arrived (a no-op in one process)."""
+    if world_size() > 1:
+        state().wait_for_everyone()
+
+
 def is_main() -> bool:
     return state().is_main_process
 

@@ -38,11 +38,11 @@ class EncoderTask:
         rng = np.random.default_rng([cfg.train.seed, step, micro])
         picks = rng.integers(0, len(self.train), cfg.train.batch_size)
         factors = [speed_factor(rng, cfg.augmentation) if cfg.augment else 1.0 for _ in picks]
-        frames = min([self.max_frames] + [int(len(self.train[i][1]) / f) - 1 for i, f in zip(picks, factors, strict=True)])
+        examples = [self.train[i] for i in picks]  # each read once (from disk, for a corpus read lazily)
+        frames = min([self.max_frames] + [int(len(t) / f) - 1 for (_, t), f in zip(examples, factors, strict=True)])
         frames = max(frames, 1)
         wavs, targets = [], []
-        for i, factor in zip(picks, factors, strict=True):
-            wav, target = self.train[i]
+        for (wav, target), factor in zip(examples, factors, strict=True):
             need = min(len(target), math.ceil(frames * factor) + 1)  # clean frames the crop shows
             first = int(rng.integers(0, len(target) - need + 1))
             clean = wav[320 * first : 320 * first + samples_for(need)]
@@ -54,7 +54,7 @@ class EncoderTask:
             wavs.append(crop)
             targets.append(target[first + source_frames(frames, factor, need)])
         mask = span_mask(rng, len(picks), frames, cfg.mask_prob, cfg.mask_length)
-        return (torch.from_numpy(np.stack(wavs)), torch.from_numpy(np.stack(targets)), torch.from_numpy(mask))
+        return (torch.from_numpy(np.stack(wavs)), torch.from_numpy(np.stack(targets).astype(np.int64)), torch.from_numpy(mask))
 
     def step(self, batch, step: int, update: Update) -> dict[str, float]:
         model = self.models["encoder"]

@@ -1,0 +1,68 @@
+"""Sharded tables on disk: `<folder>/<split>/<NNNNN>/`, each shard a `Dataset.save_to_disk` folder
+written whole or not at all, with an optional `info.json` beside its Arrow files.
+
+A split is the concatenation of its shards in order, memory-mapped (`concatenate_datasets` copies
+nothing), so a table of any size opens in seconds and in little memory, and a stage that builds one
+can be killed and resumed shard by shard, or split over processes that each write their own shards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from audiolm.files import atomic_dir
+
+INFO = "info.json"
+
+
+def shard_path(folder: Path, split: str, index: int) -> Path:
+    return Path(folder) / split / f"{index:05d}"
+
+
+def write_shard(path: Path, table: datasets.Dataset, info: dict[str, Any] | None = None) -> None:
+    with atomic_dir(path) as tmp:
+        if table.num_rows:  # an empty shard (every file of it unreadable, say) is its info alone
+            table.save_to_disk(str(tmp))
+        if info is not None:
+            (tmp / INFO).write_text(json.dumps(info))
+
+
+def shard_paths(folder: Path, split: str) -> list[Path]:
+    """The finished shards of a split, in order (temporaries of a killed writer start with a dot)."""
+    root = Path(folder) / split
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def shard_infos(folder: Path, split: str) -> list[dict[str, Any]]:
+    return [json.loads((p / INFO).read_text()) if (p / INFO).exists() else {} for p in shard_paths(folder, split)]
+
+
+def load_split(folder: Path, split: str) -> datasets.Dataset:
+    parts = [datasets.load_from_disk(str(p)) for p in shard_paths(folder, split) if (p / "state.json").exists()]
+    if not parts:
+        raise FileNotFoundError(f"{folder}: split '{split}' has no rows")
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def split_names(folder: Path) -> list[str]:
+    """The splits of a sharded folder, "train" first (the order stages iterate them in)."""
+    names = [p.name for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith(".") and shard_paths(folder, p.name)]
+    return sorted(names, key=lambda name: (name != "train", name))
+
+
+def is_sharded(folder: Path) -> bool:
+    """Whether `folder` holds a sharded table (a corpus, tokens, codes)."""
+    return Path(folder).is_dir() and bool(split_names(folder))
+
+
+def load_splits(folder: Path, splits: Iterable[str] | None = None) -> datasets.DatasetDict:
+    return datasets.DatasetDict({s: load_split(folder, s) for s in (splits or split_names(folder))})
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
