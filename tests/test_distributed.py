@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
 import pytest
 
 from audiolm.config import load_config
-from audiolm.pipeline import semantic_stage
+from audiolm.data import shards
+from audiolm.pipeline import codec_stage, lm_stage, semantic_stage
 from tests.conftest import REPO
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
@@ -62,7 +62,7 @@ def one_set_of_checkpoints(work: Path, steps: int, every: int) -> None:
 
 @pytest.mark.slow
 def test_lm_and_codec_train_in_two_processes_as_in_one(tiny_continuations, tmp_path):
-    parts = ["corpus", "tokens", "semantic", "text", "codec"]
+    parts = ["corpus", "tokens", "acoustic", "semantic", "text", "codec"]
     one, two = copy_run(tiny_continuations, tmp_path / "one", parts), copy_run(tiny_continuations, tmp_path / "two", parts)
     cfg = load_config(REPO / "pipelines" / "tiny.yaml")
     lm = cfg.lm.coarse.train
@@ -83,7 +83,7 @@ def test_lm_and_codec_train_in_two_processes_as_in_one(tiny_continuations, tmp_p
     assert abs(evals[0] - evals[1]) < 0.05 * evals[0], evals
     c = cfg.codec.train
     one_set_of_checkpoints(two / "tiny" / "codec-train", c.steps, c.checkpoint_every)
-    codes = [datasets.load_from_disk(str(r / "tiny" / "tokens"))["heldout"]["acoustic_codes"] for r in (one, two)]
+    codes = [shards.load_split(r / "tiny" / "acoustic", "heldout")["acoustic_codes"] for r in (one, two)]
     assert len(codes[1]) == len(codes[0])
 
 
@@ -100,7 +100,7 @@ def _wait_for_checkpoint(work: Path, after: int, process: subprocess.Popen, time
 
 @pytest.mark.slow
 def test_a_killed_launch_resumes_with_two_processes_then_one(tiny_continuations, tmp_path):
-    runs = copy_run(tiny_continuations, tmp_path / "runs", ["corpus", "tokens", "semantic", "text", "codec"])
+    runs = copy_run(tiny_continuations, tmp_path / "runs", ["corpus", "tokens", "acoustic", "semantic", "text", "codec"])
     settings = ["lm.semantic.train.steps=400", "lm.semantic.train.checkpoint_every=40", "lm.semantic.train.eval_every=400"]
     work = runs / "tiny" / "lm-semantic-train"
     reached = 0
@@ -118,19 +118,26 @@ def test_a_killed_launch_resumes_with_two_processes_then_one(tiny_continuations,
     one_set_of_checkpoints(work, 400, 40)
 
 
-def test_tokenizing_in_two_worker_processes_writes_the_same_table(tiny_run, tmp_path, monkeypatch):
-    """Stage 1's token table with data.workers=2 (shards made by two forked processes) equals the
-    one of a single process, row for row."""
-    monkeypatch.setattr(semantic_stage, "SHARD_SIZE", 8)  # the tiny corpus in several shards
+def test_stages_1_and_2_in_two_processes_write_the_tables_of_one(tiny_run, tmp_path):
+    """Stage 1's token table and stage 2's codes, each process making every other shard (8 utterances
+    a shard: several each), equal those of one process row for row."""
     tables = []
-    for workers in (1, 2):
-        runs = tmp_path / f"workers{workers}"
-        for part in ("corpus", "semantic", "text"):
-            shutil.copytree(tiny_run.run_dir / part, runs / "tiny" / part, symlinks=True)
-        cfg = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={runs}", f"data.workers={workers}"])
-        semantic_stage.run(cfg)
-        tables.append(datasets.load_from_disk(str(cfg.run_dir / "tokens")))
-    assert sum(t.num_rows for t in tables[0].values()) > 2 * 8
+    for processes in (1, 2):
+        runs = tmp_path / f"p{processes}"
+        cfg = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={runs}", "data.shard_size=8"])
+        for part in ("corpus", "codec"):  # the codec as trained (training in two processes: the slow test above)
+            shutil.copytree(tiny_run.run_dir / part, cfg.run_dir / part, symlinks=True)
+        marker = json.loads((cfg.run_dir / "codec" / "stage.json").read_text())
+        (cfg.run_dir / "codec" / "stage.json").write_text(json.dumps({**marker, "config_hash": codec_stage.codec_hash(cfg)}))
+        if processes == 1:
+            semantic_stage.run(cfg)
+            codec_stage.run(cfg)
+        else:
+            checked(stage("stage1_semantic", runs, "data.shard_size=8", processes=2))
+            out = checked(stage("stage2_codec", runs, "data.shard_size=8", processes=2))
+            assert "training" not in out
+        tables.append(lm_stage.read_tokens(cfg)[0])
+    assert len(shards.shard_paths(tmp_path / "p2" / "tiny" / "tokens", "heldout")) == 3
     for split in tables[0]:
         assert tables[0][split].to_dict() == tables[1][split].to_dict(), split
 
@@ -146,7 +153,7 @@ def test_stage_1_trains_the_encoder_in_two_processes_as_in_one(tiny_run, tmp_pat
     markers = []
     for processes in (1, 2):
         runs = copy_run(tiny_run, tmp_path / f"p{processes}", ["corpus"])
-        checked(stage("stage1_semantic", runs, *encoder, f"data.workers={processes}", processes=processes))
+        checked(stage("stage1_semantic", runs, *encoder, processes=processes))
         rounds = sorted(p for p in (runs / "tiny" / "encoder").iterdir() if p.is_dir() and not p.name.endswith(".train"))
         assert rounds, "no encoder round written"
         markers.append([json.loads((r / "stage.json").read_text()) for r in rounds])

@@ -54,14 +54,13 @@ def test_phonemize_gives_the_phones_the_synthesizer_speaks_with_word_boundaries(
 
 
 def test_stage_1_trains_the_text_tokenizer_once(tiny_run):
-    import datasets
-
+    from audiolm.data import shards
     from audiolm.pipeline import semantic_stage
 
     folder = tiny_run.run_dir / "text"
     tok = TextTokenizer.from_pretrained(folder)
-    train = datasets.load_from_disk(str(tiny_run.run_dir / "corpus"))["train"]["text"]
+    train = shards.load_split(tiny_run.run_dir / "corpus", "train")["text"]
     assert all(tok.decode(tok.encode(t)) == t for t in train)
     before = (folder / "text.safetensors").stat().st_mtime_ns
-    semantic_stage.fit_text_tokenizer(tiny_run, datasets.load_from_disk(str(tiny_run.run_dir / "corpus")))
+    semantic_stage.fit_text_tokenizer(tiny_run, shards.load_splits(tiny_run.run_dir / "corpus"))
     assert (folder / "text.safetensors").stat().st_mtime_ns == before  # up to date: not trained again

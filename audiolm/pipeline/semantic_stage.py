@@ -53,9 +53,6 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
         return SemanticTokenizer.from_pretrained(out, device=device)
     s: SemanticConfig = cfg.semantic
     if s.backend == "trained":  # train the encoder first; from then on it is a local transformers model
-        if s.units == "classifier" and s.encoder.objective != "phones":
-            raise ValueError("semantic.units 'classifier' with backend 'trained' needs semantic.encoder.objective "
-                             "'phones' (a masked-prediction encoder has no frame classifier to take units from)")
         s = dataclasses.replace(s, backend="ssl", model=str(encoder_stage.run(cfg)), revision="")
     features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision,
                               s.units)
@@ -153,7 +150,11 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     if not force and rundir.is_up_to_date(out, digest):
         distributed.print_main(f"stage 1 (semantic): {out} is up to date")
         return out
-    if cfg.semantic.backend == "trained":  # every process trains (the trainer splits the batches)
+    s = cfg.semantic
+    if s.backend == "trained" and s.units == "classifier" and s.encoder.objective != "phones":
+        raise ValueError("semantic.units 'classifier' with backend 'trained' needs semantic.encoder.objective "
+                         "'phones' (a masked-prediction encoder has no frame classifier to take units from)")
+    if s.backend == "trained":  # every process trains (the trainer splits the batches)
         encoder_stage.run(cfg)
     distributed.on_main(lambda: fit_or_load_tokenizer(cfg, corpus, corpus_rate) and None)
     tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic", device=resolve_device(cfg.semantic.device))

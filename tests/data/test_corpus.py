@@ -156,10 +156,10 @@ def test_long_untranscribed_files_are_cut_at_silences(tmp_path, speech):
         assert all(r["source"].endswith(f"{name}_long.flac") for r in train if r["speaker"] == name)
         assert 95 / 12 <= len(rows) <= 2 * 95 / 12 + 1
         ends = [start + duration for start, duration, _ in rows]
-        assert all(abs(end - start) < 1e-3 for end, (start, _, _) in zip(ends, rows[1:]))  # end to end
+        assert all(abs(end - start) < 1e-3 for end, (start, _, _) in zip(ends[:-1], rows[1:], strict=True))  # end to end
         assert max(d for _, d, _ in rows) <= 12.0 and abs(ends[-1] - 95) < 0.02
         original, rate = audio.load(root / name / "book" / f"{name}_long.flac", 16000)
-        for start, duration, i in rows[:-1]:  # each cut in a pause: the 50 ms around it are near silent
+        for start, duration, _ in rows[:-1]:  # each cut in a pause: the 50 ms around it are near silent
             cut = round((start + duration) * rate)
             assert np.abs(original[cut - 400 : cut + 400]).max() < 0.02
         # a segment's audio is the file's, 16-bit
