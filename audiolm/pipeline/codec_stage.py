@@ -74,7 +74,8 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
         raise ValueError(f"codec.exclude_speakers={sorted(excluded)} leaves no training utterances")
     train = CorpusAudio(corpus["train"], rows, corpus_rate, codec.sample_rate)  # crops read from disk
     heldout_rows = [i for i, s in enumerate(corpus["heldout"]["speaker"]) if s not in excluded][:16]
-    heldout = read_wavs(corpus["heldout"], heldout_rows, corpus_rate, codec.sample_rate)
+    # training-time evaluation on at most 10 s a clip (segments of long files run to data.max_seconds)
+    heldout = [w[: 10 * codec.sample_rate] for w in read_wavs(corpus["heldout"], heldout_rows, corpus_rate, codec.sample_rate)]
     task = CodecTask(codec, cfg.codec, train, heldout)
     work = cfg.run_dir / "codec-train"
     distributed.on_main(rundir.prepare_partial, work, codec_hash(cfg), "codec-train")
