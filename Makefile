@@ -5,17 +5,16 @@ SYSTEM_PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAGE_ARGS = --pipeline $(PIPELINE) $(OVERRIDES)
-# PROCS=N: stages 1-3 train in N processes (accelerate launch; gloo on CPU, one process per GPU on GPUs)
-# and tokenize / encode the corpus in N worker processes
+# PROCS=N: stages 0-3 in N processes (accelerate launch; gloo on CPU, one process per GPU on GPUs): the
+# corpus, tokens and codes shard by shard in every process, training with the global batch split
 PROCS ?=
 RUN_STAGE = $(if $(PROCS),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(PROCS) --num_machines 1 \
 	--mixed_precision no --dynamo_backend no -m,$(PY) -m)
-WORKERS = $(if $(PROCS),data.workers=$(PROCS))
 
 # RUN: the run `make serve` serves; HOST, PORT: where (default 127.0.0.1:7860)
 RUN ?= runs/demo
 
-.PHONY: install web serve demo demo-text demo-long demo-long-text stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench lint clean
+.PHONY: install web serve demo demo-text demo-long demo-long-text stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench bench-scale lint clean
 
 install: $(VENV)/.installed
 
@@ -41,13 +40,13 @@ serve: web
 	$(VENV)/bin/audiolm serve --model $(RUN) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 stage-0: install
-	$(PY) -m stages.stage0_corpus $(STAGE_ARGS)
+	$(RUN_STAGE) stages.stage0_corpus $(STAGE_ARGS)
 
 stage-1: stage-0
-	$(RUN_STAGE) stages.stage1_semantic $(STAGE_ARGS) $(WORKERS)
+	$(RUN_STAGE) stages.stage1_semantic $(STAGE_ARGS)
 
 stage-2: stage-1
-	$(RUN_STAGE) stages.stage2_codec $(STAGE_ARGS) $(WORKERS)
+	$(RUN_STAGE) stages.stage2_codec $(STAGE_ARGS)
 
 # TASK=semantic|coarse|fine|reading|transcription trains one language model only (default: all three,
 # and the two text LMs where lm.text is on).
@@ -86,6 +85,10 @@ test-slow: web
 # The suite (figures with same-run baselines); --quick takes under 5 minutes on 2 cores.
 bench: install
 	$(PY) -m benchmarks.run --json runs/benchmarks.json
+
+# stages 0-2 on folders of long untranscribed files of 20 and 200 minutes, in 1 and 2 processes (about 15 minutes)
+bench-scale: install
+	$(PY) -m benchmarks.scale --json runs/bench-scale.json
 
 lint: install
 	$(VENV)/bin/ruff check audiolm stages tests benchmarks

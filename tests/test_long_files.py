@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from audiolm.config import load_config
 from audiolm.data import shards
@@ -15,6 +16,7 @@ from audiolm.pipeline import codec_stage, continue_stage, corpus_stage, lm_stage
 from .conftest import REPO
 
 
+@pytest.mark.slow  # 100 s on 2 cores (45 minutes of audio made and pushed through every stage)
 def test_fifteen_minute_untranscribed_files_run_through_stages_0_to_4(tmp_path, capsys):
     books = tmp_path / "books"
     # three readers; at this held-out fraction the file of reader 1001 is held out (by the hash of its id)
