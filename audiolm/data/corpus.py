@@ -364,15 +364,9 @@ def read_frame_phones(ds: datasets.Dataset, frames: list[int], rate: int, frame_
     return [frame_phones(r["phones"], r["phone_starts"], n, rate, frame_rate) for r, n in zip(rows, frames, strict=True)]
 
 
-def decode_row(data: bytes, source: str, from_rate: int, to_rate: int) -> np.ndarray:
-    wav = audio.decode_bytes(data, source)[0]
-    return audio.resample(wav, from_rate, to_rate)
-
-
 def read_wavs(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate: int) -> list[np.ndarray]:
     """The `audio` of the given rows as float32 arrays, resampled from the corpus rate to `to_rate`."""
-    rows = ds.select_columns(["audio", "id"])
-    return [decode_row(row["audio"], row["id"], from_rate, to_rate) for row in (rows[i] for i in indices)]
+    return list(CorpusAudio(ds, indices, from_rate, to_rate))
 
 
 def wav_batches(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rate: int,
@@ -405,7 +399,7 @@ class CorpusAudio(Sequence):
 
     def __getitem__(self, index: int) -> np.ndarray:
         row = self.table[self.rows[index]]
-        return decode_row(row["audio"], row["id"], self.from_rate, self.to_rate)
+        return audio.resample(audio.decode_bytes(row["audio"], row["id"])[0], self.from_rate, self.to_rate)
 
 
 def select_speakers(ds: datasets.Dataset, speakers: list[str] | set[str]) -> datasets.Dataset:

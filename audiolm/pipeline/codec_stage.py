@@ -11,7 +11,6 @@ codec's frame rate in its stage.json. Stage 3 reads it beside stage 1's `tokens/
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import datasets
@@ -141,13 +140,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         distributed.wait()
     codec = load_codec(codec_dir).eval().to(distributed.state().device)
     partial = cfg.run_dir / ".acoustic.partial"
-
-    def start() -> None:
-        if force:
-            shutil.rmtree(partial, ignore_errors=True)
-        rundir.prepare_partial(partial, codes_digest, "acoustic-codes")
-
-    distributed.on_main(start)
+    distributed.on_main(rundir.prepare_partial, partial, codes_digest, "acoustic-codes", force)
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
     with tqdm(total=total, desc="stage 2: encoding", unit="s audio", disable=None if distributed.is_main() else True,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:

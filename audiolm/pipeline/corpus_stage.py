@@ -7,7 +7,6 @@ main process moves the finished folder into place.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import datasets
@@ -36,14 +35,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     partial = cfg.run_dir / ".corpus.partial"
     distributed.print_main(f"stage 0 (corpus): preparing {describe_source(cfg.data)} corpus '{cfg.data.source}' -> {out}"
                            + (f" in {distributed.world_size()} processes" if distributed.world_size() > 1 else ""))
-
-    def start() -> None:
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        if force:
-            shutil.rmtree(partial, ignore_errors=True)
-        rundir.prepare_partial(partial, digest, "corpus")
-
-    distributed.on_main(start)
+    distributed.on_main(rundir.prepare_partial, partial, digest, "corpus", force)
     for split in SPLITS:
         build_split(cfg.data, split, partial, distributed.rank(), distributed.world_size())
     distributed.wait()

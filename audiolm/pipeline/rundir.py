@@ -17,7 +17,7 @@ import numpy as np
 
 from audiolm.config import dump_yaml
 from audiolm.data import shards
-from audiolm.files import atomic_dir, atomic_write_text, replace_dir
+from audiolm.files import atomic_write_text, replace_dir
 from audiolm.hub import CONFIG_NAME
 from audiolm.train import distributed
 
@@ -51,18 +51,14 @@ def spread_indices(num_rows: int, wanted: int) -> list[int]:
     return np.linspace(0, num_rows - 1, wanted).round().astype(int).tolist()
 
 
-def save_dataset(ds: datasets.Dataset | datasets.DatasetDict, final: Path) -> None:
-    with atomic_dir(final) as tmp:
-        ds.save_to_disk(str(tmp))
-
-
 def write_resolved_config(cfg: Any, folder: Path) -> None:
     atomic_write_text(folder / "config.yaml", dump_yaml(cfg))
 
 
-def prepare_partial(partial: Path, config_hash: str, stage: str) -> None:
-    """A folder for finished shards of an unfinished stage; shards of another config are dropped."""
-    if not is_up_to_date(partial, config_hash):
+def prepare_partial(partial: Path, config_hash: str, stage: str, fresh: bool = False) -> None:
+    """A folder for finished shards of an unfinished stage; shards of another config (or all of
+    them, `fresh`: a forced rerun) are dropped."""
+    if fresh or not is_up_to_date(partial, config_hash):
         shutil.rmtree(partial, ignore_errors=True)
         write_marker(partial, config_hash, stage=f"{stage} (partial)")
 
@@ -86,8 +82,8 @@ def sharded(num_rows: int, split: str, partial: Path, shard_size: int,
     for index, start in enumerate(range(0, num_rows, shard_size)):
         indices = list(range(start, min(start + shard_size, num_rows)))
         path = shards.shard_path(partial, split, index)
-        if index % world == rank and not path.exists():
-            shards.write_shard(path, make_shard(indices))
         if index % world == rank:
+            if not path.exists():
+                shards.write_shard(path, make_shard(indices))
             done(indices)
     distributed.wait()

@@ -159,13 +159,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     distributed.on_main(lambda: fit_or_load_tokenizer(cfg, corpus, corpus_rate) and None)
     tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic", device=resolve_device(cfg.semantic.device))
     partial = cfg.run_dir / ".tokens.partial"
-
-    def start() -> None:
-        if force:
-            shutil.rmtree(partial, ignore_errors=True)
-        rundir.prepare_partial(partial, digest, "semantic-tokens")
-
-    distributed.on_main(start)
+    distributed.on_main(rundir.prepare_partial, partial, digest, "semantic-tokens", force)
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
     with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio", disable=None if distributed.is_main() else True,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
