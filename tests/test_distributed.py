@@ -118,7 +118,7 @@ def test_a_killed_launch_resumes_with_two_processes_then_one(tiny_continuations,
     one_set_of_checkpoints(work, 400, 40)
 
 
-def test_stages_1_and_2_in_two_processes_write_the_tables_of_one(tiny_run, tmp_path):
+def test_stages_1_and_2_in_two_processes_write_the_tables_of_one(tiny_continuations, tmp_path):
     """Stage 1's token table and stage 2's codes, each process making every other shard (8 utterances
     a shard: several each), equal those of one process row for row."""
     tables = []
@@ -126,7 +126,7 @@ def test_stages_1_and_2_in_two_processes_write_the_tables_of_one(tiny_run, tmp_p
         runs = tmp_path / f"p{processes}"
         cfg = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={runs}", "data.shard_size=8"])
         for part in ("corpus", "codec"):  # the codec as trained (training in two processes: the slow test above)
-            shutil.copytree(tiny_run.run_dir / part, cfg.run_dir / part, symlinks=True)
+            shutil.copytree(tiny_continuations.run_dir / part, cfg.run_dir / part, symlinks=True)
         marker = json.loads((cfg.run_dir / "codec" / "stage.json").read_text())
         (cfg.run_dir / "codec" / "stage.json").write_text(json.dumps({**marker, "config_hash": codec_stage.codec_hash(cfg)}))
         if processes == 1:

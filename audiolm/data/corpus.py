@@ -15,7 +15,7 @@ see `audiolm.data.phones`; empty where the source has none: the demo records eSp
 
 The source's items (files, rows, demo sentences) are cut into shards of consecutive items; each
 shard is built and written on its own (`build_split`), so a killed run resumes at the first
-missing shard and several processes can each build every N-th one.
+missing shard and several processes share the shards out (`shards.claim`).
 """
 
 from __future__ import annotations
@@ -151,8 +151,11 @@ def _manifest_rows(manifest: Path) -> Iterator[dict]:
 
 
 def _hub_split(cfg: DataConfig, name: str) -> datasets.Dataset | datasets.IterableDataset:
-    """One split of a Hub dataset. Streamed, nothing is downloaded ahead; otherwise only that
-    split's data files are (`load_dataset(..., split=...)` alone would download every split)."""
+    """One split of a Hub dataset, or several joined by "+" (LibriSpeech's 960 h: "train.clean.100+
+    train.clean.360+train.other.500"). Streamed, nothing is downloaded ahead; otherwise only those
+    splits' data files are (`load_dataset(..., split=...)` alone would download every split)."""
+    if "+" in name:
+        return datasets.concatenate_datasets([_hub_split(cfg, part.strip()) for part in name.split("+")])
     if cfg.streaming:
         return datasets.load_dataset(cfg.source, cfg.hub_config or None, split=name, streaming=True)
     builder = datasets.load_dataset_builder(cfg.source, cfg.hub_config or None)
@@ -305,20 +308,19 @@ def build_shard(cfg: DataConfig, items: list[dict], path: Path) -> dict:
     return info
 
 
-def build_split(cfg: DataConfig, split: str, folder: Path, rank: int = 0, world: int = 1) -> None:
-    """Build the missing shards of one split under `folder/split/`: shard i by process i % world."""
+def build_split(cfg: DataConfig, split: str, folder: Path, progress: bool = True) -> None:
+    """Build the missing shards of one split under `folder/split/`; under `accelerate launch` the
+    processes claim the shards in turn (`shards.claim`), and each shard is the same whoever builds it;
+    `progress`: a bar of this process' items (the main process')."""
     items = split_items(cfg, split)
     total = len(items) if isinstance(items, Sequence) else None
     (Path(folder) / split).mkdir(parents=True, exist_ok=True)
-    with tqdm(total=total, desc=f"corpus {split}", unit="item", leave=False, disable=None if rank == 0 else True) as bar:
+    with tqdm(total=total, desc=f"corpus {split}", unit="item", leave=False, disable=None if progress else True) as bar:
         for index, read in plan_shards(items, cfg.shard_size):
-            path = shards.shard_path(folder, split, index)
-            if index % world == rank and not path.exists():
+            if shards.build(folder, split, index):
                 got = read()
-                build_shard(cfg, got, path)
-                bar.update(len(got) * world)
-            elif total is not None:
-                bar.update(0)
+                build_shard(cfg, got, shards.shard_path(folder, split, index))
+                bar.update(len(got))
 
 
 def split_report(folder: Path, split: str) -> dict:
@@ -342,6 +344,7 @@ def build_corpus(cfg: DataConfig, folder: Path) -> tuple[datasets.DatasetDict, d
     report = {}
     for split in SPLITS:
         build_split(cfg, split, folder)
+        shards.clear_claims(folder)
         report[split] = split_report(folder, split)
         check_split(cfg, split, report[split])
     return shards.load_splits(folder, SPLITS), report

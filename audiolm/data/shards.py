@@ -4,11 +4,15 @@ written whole or not at all, with an optional `info.json` beside its Arrow files
 A split is the concatenation of its shards in order, memory-mapped (`concatenate_datasets` copies
 nothing), so a table of any size opens in seconds and in little memory, and a stage that builds one
 can be killed and resumed shard by shard, or split over processes that each write their own shards.
+Processes share the shards out by claiming them (`claim`), so a process that finishes its shard
+early takes the next one: no process idles while another has several shards left.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import datasets
 from audiolm.files import atomic_dir
 
 INFO = "info.json"
+CLAIMS = ".claims"
 
 
 def shard_path(folder: Path, split: str, index: int) -> Path:
@@ -30,6 +35,28 @@ def write_shard(path: Path, table: datasets.Dataset, info: dict[str, Any] | None
             table.save_to_disk(str(tmp))
         if info is not None:
             (tmp / INFO).write_text(json.dumps(info))
+
+
+def claim(folder: Path, split: str, index: int) -> bool:
+    """Take shard `index` of `split` for this process: True for exactly one of the processes that ask
+    (an exclusively created file, which works across machines on a shared filesystem too). Claims of a
+    killed run are cleared (`clear_claims`) before any process claims again."""
+    claims = Path(folder) / CLAIMS
+    claims.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(claims / f"{split}-{index:05d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def clear_claims(folder: Path) -> None:
+    shutil.rmtree(Path(folder) / CLAIMS, ignore_errors=True)
+
+
+def build(folder: Path, split: str, index: int) -> bool:
+    """Whether this process builds shard `index` of `split`: not there yet, and claimed by it."""
+    return not shard_path(folder, split, index).exists() and claim(folder, split, index)
 
 
 def shard_paths(folder: Path, split: str) -> list[Path]:

@@ -11,6 +11,7 @@ codec's frame rate in its stage.json. Stage 3 reads it beside stage 1's `tokens/
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import datasets
@@ -142,17 +143,20 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     partial = cfg.run_dir / ".acoustic.partial"
     distributed.on_main(rundir.prepare_partial, partial, codes_digest, "acoustic-codes", force)
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
+    start = time.monotonic()
     with tqdm(total=total, desc="stage 2: encoding", unit="s audio", disable=None if distributed.is_main() else True,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
         for split in corpus:
             _encode_split(codec, split, corpus[split], corpus_rate, partial, cfg.codec.batch_seconds, progress,
                           cfg.data.shard_size)
+    distributed.wait()  # every process's shards are there
     if not distributed.is_main():
         return codec_dir
     rundir.finish_partial(partial, out, codes_digest, stage="acoustic-codes", acoustic_hash=codes_digest,
                           acoustic_frame_rate=codec.frame_rate, acoustic_num_codebooks=codec.num_codebooks,
                           acoustic_codebook_size=codec.codebook_size, acoustic_sample_rate=codec.sample_rate,
-                          codec="codec", codec_config=dataclasses.asdict(cfg.codec))
+                          codec="codec", codec_config=dataclasses.asdict(cfg.codec),
+                          encode_seconds=round(time.monotonic() - start, 2), processes=distributed.world_size())
     rundir.write_resolved_config(cfg, out)
     print(f"stage 2 (codec): wrote acoustic codes to {out} ({codec.frame_rate:g} Hz, {codec.num_codebooks} x "
           f"{codec.codebook_size}, {shards.disk_bytes(out) / 2**20:.1f} MB)")

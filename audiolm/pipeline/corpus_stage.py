@@ -7,6 +7,7 @@ main process moves the finished folder into place.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import datasets
@@ -36,9 +37,11 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     distributed.print_main(f"stage 0 (corpus): preparing {describe_source(cfg.data)} corpus '{cfg.data.source}' -> {out}"
                            + (f" in {distributed.world_size()} processes" if distributed.world_size() > 1 else ""))
     distributed.on_main(rundir.prepare_partial, partial, digest, "corpus", force)
+    start = time.monotonic()
     for split in SPLITS:
-        build_split(cfg.data, split, partial, distributed.rank(), distributed.world_size())
+        build_split(cfg.data, split, partial, progress=distributed.is_main())
     distributed.wait()
+    seconds = time.monotonic() - start
     if not distributed.is_main():
         return out
     report = {split: split_report(partial, split) for split in SPLITS}
@@ -48,7 +51,8 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     disk = shards.disk_bytes(partial)
     mb_per_hour = disk / 2**20 / max(sum(hours.values()), 1e-9)
     rundir.finish_partial(partial, out, digest, stage="corpus", sample_rate=cfg.data.sample_rate, counts=report,
-                          hours=hours, disk_bytes=disk, disk_mb_per_hour=round(mb_per_hour, 2))
+                          hours=hours, disk_bytes=disk, disk_mb_per_hour=round(mb_per_hour, 2),
+                          build_seconds=round(seconds, 2), processes=distributed.world_size())
     rundir.write_resolved_config(cfg, cfg.run_dir)
     for split, counts in report.items():
         cut = f", {counts['segmented']} long files cut at silences" if counts["segmented"] else ""

@@ -57,15 +57,18 @@ def write_resolved_config(cfg: Any, folder: Path) -> None:
 
 def prepare_partial(partial: Path, config_hash: str, stage: str, fresh: bool = False) -> None:
     """A folder for finished shards of an unfinished stage; shards of another config (or all of
-    them, `fresh`: a forced rerun) are dropped."""
+    them, `fresh`: a forced rerun) are dropped, and so are the shard claims of a killed run (this runs
+    in the main process before any process claims a shard)."""
     if fresh or not is_up_to_date(partial, config_hash):
         shutil.rmtree(partial, ignore_errors=True)
         write_marker(partial, config_hash, stage=f"{stage} (partial)")
+    shards.clear_claims(partial)
 
 
 def finish_partial(partial: Path, final: Path, config_hash: str, **info: Any) -> None:
     """A finished sharded output takes its final name whole: its marker written, then renamed (a
     kill in between leaves the finished partial folder, which the rerun finishes)."""
+    shards.clear_claims(partial)
     write_marker(partial, config_hash, **info)
     replace_dir(partial, final)
 
@@ -75,15 +78,14 @@ def sharded(num_rows: int, split: str, partial: Path, shard_size: int,
             done: Callable[[list[int]], None] = lambda indices: None) -> None:
     """Build the shards of a split of `num_rows` rows (`shard_size` consecutive rows each) under
     `partial/<split>/`; shards already there (from a killed run) are kept. Under `accelerate launch`
-    process r makes shards r, r + N, ...: each shard is the same whoever makes it. `done` is told the
-    rows of each shard this process finishes or finds (for progress bars). Every process returns
-    once all the shards are there (`shards.load_split` reads them)."""
-    rank, world = distributed.rank(), distributed.world_size()
+    the processes claim the shards in turn (`shards.claim`): each shard is the same whoever makes it.
+    `done` is told the rows of each shard this process makes or finds already made (for progress
+    bars). A process returns when no shard is left to claim: wait (`distributed.wait`) after the last
+    split before reading the shards other processes made."""
     for index, start in enumerate(range(0, num_rows, shard_size)):
         indices = list(range(start, min(start + shard_size, num_rows)))
-        path = shards.shard_path(partial, split, index)
-        if index % world == rank:
-            if not path.exists():
-                shards.write_shard(path, make_shard(indices))
+        if shards.build(partial, split, index):
+            shards.write_shard(shards.shard_path(partial, split, index), make_shard(indices))
             done(indices)
-    distributed.wait()
+        elif distributed.is_main() and shards.shard_path(partial, split, index).exists():
+            done(indices)

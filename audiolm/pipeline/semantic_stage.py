@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 import datasets
@@ -161,18 +162,22 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     partial = cfg.run_dir / ".tokens.partial"
     distributed.on_main(rundir.prepare_partial, partial, digest, "semantic-tokens", force)
     total = sum(sum(corpus[s]["duration"]) for s in corpus)
+    start = time.monotonic()
     with tqdm(total=total, desc="stage 1: tokenizing", unit="s audio", disable=None if distributed.is_main() else True,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]") as progress:
         for split in corpus:
             _tokenize_split(tokenizer, split, corpus[split], corpus_rate, partial, cfg.semantic.batch_seconds,
                             cfg.semantic.dedup, cfg.text.language, progress, cfg.data.shard_size)
+    distributed.wait()  # every process's shards are there
     if not distributed.is_main():
         return out
+    seconds = time.monotonic() - start
     tokens = shards.load_splits(partial, corpus)
     # the figures read a bounded spread of held-out rows (the demo's all of them), whatever the corpus' size
     heldout = tokens["heldout"].select(rundir.spread_indices(tokens["heldout"].num_rows, FIGURE_ROWS))
     info = {"stage": "semantic-tokens", "semantic_frame_rate": tokenizer.frame_rate,
-            "semantic_vocab_size": tokenizer.num_clusters, "semantic_tokenizer": "semantic"}
+            "semantic_vocab_size": tokenizer.num_clusters, "semantic_tokenizer": "semantic",
+            "tokenize_seconds": round(seconds, 2), "processes": distributed.world_size()}
     groups = voice_groups(corpus)
     info.update(_heldout_figures(heldout, corpus_rate, tokenizer.frame_rate, "held-out, all voices", ""))
     for group, members in (groups.items() if len(groups) > 1 else ()):

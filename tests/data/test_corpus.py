@@ -59,9 +59,9 @@ def test_hub_layout_folder_goes_through_load_dataset(tmp_path, audio_folder):
     """A folder of parquet files loads through `datasets.load_dataset`, the code that loads a Hub id."""
     hub = tmp_path / "hub"
     hub.mkdir()
-    for split, ids in (("train", range(0, 8)), ("validation", range(8, 11))):
+    for split, ids in (("train", range(0, 8)), ("validation", range(8, 11)), ("test", range(11, 13))):
         rows = {"id": [f"u{i}" for i in ids], "speaker_id": [i % 2 for i in ids], "text": [f"text {i}" for i in ids],
-                "audio": [{"bytes": (audio_folder / "alice" / f"alice_{i}.wav").read_bytes(), "path": f"alice_{i}.wav"}
+                "audio": [{"bytes": (audio_folder / "alice" / f"alice_{i % 12}.wav").read_bytes(), "path": f"alice_{i}.wav"}
                           for i in ids]}
         table = datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(decode=False))
         table.to_parquet(str(hub / f"{split}-00000-of-00001.parquet"))
@@ -70,6 +70,8 @@ def test_hub_layout_folder_goes_through_load_dataset(tmp_path, audio_folder):
     ds, report = build_corpus(cfg, tmp_path / "cache")
     assert ds["train"].num_rows == 8 and ds["heldout"]["id"] == ["u8", "u9", "u10"]
     assert ds["train"][1]["speaker"] == "1" and report["train"]["kept"] == 8
+    joined, _ = build_corpus(DataConfig(source=str(hub), min_seconds=0.1, train_split="train+test"), tmp_path / "joined")
+    assert joined["train"]["id"] == [f"u{i}" for i in [*range(8), 11, 12]]  # LibriSpeech's 960 h are three splits
 
 
 def test_demo_corpus_is_16k_and_deterministic(tmp_path):
@@ -173,20 +175,26 @@ def test_long_untranscribed_files_are_cut_at_silences(tmp_path, speech):
 
 
 def test_corpus_shards_resume_and_split_between_processes(tmp_path, audio_folder):
-    """Shard i is built by process i % N and a finished shard is never rebuilt: two "processes" one
-    after the other, or one killed half-way and rerun, give the table of one uninterrupted build."""
+    """A process builds only the shards it claims, and a finished shard is never rebuilt: a build that
+    another process's claims left with gaps, then a rerun after a kill, give the table of one
+    uninterrupted build."""
     from audiolm.data import shards
     from audiolm.data.corpus import SPLITS, build_split
 
     cfg = DataConfig(source=str(audio_folder), heldout_fraction=0.2, shard_size=4)
     whole, _ = build_corpus(cfg, tmp_path / "whole")
     assert len(shards.shard_paths(tmp_path / "whole", "train")) >= 4
+    assert not (tmp_path / "whole" / shards.CLAIMS).exists()
+    assert shards.claim(tmp_path / "two", "train", 1) and shards.claim(tmp_path / "two", "train", 3)  # "the other process"
+    assert not shards.claim(tmp_path / "two", "train", 1)
     for split in SPLITS:
-        for rank in (1, 0):
-            build_split(cfg, split, tmp_path / "two", rank, 2)
+        build_split(cfg, split, tmp_path / "two")
+    built = [p.name for p in shards.shard_paths(tmp_path / "two", "train")]
+    assert "00001" not in built and "00003" not in built and "00000" in built and "00002" in built
     first = shards.shard_paths(tmp_path / "two", "train")[0]
     stamp = first.stat().st_mtime_ns
     shutil.rmtree(shards.shard_paths(tmp_path / "two", "train")[-1])  # a shard a killed run had not finished
+    shards.clear_claims(tmp_path / "two")  # what a stage's start does
     again, _ = build_corpus(cfg, tmp_path / "two")
     assert first.stat().st_mtime_ns == stamp
     for split in SPLITS:
