@@ -312,6 +312,7 @@ def build_split(cfg: DataConfig, split: str, folder: Path, progress: bool = True
     """Build the missing shards of one split under `folder/split/`; under `accelerate launch` the
     processes claim the shards in turn (`shards.claim`), and each shard is the same whoever builds it;
     `progress`: a bar of this process' items (the main process')."""
+    shards.bound_heap()
     items = split_items(cfg, split)
     total = len(items) if isinstance(items, Sequence) else None
     (Path(folder) / split).mkdir(parents=True, exist_ok=True)

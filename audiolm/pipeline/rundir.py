@@ -82,6 +82,7 @@ def sharded(num_rows: int, split: str, partial: Path, shard_size: int,
     `done` is told the rows of each shard this process makes or finds already made (for progress
     bars). A process returns when no shard is left to claim: wait (`distributed.wait`) after the last
     split before reading the shards other processes made."""
+    shards.bound_heap()
     for index, start in enumerate(range(0, num_rows, shard_size)):
         indices = list(range(start, min(start + shard_size, num_rows)))
         if shards.build(partial, split, index):
