@@ -108,9 +108,14 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
     ema_decay: float = 0.0  # 0 = no EMA of weights
     checkpoint_every: int = 200
+    keep_checkpoints: int = 3  # the last N checkpoints stay (older ones go once a newer is complete); 0 = all
     eval_every: int = 200
     log_every: int = 10
     max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0 = no limit
+    # processes building the next batches while the model trains (a DataLoader's workers, for tasks
+    # that build their own rows: the LMs); -1 = 2 with a GPU, 0 on a CPU (a worker would take a core
+    # from the model's matrix products)
+    data_workers: int = -1
     seed: int = 0
 
 

@@ -60,16 +60,13 @@ def anonymous_mb(pid: int) -> float:
     return largest
 
 
-def run_stage(stage: str, runs: Path, source: Path, processes: int) -> tuple[float, float, float]:
-    """(wall seconds, peak resident MB of the largest process, its peak anonymous MB sampled every
-    0.1 s) of one stage run."""
-    launcher = [*ACCELERATE, "--num_processes", str(processes), "-m"] if processes > 1 else [sys.executable, "-m"]
-    command = [*launcher, f"stages.{stage}", "--pipeline", "pipelines/tiny.yaml", f"runs_dir={runs}",
-               f"data.source={source}", "data.max_seconds=8.0", "data.heldout_fraction=0.45"]
+def measured(command: list[str], log: Path) -> tuple[float, float, float]:
+    """Run `command` (1 torch thread a process) with its output in `log`: (wall seconds, peak resident
+    MB of its largest process, the largest anonymous MB of any of its processes, sampled every 0.1 s)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.monotonic()
-    with open(runs / f"{stage}.log", "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         anonymous, done = [0.0], threading.Event()
 
         def sample() -> None:
@@ -78,13 +75,19 @@ def run_stage(stage: str, runs: Path, source: Path, processes: int) -> tuple[flo
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)  # rusage of the stage and every process it waited for
+        _, status, usage = os.wait4(process.pid, 0)  # rusage of the command and every process it waited for
         done.set()
         sampler.join()
-    seconds = time.monotonic() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{stage} failed: see {runs / f'{stage}.log'}")
-    return seconds, usage.ru_maxrss / 1024, anonymous[0]
+        raise RuntimeError(f"{' '.join(command[-8:])} failed: see {log}")
+    return time.monotonic() - start, usage.ru_maxrss / 1024, anonymous[0]
+
+
+def run_stage(stage: str, runs: Path, source: Path, processes: int) -> tuple[float, float, float]:
+    launcher = [*ACCELERATE, "--num_processes", str(processes), "-m"] if processes > 1 else [sys.executable, "-m"]
+    command = [*launcher, f"stages.{stage}", "--pipeline", "pipelines/tiny.yaml", f"runs_dir={runs}",
+               f"data.source={source}", "data.max_seconds=8.0", "data.heldout_fraction=0.45"]
+    return measured(command, runs / f"{stage}.log")
 
 
 def measure(out: Path, minutes: float, processes: int) -> dict:

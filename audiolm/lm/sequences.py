@@ -230,15 +230,14 @@ class TaskSpec:
         return np.asarray(codes).shape[-1] if self.task in ("coarse", "fine") else len(semantic)
 
     def training_example(self, semantic: np.ndarray, codes: np.ndarray | None, rng: np.random.Generator,
-                         starts_within: int | None = None) -> tuple[np.ndarray, int]:
-        """A random window: a random crop of a long stream, the whole of a short one. With
-        `starts_within`, the window starts in the first `starts_within` frames (the first utterance
-        of a packed stream) and runs on into what follows."""
+                         start: int | None = None) -> tuple[np.ndarray, int]:
+        """A window from frame `start` (a random one without it), moved back to end at the stream's
+        end where it would run past it; the whole of a short stream."""
         n = self.length(semantic, codes)
         if self.is_text:  # whole utterances: where a crop of the semantic ids ends in the text is unknown
             return self.build(semantic, codes, 0, n)
-        last = max(0, n - self.window) if starts_within is None else min(max(0, n - self.window), starts_within - 1)
-        start = int(rng.integers(0, last + 1))
+        last = max(0, n - self.window)
+        start = int(rng.integers(0, last + 1)) if start is None else min(int(start), last)
         return self.build(semantic, codes, start, min(n, start + self.window))
 
     def concatenate(self, parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:

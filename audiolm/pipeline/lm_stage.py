@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
 import numpy as np
+import psutil  # accelerate's own dependency
 import torch
 from tqdm.auto import tqdm
 
 from audiolm.config import LMConfig, PipelineConfig, config_hash
 from audiolm.data import shards
+from audiolm.data.token_rows import TokenRows
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, unigram_perplexity, unit_runs
 from audiolm.pipeline import rundir
@@ -56,11 +59,27 @@ def layout_of(cfg: PipelineConfig, marker: dict) -> TokenLayout:
                        num_codebooks=marker["acoustic_num_codebooks"], coarse_codebooks=cfg.lm.coarse_codebooks)
 
 
-def utterances(ds: datasets.Dataset, indices: list[int] | None = None) -> list[Utterance]:
-    rows = ds.select_columns(["semantic", "acoustic_codes"])
-    if indices is not None:
-        rows = rows.select(indices)
-    return [(np.asarray(r["semantic"], dtype=np.int64), np.asarray(r["acoustic_codes"], dtype=np.int64)) for r in rows]
+# rows read for the statistics a task is set up with (mean run length, median pitch, unigram
+# perplexity): spread over the training split, the same few thousand whatever its size
+STATS_ROWS = 4000
+
+
+def utterances(ds: datasets.Dataset, indices: list[int] | None = None) -> TokenRows:
+    """The (semantic ids, codes) of a split's rows, read from the memory-mapped table when indexed."""
+    return TokenRows(ds, None if indices is None else np.asarray(indices))
+
+
+def sample(rows: Sequence[Utterance], wanted: int = STATS_ROWS) -> list[Utterance]:
+    return [rows[i] for i in rundir.spread_indices(len(rows), wanted)]
+
+
+def speaker_codes(ds: datasets.Dataset) -> np.ndarray:
+    """Each row's speaker as a small integer (Arrow's dictionary encoding: no Python string per row)."""
+    column = ds.data.table.column("speaker").dictionary_encode().combine_chunks()
+    codes = column.indices.to_numpy(zero_copy_only=False)
+    if ds._indices is not None:
+        codes = codes[ds._indices.column(0).to_numpy()]
+    return codes
 
 
 def text_dir(cfg: PipelineConfig) -> Path:
@@ -105,13 +124,13 @@ def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utteranc
     relative = task == "coarse" and cfg.lm.relative_pitch
     return TaskSpec(task=task, layout=layout_of(cfg, marker), semantic_rate=marker["semantic_frame_rate"],
                     acoustic_rate=marker["acoustic_frame_rate"], window_seconds=lm.window_seconds, dedup=dedup,
-                    mean_run=mean_run_length([s for s, _ in train]), relative_pitch=relative,
+                    mean_run=mean_run_length([s for s, _ in sample(train)]), relative_pitch=relative,
                     default_pitch=median_pitch(train) if relative else 0)
 
 
-def median_pitch(train: list[Utterance]) -> int:
-    """The median voiced id of codebook 0 (a pitch scale, 0 = unvoiced) over the training codes."""
-    pitch = np.concatenate([c[0] for _, c in train])
+def median_pitch(train: Sequence[Utterance]) -> int:
+    """The median voiced id of codebook 0 (a pitch scale, 0 = unvoiced) over (a spread of) the training codes."""
+    pitch = np.concatenate([c[0] for _, c in sample(train)])
     return int(np.median(pitch[pitch > 0])) if (pitch > 0).any() else 0
 
 
@@ -133,8 +152,8 @@ def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> De
     return model
 
 
-def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance], heldout: list[Utterance],
-             speakers: list[str] | None, out: Path, spec: TaskSpec | None = None) -> dict:
+def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utterance], heldout: Sequence[Utterance],
+             speakers: Sequence | np.ndarray | None, out: Path, spec: TaskSpec | None = None) -> dict:
     lm: LMConfig = getattr(cfg.lm, task)
     spec = spec or task_spec(cfg, task, marker, train)
     torch.manual_seed(lm.train.seed)
@@ -160,13 +179,16 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance
         lm_task.models["lm"] = model
         # the trainer evaluates at its last step (or when its time is up); a run resumed finished has not
         metrics = dict(last) if last else lm_task.evaluate()
-        unigram = unigram_perplexity(spec, [spec.targets(*u) for u in train], [spec.targets(*u) for u in heldout])
+        # the unigram baseline counts a spread of the training utterances (all of the demo's)
+        unigram = unigram_perplexity(spec, [spec.targets(*u) for u in sample(train)], [spec.targets(*u) for u in heldout])
         model.save_pretrained(out)
         print(f"stage 3 ({task} LM): held-out perplexity {metrics['perplexity']:.2f} vs unigram {unigram:.2f}")
         return {"task": task, "parameters": model.num_parameters(), "steps": trainer.step,
                 "heldout_loss": metrics["loss"], "heldout_perplexity": metrics["perplexity"],
                 "unigram_perplexity": unigram, "heldout_utterances": len(heldout),
                 "train_seconds": round(seconds, 1), "steps_this_run": trainer.step - trainer.start_step,
+                # from the process' start to the first step: reading the token table, building the model
+                "startup_seconds": round(trainer.started - psutil.Process().create_time(), 1),
                 "processes": trainer.world}
 
     return distributed.on_main(export)
@@ -208,7 +230,7 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
             raise ValueError(f"lm.{key} needs a codec whose codebook 0 is a pitch scale (ours, source-filter); "
                              f"the tokens in {tokens_dir(cfg)} come from '{codec_model}'")
     train = heldout = None
-    speakers = ds["train"]["speaker"] if cfg.lm.pack_speakers else None
+    speakers = speaker_codes(ds["train"]) if cfg.lm.pack_speakers else None
     for task in tasks:
         out = cfg.run_dir / f"lm-{task}"
         digest = lm_hash(cfg, task, marker)
@@ -220,7 +242,7 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
         else:
             if train is None:
                 train = utterances(ds["train"])
-                heldout = utterances(ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
+                heldout = list(utterances(ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances)))
             info = train_lm(cfg, task, marker, train, heldout, speakers, out)
         if distributed.is_main():
             rundir.write_marker(out, digest, stage=f"lm-{task}", **info)

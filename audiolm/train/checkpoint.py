@@ -5,6 +5,7 @@ EMA weights, RNG state and the step, in one folder written atomically (`step-000
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
 
 
 def save_checkpoint(folder: Path, step: int, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                    ema: dict[str, dict[str, torch.Tensor]] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                    ema: dict[str, dict[str, torch.Tensor]] | None = None, extra: dict[str, Any] | None = None,
+                    keep: int = 0) -> Path:
+    """Write checkpoint `step` and point `latest` at it; then, with `keep`, remove all but the `keep`
+    newest (only now: a kill while writing leaves the older ones to resume from)."""
     final = folder / f"step-{step:07d}"
     with atomic_dir(final) as tmp:
         meta: dict[str, Any] = {"step": step, "optimizers": {}, "extra": extra or {}}
@@ -55,6 +59,10 @@ def save_checkpoint(folder: Path, step: int, models: dict[str, nn.Module], optim
             save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / f"{name}.ema.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=1))
     atomic_write_text(folder / "latest", final.name)
+    if keep:
+        for old in sorted(folder.glob("step-*"))[:-keep]:
+            if old.is_dir() and old != final:
+                shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -1,29 +1,34 @@
 """Training any of the three language models on the one trainer. The task (semantic, coarse, fine)
 only changes which sequences `TaskSpec` builds; batching, loss and evaluation are shared.
 
-A training window starts at a random frame of a random utterance and, with speakers given, runs on
-into that speaker's next utterances (packing): the LMs see pauses followed by more speech in the same
-voice, as a continuation needs, instead of learning that silence is where speech ends. Windows are
-padded on the right (padding is never a target and, with causal attention, never seen by a real
-position). Like the codec's, a batch is a pure function of the step and the seed, so a resumed run
-sees exactly the data an uninterrupted one would.
+A training window starts at a frame drawn uniformly from all the training frames (an utterance with
+probability proportional to its length) and, with speakers given, runs on into that speaker's next
+utterances (packing): the LMs see pauses followed by more speech in the same voice, as a continuation
+needs, instead of learning that silence is where speech ends. Windows are padded on the right (padding
+is never a target and, with causal attention, never seen by a real position).
+
+Row r of step s's global batch is a pure function of (seed, s, micro-batch, r): a resumed run sees
+exactly the data an uninterrupted one would, and under `accelerate launch` each process builds only
+its own rows (r = rank, rank + N, ...) of the same global batch, whatever N. The training utterances
+may be a `TokenRows` (read from the memory-mapped token table when a window needs them) or a list.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from audiolm.config import TrainConfig
+from audiolm.data.token_rows import Utterance
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
 from audiolm.tokens import TokenLayout
 from audiolm.train.trainer import Update
 
-Utterance = tuple[np.ndarray, np.ndarray | None]  # (semantic ids, codes [k, t] or None)
 # share of training windows a voice-pooling decoder sees without its reference (stage 4's
 # "semantic ids only" condition gives it none)
 VOICE_DROPOUT = 0.1
@@ -61,20 +66,42 @@ def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: t
     return total / max(1, targets.numel()) if reduction == "mean" else total
 
 
+def next_of_speaker(speakers: Sequence | np.ndarray | None, count: int) -> np.ndarray:
+    """For each utterance, the index of its speaker's next one (in table order; the last is followed
+    by the speaker's first); each utterance itself without speakers (no packing)."""
+    following = np.arange(count)
+    if speakers is None or count == 0:
+        return following
+    codes = np.unique(np.asarray(speakers), return_inverse=True)[1].reshape(-1)
+    order = np.argsort(codes, kind="stable")  # each speaker's utterances together, in table order
+    grouped = codes[order]
+    firsts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    lasts = np.r_[firsts[1:] - 1, count - 1]
+    following[order[:-1]] = order[1:]
+    following[order[lasts]] = order[firsts]
+    return following
+
+
+def frame_lengths(spec: TaskSpec, utterances: Sequence[Utterance]) -> np.ndarray:
+    """Frames of the predicted stream in each utterance (a `TokenRows` knows them without reading)."""
+    if hasattr(utterances, "lengths"):
+        return utterances.lengths(acoustic=spec.task in ("coarse", "fine")).astype(np.int64)
+    return np.array([spec.length(*u) for u in utterances], dtype=np.int64)
+
+
 class LMTask:
-    def __init__(self, model: Decoder, spec: TaskSpec, cfg: TrainConfig, train: list[Utterance],
-                 heldout: list[Utterance], speakers: list[str] | None = None):
+    rank_local = True  # `batch` builds only the asking process' rows of the global batch (Trainer)
+
+    def __init__(self, model: Decoder, spec: TaskSpec, cfg: TrainConfig, train: Sequence[Utterance],
+                 heldout: list[Utterance], speakers: Sequence | np.ndarray | None = None):
         self.models = {"lm": model}  # the trainer may wrap it (DistributedDataParallel): read its config here
         self.spec, self.cfg, self.voice_pool = spec, cfg, model.config.voice_pool
         self.train = train
-        self.next_of_speaker = list(range(len(train)))  # each utterance followed by itself: no packing
-        if speakers is not None:
-            by_speaker: dict[str, list[int]] = {}
-            for i, speaker in enumerate(speakers):
-                by_speaker.setdefault(speaker, []).append(i)
-            for utterances in by_speaker.values():
-                for a, b in zip(utterances, utterances[1:] + utterances[:1], strict=True):
-                    self.next_of_speaker[a] = b
+        self.lengths = frame_lengths(spec, train)
+        self.starts = np.concatenate(([0], np.cumsum(self.lengths)))  # each utterance's first frame of all
+        if not spec.is_text and self.starts[-1] == 0:
+            raise ValueError(f"the {spec.task} LM's training utterances hold no frames")
+        self.next_of_speaker = next_of_speaker(speakers, len(train))
         self.heldout_windows = [w for s, c in heldout for w in spec.eval_windows(s, c)]
 
     def _packed(self, first: int, rng: np.random.Generator) -> Utterance:
@@ -82,13 +109,13 @@ class LMTask:
         if self.spec.is_text:
             return self._packed_text(first, rng)
         parts, i = [self.train[first]], first
-        frames = self.spec.length(*self.train[first])
+        frames = int(self.lengths[first])
         need = frames + self.spec.window
         while frames < need and self.next_of_speaker[i] != first:
-            i = self.next_of_speaker[i]
+            i = int(self.next_of_speaker[i])
             parts.append(self.train[i])
-            frames += self.spec.length(*self.train[i])
-        return self.spec.concatenate(parts) if len(parts) > 1 else self.train[first]
+            frames += int(self.lengths[i])
+        return self.spec.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _packed_text(self, first: int, rng: np.random.Generator) -> Utterance:
         """A text task's example: utterance `first` and up to TEXT_PACK - 1 of its speaker's next ones,
@@ -97,7 +124,7 @@ class LMTask:
         parts, i = [self.train[first]], first
         frames, want = len(self.train[first][0]), int(rng.integers(1, TEXT_PACK + 1))
         while len(parts) < want and self.next_of_speaker[i] != first:
-            i = self.next_of_speaker[i]
+            i = int(self.next_of_speaker[i])
             frames += len(self.train[i][0])
             if frames > self.spec.window:
                 break
@@ -105,15 +132,27 @@ class LMTask:
         return self.spec.concatenate(parts) if len(parts) > 1 else self.train[first]
 
 
-    def batch(self, step: int, micro: int) -> tuple[torch.Tensor, ...]:
-        rng = np.random.default_rng([self.cfg.seed, step, micro])
-        picks = rng.integers(0, len(self.train), self.cfg.batch_size)
-        examples = [self.spec.training_example(*self._packed(int(i), rng), rng, starts_within=self.spec.length(*self.train[i]))
-                    for i in picks]
+    def example(self, step: int, micro: int, row: int) -> tuple[tuple[np.ndarray, int], bool]:
+        """Row `row` of the global batch of (step, micro-batch): (its sequence and first target, whether
+        it keeps its voice reference)."""
+        rng = np.random.default_rng([self.cfg.seed, step, micro, row])
+        if self.spec.is_text:  # whole utterances (or a speaker's few), each as likely
+            first = int(rng.integers(0, len(self.train)))
+            example = self.spec.training_example(*self._packed_text(first, rng), rng)
+        else:  # a frame drawn from all training frames starts the window
+            position = int(rng.integers(0, self.starts[-1]))
+            first = int(np.searchsorted(self.starts, position, side="right")) - 1
+            example = self.spec.training_example(*self._packed(first, rng), rng, start=position - int(self.starts[first]))
+        return example, bool(rng.random() >= VOICE_DROPOUT)
+
+    def batch(self, step: int, micro: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, ...]:
+        """Rows rank, rank + world, ... of the global batch (all of them in one process)."""
+        rows = [self.example(step, micro, row) for row in range(rank, self.cfg.batch_size, world)]
+        examples = [example for example, _ in rows]
         ids, predicts = pad_batch(examples)
         if not self.voice_pool:
             return ids, predicts
-        return ids, predicts, reference_mask(self.spec, examples, ids.shape[1], rng.random(len(examples)) >= VOICE_DROPOUT)
+        return ids, predicts, reference_mask(self.spec, examples, ids.shape[1], np.array([keep for _, keep in rows]))
 
     def step(self, batch: tuple[torch.Tensor, ...], step: int, update: Update) -> dict[str, float]:
         model = self.models["lm"]

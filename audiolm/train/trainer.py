@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,6 +85,23 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
+class StepBatches(torch.utils.data.IterableDataset):
+    """This process' batches of steps [start, steps), micro-batch after micro-batch, for a DataLoader
+    whose workers build them ahead of the model (worker w of W builds every W-th; the loader hands them
+    out in order)."""
+
+    def __init__(self, task: Task, start: int, steps: int, grad_accum: int, rank: int, world: int):
+        self.task, self.start, self.steps, self.grad_accum, self.rank, self.world = task, start, steps, grad_accum, rank, world
+
+    def __iter__(self) -> Iterator[Any]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        items = ((step, micro) for step in range(self.start, self.steps) for micro in range(self.grad_accum))
+        for k, (step, micro) in enumerate(items):
+            if k % workers == worker:
+                yield self.task.batch(step, micro, self.rank, self.world)
+
+
 class Trainer:
     def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, learning_rates: dict[str, float] | None = None,
                  betas: tuple[float, float] = (0.8, 0.99)):
@@ -112,6 +129,7 @@ class Trainer:
             task.models[n], self.optimizers[n] = self.accelerator.prepare(task.models[n], self.optimizers[n])
         self.ema: dict[str, dict[str, torch.Tensor]] = {}
         self.step = self.start_step = 0
+        self.started = 0.0
         self._writer = None
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -138,7 +156,8 @@ class Trainer:
 
     def save(self) -> Path:
         return distributed.on_main(save_checkpoint, self.out_dir / "checkpoints", self.step, self._unwrapped(),
-                                   self.optimizers, self.ema if self.cfg.ema_decay else None)
+                                   self.optimizers, self.ema if self.cfg.ema_decay else None,
+                                   keep=self.cfg.keep_checkpoints)
 
     def _evaluate(self) -> dict[str, float]:
         """The task's evaluation on the unwrapped models, in the main process (the others wait): a
@@ -202,6 +221,21 @@ class Trainer:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def _batches(self) -> Iterator[Any]:
+        """This process' batches from the current step on. A task that builds its own rows (`rank_local`)
+        gets them built ahead in `train.data_workers` worker processes; another builds the global batch
+        here and keeps its rows."""
+        cfg = self.cfg
+        if not getattr(self.task, "rank_local", False):
+            return (distributed.shard(self.task.batch(step, micro), self.rank, self.world)
+                    for step in range(self.step, cfg.steps) for micro in range(cfg.grad_accum))
+        stream = StepBatches(self.task, self.step, cfg.steps, cfg.grad_accum, self.rank, self.world)
+        workers = cfg.data_workers if cfg.data_workers >= 0 else (2 if torch.cuda.is_available() else 0)
+        if workers == 0:
+            return iter(stream)
+        return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4,
+                                                pin_memory=torch.cuda.is_available()))
+
     def fit(self, on_eval: Callable[[dict[str, float]], None] | None = None) -> int:
         cfg = self.cfg
         distributed.on_main(self.out_dir.mkdir, parents=True, exist_ok=True)
@@ -215,12 +249,13 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=not self.accelerator.is_main_process)
         for model in self.task.models.values():
             model.train()
+        batches = self._batches()
+        self.started = time.time()  # training starts (stage 3 reports the seconds from its process' start)
         while self.step < cfg.steps:
             logs: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
                 self._last_micro = micro == cfg.grad_accum - 1
-                batch = distributed.shard(self.task.batch(self.step, micro), self.rank, self.world)
-                logs = self.task.step(batch, self.step, self._update)
+                logs = self.task.step(next(batches), self.step, self._update)
             self.step += 1
             if cfg.ema_decay:
                 self._update_ema()

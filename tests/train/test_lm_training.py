@@ -49,6 +49,9 @@ def test_loss_falls_on_a_tiny_batch(task, tmp_path):
     Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
     after = sequence_loss(lm_task.models["lm"], lm_task.spec, *fixed).item()
     assert after < 0.6 * before, (before, after)
+    # checkpoints every 3 steps and at the last: train.keep_checkpoints (3) of the 14 remain
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step-0000036", "step-0000039",
+                                                                              "step-0000040"]
     metrics = lm_task.evaluate()
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
 

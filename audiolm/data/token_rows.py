@@ -1,0 +1,91 @@
+"""A token table's rows read in place: the language models' training data at any corpus size.
+
+Arrow stores a column of lists as one flat array of values and one array of offsets, both memory-mapped
+from the table's files. `TokenRows` reads an utterance's semantic ids and codes as a slice of those
+arrays when asked for it, so opening a table of 60,000 hours takes what opening one of an hour takes;
+what it holds in memory per utterance is its length (for length-proportional sampling), 4 bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+Utterance = tuple[np.ndarray, np.ndarray | None]  # (semantic ids, codes [k, t] or None)
+
+
+class _ListColumn:
+    """One list column (list<int> or list<list<int>>) of a memory-mapped table, row by row."""
+
+    def __init__(self, column: pa.ChunkedArray, nested: bool):
+        self.nested = nested
+        chunks = [c for c in column.chunks if len(c)]
+        self.starts = np.cumsum([0, *(len(c) for c in chunks)])  # first row of each chunk
+        self.parts = []
+        for chunk in chunks:
+            outer = chunk.offsets.to_numpy(zero_copy_only=False)  # int32 views of the mapped offsets
+            if nested:
+                inner = chunk.values  # the codebooks' lists
+                self.parts.append((outer, inner.offsets.to_numpy(zero_copy_only=False),
+                                   inner.values.to_numpy(zero_copy_only=False)))
+            else:
+                self.parts.append((outer, None, chunk.values.to_numpy(zero_copy_only=False)))
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def row(self, index: int) -> np.ndarray:
+        chunk = int(np.searchsorted(self.starts, index, side="right")) - 1
+        outer, inner, values = self.parts[chunk]
+        i = index - self.starts[chunk]
+        a, b = int(outer[i]), int(outer[i + 1])
+        if inner is None:
+            return values[a:b]
+        lo, hi = int(inner[a]), int(inner[b])
+        return values[lo:hi].reshape(b - a, -1) if b > a else values[lo:hi].reshape(0, 0)
+
+    def lengths(self) -> np.ndarray:
+        """Each row's length (of its last axis: frames), without reading a value."""
+        out = []
+        for outer, inner, _ in self.parts:
+            if inner is None:
+                out.append(np.diff(outer))
+            else:
+                rows = np.diff(outer)  # codebooks per row
+                total = inner[outer[1:]] - inner[outer[:-1]]
+                out.append(np.where(rows > 0, total // np.maximum(rows, 1), 0))
+        return np.concatenate(out).astype(np.int32) if out else np.zeros(0, np.int32)
+
+
+class TokenRows(Sequence):
+    """(semantic ids, codes [k, t] or None) of rows `rows` of a token table (stage 1's ids joined with
+    stage 2's codes, `lm_stage.read_tokens`), each read from the mapped table when indexed, as int64."""
+
+    def __init__(self, table: datasets.Dataset, rows: np.ndarray | None = None, codes: bool = True):
+        if table._indices is not None:  # a selection: read the rows it maps to
+            mapped = table._indices.column(0).to_numpy()
+            rows = mapped if rows is None else mapped[np.asarray(rows)]
+        arrow = table.data.table
+        self.semantic = _ListColumn(arrow.column("semantic"), nested=False)
+        self.codes = _ListColumn(arrow.column("acoustic_codes"), nested=True) if codes else None
+        self.rows = np.arange(len(self.semantic)) if rows is None else np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Utterance:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        row = int(self.rows[index])
+        semantic = self.semantic.row(row).astype(np.int64)
+        return semantic, (self.codes.row(row).astype(np.int64) if self.codes is not None else None)
+
+    def lengths(self, acoustic: bool) -> np.ndarray:
+        """Frames of each row: of its codes (`acoustic`) or of its semantic ids."""
+        column = self.codes if acoustic else self.semantic
+        if column is None:
+            raise ValueError("these rows were opened without their codes")
+        return column.lengths()[self.rows]
