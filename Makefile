@@ -89,6 +89,7 @@ bench: install
 # stages 0-2 on folders of long untranscribed files of 20 and 200 minutes, in 1 and 2 processes (about 15 minutes)
 bench-scale: install
 	$(PY) -m benchmarks.scale --json runs/bench-scale.json
+	$(PY) -m benchmarks.lm_scale --json runs/bench-lm-scale.json
 
 lint: install
 	$(VENV)/bin/ruff check audiolm stages tests benchmarks

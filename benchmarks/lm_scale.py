@@ -12,7 +12,11 @@ process at the largest size, seconds per step through the real data path (window
 memory-mapped table) against the same steps on one batch held in memory.
 
 Checks of issue 28: at the largest size, start-up <= 30 s; peak memory <= 1.2 x the smallest size's
-+ 300 MB; steps on the real data path within 1.1 x the held batch's.
++ 300 MB; steps on the real data path within 1.1 x the held batch's. The memory check is on the
+resident total and on its anonymous part (heap, tensors): the total also counts the pages of the
+memory-mapped table that windows and the start-up statistics have read (with the kernel's
+read-around, 64 KB or more each), page cache that grows with the part of the table touched and that
+the kernel takes back under pressure.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
+from datasets.table import InMemoryTable
 
 from audiolm.config import load_config
 from audiolm.data import shards
@@ -68,10 +73,10 @@ def repeated_tables(base: Path, hours: float, out: Path) -> Path:
         ids = np.asarray(train.column("id").to_pylist(), dtype=object)
         for index, first in enumerate(range(0, copies, per_shard)):
             count = min(per_shard, copies - first)
-            block = pa.concat_tables([train] * count)
+            block = pa.concat_tables([train] * count).combine_chunks()  # one record batch, as stage 1 writes
             new_ids = [f"{i}~{first + k}" for k in range(count) for i in ids]
             block = block.set_column(block.schema.get_field_index("id"), "id", pa.array(new_ids))
-            shards.write_shard(shards.shard_path(run / part, "train", index), datasets.Dataset(block))
+            shards.write_shard(shards.shard_path(run / part, "train", index), datasets.Dataset(InMemoryTable(block)))
         shutil.copytree(base / part / "heldout", run / part / "heldout")
         shutil.copy(base / part / "stage.json", run / part / "stage.json")
     return run
@@ -79,6 +84,7 @@ def repeated_tables(base: Path, hours: float, out: Path) -> Path:
 
 def stage3(runs: Path, steps: int) -> dict:
     """The coarse LM's stage 3 in a process of its own: start-up, wall seconds, peak memory."""
+    shutil.rmtree(runs / "tiny" / "lm-coarse-train", ignore_errors=True)  # --force alone resumes its checkpoints
     command = [sys.executable, "-m", "stages.stage3_lm", "--pipeline", "pipelines/tiny.yaml", "--task", "coarse",
                "--force", f"runs_dir={runs}", f"lm.coarse.train.steps={steps}", *COARSE]
     seconds, peak, anonymous = measured(command, runs / "stage3.log")
@@ -143,13 +149,13 @@ def main() -> int:
         print(f"{hours:>7g} h of tokens ({disk:,.0f} MB): start-up {figures['startup_seconds']:.1f} s, "
               f"{figures['seconds']:.1f} s in all, peak {figures['peak_mb']:.0f} MB ({figures['anonymous_mb']:.0f} MB anonymous)",
               flush=True)
-    real, held = step_seconds(run.parent, 3 * args.steps)
+    real, held = step_seconds(run.parent, args.steps)
     print(f"{args.hours[-1]:g} h: {real * 1000:.1f} ms per step on the real data path, {held * 1000:.1f} ms on a held batch")
     small, large = results[0], results[-1]
-    limit = 1.2 * small["peak_mb"] + 300
-    checks = [(f"start-up at {large['hours']:g} h {large['startup_seconds']:.1f} s <= 30 s", large["startup_seconds"] <= 30),
-              (f"peak {large['peak_mb']:.0f} MB <= 1.2 x {small['peak_mb']:.0f} + 300", large["peak_mb"] <= limit),
-              (f"a step on the real data path {real / held:.2f} x a held batch's (<= 1.1)", real <= 1.1 * held)]
+    checks = [(f"start-up at {large['hours']:g} h {large['startup_seconds']:.1f} s <= 30 s", large["startup_seconds"] <= 30)]
+    for key, what in (("peak_mb", "peak resident"), ("anonymous_mb", "anonymous peak")):
+        checks.append((f"{what} {large[key]:.0f} MB <= 1.2 x {small[key]:.0f} + 300", large[key] <= 1.2 * small[key] + 300))
+    checks.append((f"a step on the real data path {real / held:.2f} x a held batch's (<= 1.1)", real <= 1.1 * held))
     for line, ok in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {line}")
     if args.json:
