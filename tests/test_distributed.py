@@ -55,7 +55,7 @@ def one_set_of_checkpoints(work: Path, steps: int, every: int) -> None:
     """Exactly the checkpoints one process keeps (the last `train.keep_checkpoints`, 3), each once, and
     a log with each step once."""
     checkpoints = sorted(p.name for p in (work / "checkpoints").iterdir())
-    assert checkpoints == ["latest", *(f"step-{s:07d}" for s in range(every, steps + 1, every))[-3:]], checkpoints
+    assert checkpoints == ["latest", *[f"step-{s:07d}" for s in range(every, steps + 1, every)][-3:]], checkpoints
     steps_logged = [json.loads(line)["step"] for line in (work / "log.jsonl").read_text().splitlines()
                     if "loss" in json.loads(line) or "magnitude" in json.loads(line)]
     assert steps_logged == sorted(set(steps_logged)), "a step logged twice: more than one process wrote the log"

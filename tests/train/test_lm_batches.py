@@ -1,6 +1,10 @@
 """The language models' training data at scale: token rows read in place from the memory-mapped table,
 windows drawn uniformly over frames, and each process building only its rows of the same global batch."""
 
+import os
+import subprocess
+import sys
+
 import datasets
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from audiolm.lm.sequences import TaskSpec
 from audiolm.tokens import TokenLayout
 from audiolm.train.lm_task import LMTask, next_of_speaker
 from audiolm.train.trainer import Trainer
+from tests.conftest import REPO
 
 LAYOUT = TokenLayout(semantic_size=300, codebook_size=32, num_codebooks=3, coarse_codebooks=1)
 
@@ -105,3 +110,35 @@ def test_batches_built_by_a_worker_process_train_the_same_model(tmp_path):
         weights.append(lm.models["lm"].state_dict())
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0)
+
+
+STEPS = 4
+
+
+def task_for_processes() -> LMTask:
+    """The task tests/lm_rows_worker.py trains in each process: packed, voice-pooling coarse windows."""
+    rng = np.random.default_rng(5)
+    train = [(rng.integers(0, 300, n), rng.integers(0, 32, (3, n * 3 // 2))) for n in (40, 90, 15, 120, 70, 33)]
+    return _task(train, speakers=list("ababab"), task="coarse", voice_pool=True)
+
+
+@pytest.mark.slow
+def test_two_launched_processes_draw_the_global_batch_of_one(tmp_path):
+    """Through `accelerate launch` and the trainer's own batch stream: at every step the two processes'
+    rows, interleaved, are one process' batch, and each built half of them."""
+    from tests.test_distributed import ACCELERATE
+
+    worker = [str(REPO / "tests" / "lm_rows_worker.py"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, *worker], cwd=REPO, check=True, capture_output=True, env=env)
+    subprocess.run([*ACCELERATE, "--num_processes", "2", *worker], cwd=REPO, check=True, capture_output=True, env=env)
+    one = np.load(tmp_path / "rank0-of-1.npz")
+    two = [np.load(tmp_path / f"rank{r}-of-2.npz") for r in range(2)]
+    for step in range(STEPS):
+        for i in range(3):  # ids, predicts, reference
+            whole = one[f"{step}.{i}"]
+            assert all(part[f"{step}.{i}"].shape[0] == whole.shape[0] // 2 for part in two)
+            for row in range(whole.shape[0]):
+                mine = two[row % 2][f"{step}.{i}"][row // 2]
+                n = min(len(mine), whole.shape[1])
+                np.testing.assert_array_equal(whole[row, :n], mine[:n])
