@@ -21,7 +21,6 @@ class _ListColumn:
     """One list column (list<int> or list<list<int>>) of a memory-mapped table, row by row."""
 
     def __init__(self, column: pa.ChunkedArray, nested: bool):
-        self.nested = nested
         chunks = [c for c in column.chunks if len(c)]
         self.starts = np.cumsum([0, *(len(c) for c in chunks)])  # first row of each chunk
         self.parts = []
@@ -60,13 +59,18 @@ class _ListColumn:
         return np.concatenate(out).astype(np.int32) if out else np.zeros(0, np.int32)
 
 
+def table_rows(table: datasets.Dataset) -> np.ndarray | None:
+    """The rows of the underlying Arrow table a `select`ed dataset maps to (None: all, in order)."""
+    return None if table._indices is None else table._indices.column(0).to_numpy()
+
+
 class TokenRows(Sequence):
     """(semantic ids, codes [k, t] or None) of rows `rows` of a token table (stage 1's ids joined with
     stage 2's codes, `lm_stage.read_tokens`), each read from the mapped table when indexed, as int64."""
 
     def __init__(self, table: datasets.Dataset, rows: np.ndarray | None = None, codes: bool = True):
-        if table._indices is not None:  # a selection: read the rows it maps to
-            mapped = table._indices.column(0).to_numpy()
+        mapped = table_rows(table)
+        if mapped is not None:  # a selection: read the rows it maps to
             rows = mapped if rows is None else mapped[np.asarray(rows)]
         arrow = table.data.table
         self.semantic = _ListColumn(arrow.column("semantic"), nested=False)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from audiolm.config import LMConfig, PipelineConfig, config_hash
 from audiolm.data import shards
-from audiolm.data.token_rows import TokenRows
+from audiolm.data.token_rows import TokenRows, table_rows
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, unigram_perplexity, unit_runs
 from audiolm.pipeline import rundir
@@ -84,10 +84,8 @@ def sample(rows: Sequence[Utterance], wanted: int = STATS_ROWS, runs: int = 40) 
 def speaker_codes(ds: datasets.Dataset) -> np.ndarray:
     """Each row's speaker as a small integer (Arrow's dictionary encoding: no Python string per row)."""
     column = ds.data.table.column("speaker").dictionary_encode().combine_chunks()
-    codes = column.indices.to_numpy(zero_copy_only=False)
-    if ds._indices is not None:
-        codes = codes[ds._indices.column(0).to_numpy()]
-    return codes
+    codes, rows = column.indices.to_numpy(zero_copy_only=False), table_rows(ds)
+    return codes if rows is None else codes[rows]
 
 
 def text_dir(cfg: PipelineConfig) -> Path:
@@ -124,21 +122,22 @@ def text_task_spec(cfg: PipelineConfig, task: str, marker: dict, text: TextToken
                     end_piece=text.end_piece, phones_first=task == "transcription" and cfg.lm.transcribe_phones_first)
 
 
-def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: list[Utterance]) -> TaskSpec:
+def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utterance]) -> TaskSpec:
     lm: LMConfig = getattr(cfg.lm, task)
     if lm.voice_pool and task == "semantic":
         raise ValueError("lm.semantic.voice_pool: the semantic LM has no acoustic prompt to pool a voice from")
     dedup = task == "semantic" and cfg.lm.semantic_dedup
     relative = task == "coarse" and cfg.lm.relative_pitch
+    rows = sample(train)  # read once for both statistics
     return TaskSpec(task=task, layout=layout_of(cfg, marker), semantic_rate=marker["semantic_frame_rate"],
                     acoustic_rate=marker["acoustic_frame_rate"], window_seconds=lm.window_seconds, dedup=dedup,
-                    mean_run=mean_run_length([s for s, _ in sample(train)]), relative_pitch=relative,
-                    default_pitch=median_pitch(train) if relative else 0)
+                    mean_run=mean_run_length([s for s, _ in rows]), relative_pitch=relative,
+                    default_pitch=median_pitch(rows) if relative else 0)
 
 
-def median_pitch(train: Sequence[Utterance]) -> int:
-    """The median voiced id of codebook 0 (a pitch scale, 0 = unvoiced) over (a spread of) the training codes."""
-    pitch = np.concatenate([c[0] for _, c in sample(train)])
+def median_pitch(rows: Sequence[Utterance]) -> int:
+    """The median voiced id of codebook 0 (a pitch scale, 0 = unvoiced) over these (training) codes."""
+    pitch = np.concatenate([c[0] for _, c in rows])
     return int(np.median(pitch[pitch > 0])) if (pitch > 0).any() else 0
 
 
