@@ -5,6 +5,7 @@
     audiolm decode --codec runs/demo/codec CODES.npy [...] -o OUTDIR
     audiolm codec-eval --codec runs/demo/codec --data runs/demo/corpus [--num-codebooks 1 2 4 8]
     audiolm semantic-eval --model runs/demo/semantic mfcc:100 --data runs/demo/corpus [--speakers v06 v07]
+    audiolm score-lm DATASET --model runs/demo -o SUBMISSION [--score mean|sum]   # sWUGGY, sBLIMP, StoryCloze
     audiolm continue PROMPT.wav -o OUT.wav --model runs/demo [--seconds 4] [--temperature T] [--top-k K]
                      [--top-p P] [--seed S] [--include-prompt]
     audiolm speak "TEXT" --voice PROMPT.wav -o OUT.wav --model RUN [--seed S]     # needs the text LMs
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiolm import audio
+from audiolm import audio, cli_eval
 from audiolm.files import atomic_write_bytes
 
 PROMPT_TAIL_SECONDS = 60.0  # `continue` reads at most this much of the end of a prompt file
@@ -119,90 +120,6 @@ def _decode(args: argparse.Namespace) -> int:
         return f"{len(wav) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz"
 
     return _each_file(args.inputs, args.output, ".wav", convert)
-
-
-def _codec_eval(args: argparse.Namespace) -> int:
-    from audiolm.pipeline import codec_eval
-
-    codec = _load_codec(args)
-    codebooks = [k for k in args.num_codebooks if k <= codec.num_codebooks] or [codec.num_codebooks]
-    opus = codec_eval.opus_available()
-    opus_kbps = sorted({max(codec_eval.OPUS_MIN_KBPS, round(codec.bitrate(k) / 1000)) for k in codebooks})
-    groups = [("", None)]
-    if args.unseen_speakers:  # voices the codec trained on and voices it never heard, scored apart
-        data = datasets_speakers(args.data, args.split)
-        seen = sorted(set(data) - set(args.unseen_speakers))
-        groups = [(", seen voices", seen), (", unseen voices", list(args.unseen_speakers))]
-    rows, notes = [], []
-    for label, speakers in groups:
-        clips, skipped = codec_eval.load_clips(args.data, args.split, args.max_clips, speakers)
-        for err in skipped:
-            print(f"error: skipped {err}", file=sys.stderr)
-        if not clips:
-            raise ValueError(f"{args.data}: no readable audio to evaluate on")
-        rows += codec_eval.codec_rows(codec, clips, codebooks, label)
-        if opus:
-            rows += [codec_eval.opus_row(clips, kbps, label) for kbps in opus_kbps]
-        voices = f" ({', '.join(speakers)})" if speakers else ""
-        notes.append(f"{len(clips)} clips{label} from {args.data}{voices}.")
-        if args.plots:
-            paths = codec_eval.plot_resyntheses(codec, clips[: args.num_plots], Path(args.plots),
-                                                "unseen" if label.endswith("unseen voices") else "clip")
-            notes.append(f"Spectrograms: {', '.join(str(p) for p in paths)}")
-    notes.append("Metrics at 16 kHz; pitch by WORLD's Harvest on original and output alike (F0 error: RMS over frames voiced "
-                 "in both, gross errors (> 20%) counted apart).")
-    notes.append(f"Opus asked for the codec's bitrates, at least {codec_eval.OPUS_MIN_KBPS} kbps (its floor)." if opus else
-                 "Opus skipped: opusenc/opusdec not found (Debian package opus-tools).")
-    print(codec_eval.format_table(rows))
-    print("\n".join(notes))
-    return 0
-
-
-def datasets_speakers(data: str, split: str) -> list[str]:
-    from audiolm.data import shards
-
-    path = Path(data)
-    if not shards.is_sharded(path):
-        raise ValueError(f"{data}: --unseen-speakers needs a corpus folder (one with speaker labels)")
-    return list(dict.fromkeys(shards.load_split(path, split)["speaker"]))
-
-
-def _semantic_eval(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
-    from audiolm.data.corpus import select_speakers, voice_groups
-    from audiolm.pipeline import semantic_eval
-
-    corpus, rate = semantic_eval.open_corpus(args.data)
-    if args.split not in corpus:
-        raise ValueError(f"{args.data}: no split '{args.split}' (has {', '.join(corpus)})")
-    ds = corpus[args.split]
-    if args.speakers:
-        ds = select_speakers(ds, args.speakers)
-        if not ds.num_rows:
-            raise ValueError(f"{args.data}: no utterance of speakers {', '.join(args.speakers)} in '{args.split}'")
-    parts = {"": ds}
-    if not args.speakers and args.split == "heldout" and "train" in corpus:
-        groups = voice_groups(corpus)
-        if len(groups) > 1:  # voices the corpus trains on and voices it never does, apart
-            parts = {f", {g}": select_speakers(ds, members) for g, members in groups.items()}
-    rows = []
-    probe_on = corpus["train"] if args.split != "train" and "train" in corpus else None
-    for spec in args.model:
-        name, tokenizer = semantic_eval.load_tokenizer(spec, corpus, rate, args.context)
-        # the histogram probe names training speakers only: no row for voices it cannot name
-        rows += [semantic_eval.evaluate(name + suffix, tokenizer, part, rate, None if "unseen" in suffix else probe_on)
-                 for suffix, part in parts.items()]
-    print(semantic_eval.format_table(rows))
-    who = f", speakers {', '.join(args.speakers)}" if args.speakers else ""
-    print(f"{ds.num_rows} utterances ({sum(ds['duration']) / 60:.1f} min) of {args.data} [{args.split}{who}]. "
-          "PNMI = I(phone; token) / H(phone); AUC = P(the same sentence by another voice is closer than "
-          "another sentence by the same voice); voice from histogram: a speaker classifier on token histograms, "
-          "trained on the train split.")
-    if args.json:
-        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1) + "\n")
-    return 0
 
 
 def _continue(args: argparse.Namespace) -> int:
@@ -332,28 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("inputs", nargs="+", metavar="CODES.npy")
     decode.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     decode.set_defaults(func=_decode)
-    evaluate = commands.add_parser("codec-eval", help="SI-SNR, mel distance, PESQ, STOI, F0 and voicing errors "
-                                                      "per number of codebooks, vs Opus")
-    codec_args(evaluate)
-    evaluate.add_argument("--data", required=True, help="a corpus/token dataset folder or a folder of audio files")
-    evaluate.add_argument("--split", default="heldout")
-    evaluate.add_argument("--num-codebooks", type=int, nargs="+", default=[1, 2, 4, 8])
-    evaluate.add_argument("--max-clips", type=int, default=40, help="per group of voices")
-    evaluate.add_argument("--unseen-speakers", nargs="+", default=None, metavar="SPEAKER",
-                          help="voices the codec never trained on: scored in rows of their own (a corpus folder's speakers)")
-    evaluate.add_argument("--plots", default=None, metavar="DIR", help="spectrogram PNGs of original vs resynthesis")
-    evaluate.add_argument("--num-plots", type=int, default=3)
-    evaluate.set_defaults(func=_codec_eval)
-    sem_eval = commands.add_parser("semantic-eval", help="PNMI, phone/cluster purity, cross-voice consistency of semantic tokens")
-    sem_eval.add_argument("--model", required=True, nargs="+",
-                          help="semantic tokenizer folders or Hub ids, or spectral baselines fitted on the "
-                               "train split: mfcc:K, logmel:K")
-    sem_eval.add_argument("--data", required=True, help="a corpus folder (runs/demo/corpus) or a run folder")
-    sem_eval.add_argument("--split", default="heldout")
-    sem_eval.add_argument("--speakers", nargs="+", default=None, help="only these speakers (e.g. voices the encoder never heard)")
-    sem_eval.add_argument("--context", type=int, default=4, help="spectral baselines: +-N stacked frames (default: %(default)s)")
-    sem_eval.add_argument("--json", default=None, metavar="OUT.json")
-    sem_eval.set_defaults(func=_semantic_eval)
+    cli_eval.add_commands(commands, codec_args)
     cont = commands.add_parser("continue", help="continue speech from a prompt (semantic -> coarse -> fine -> codec)")
     cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
     cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")

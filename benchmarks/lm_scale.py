@@ -96,7 +96,7 @@ class HeldBatch:
     """A task whose every batch is the one given (the baseline: no data path at all)."""
 
     def __init__(self, task, batch):
-        self.task, self.held, self.models, self.rank_local = task, batch, task.models, True
+        self.task, self.held, self.models = task, batch, task.models
 
     def batch(self, step, micro, rank=0, world=1):
         return self.held

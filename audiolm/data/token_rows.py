@@ -4,17 +4,21 @@ Arrow stores a column of lists as one flat array of values and one array of offs
 from the table's files. `TokenRows` reads an utterance's semantic ids and codes as a slice of those
 arrays when asked for it, so opening a table of 60,000 hours takes what opening one of an hour takes;
 what it holds in memory per utterance is its length (for length-proportional sampling), 4 bytes.
+`TextRows` does the same for the text tasks, tokenizing an utterance's text and phones when it is read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 Utterance = tuple[np.ndarray, np.ndarray | None]  # (semantic ids, codes [k, t] or None)
+TextUtterance = tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]  # (semantic ids, (phone ids, text pieces))
 
 
 class _ListColumn:
@@ -87,9 +91,72 @@ class TokenRows(Sequence):
         semantic = self.semantic.row(row).astype(np.int64)
         return semantic, (self.codes.row(row).astype(np.int64) if self.codes is not None else None)
 
+    def keep(self, mask: np.ndarray) -> TokenRows:
+        """The rows where `mask` is true (same mapped columns, no copy)."""
+        kept = object.__new__(TokenRows)
+        kept.__dict__.update(self.__dict__)
+        kept.rows = self.rows[np.asarray(mask)]
+        return kept
+
     def lengths(self, acoustic: bool) -> np.ndarray:
         """Frames of each row: of its codes (`acoustic`) or of its semantic ids."""
         column = self.codes if acoustic else self.semantic
         if column is None:
             raise ValueError("these rows were opened without their codes")
         return column.lengths()[self.rows]
+
+
+class TextTokens(Protocol):  # audiolm.text.TextTokenizer
+    def phone_ids(self, phones: Sequence[str]) -> np.ndarray: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+class _ObjectColumn:
+    """One column of any type (strings, lists of strings) of a memory-mapped table, row by row as Python
+    objects; the chunk a row is in found by bisection (a table of many shards has many chunks)."""
+
+    def __init__(self, column: pa.ChunkedArray):
+        self.chunks = [c for c in column.chunks if len(c)]
+        self.starts = np.cumsum([0, *(len(c) for c in self.chunks)])
+
+    def row(self, index: int):
+        chunk = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return self.chunks[chunk][int(index - self.starts[chunk])].as_py()
+
+
+class TextRows(Sequence):
+    """The text tasks' utterances: (semantic ids, (phone ids, text pieces)) of the rows of a token table
+    that have both a text and its phones, each read from the mapped table and tokenized when indexed.
+    `positions` are those rows' indices in the table (a selection's own numbering)."""
+
+    def __init__(self, table: datasets.Dataset, tokenizer: TextTokens, positions: np.ndarray | None = None):
+        arrow = table.data.table
+        text, phonemes = arrow.column("text"), arrow.column("phonemes")
+        has_text = pc.and_(pc.greater(pc.utf8_length(pc.fill_null(text, "")), 0),
+                           pc.greater(pc.fill_null(pc.list_value_length(phonemes), 0), 0)).to_numpy(zero_copy_only=False)
+        candidates = np.arange(table.num_rows) if positions is None else np.asarray(positions, dtype=np.int64)
+        every = TokenRows(table, codes=False)
+        self.positions = candidates[has_text[every.rows[candidates]]]
+        self.tokens = TokenRows(table, self.positions, codes=False)
+        self.text, self.phonemes, self.tokenizer = _ObjectColumn(text), _ObjectColumn(phonemes), tokenizer
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, index: int) -> TextUtterance:
+        semantic, _ = self.tokens[index]
+        row = int(self.tokens.rows[index])
+        phones = self.tokenizer.phone_ids(self.phonemes.row(row))
+        return semantic, (phones, np.asarray(self.tokenizer.encode(self.text.row(row)), dtype=np.int64))
+
+    def lengths(self, acoustic: bool = False) -> np.ndarray:
+        """Semantic ids of each utterance (a text task predicts no codes), without reading them."""
+        return self.tokens.lengths(acoustic=False)
+
+    def keep(self, mask: np.ndarray) -> TextRows:
+        """The utterances where `mask` is true (same table, no copy)."""
+        kept = object.__new__(TextRows)
+        kept.__dict__.update(self.__dict__)
+        kept.positions, kept.tokens = self.positions[mask], self.tokens.keep(mask)
+        return kept

@@ -66,9 +66,14 @@ class TaskSpec:
         return self.task in TEXT_TASKS
 
     @property
+    def is_acoustic(self) -> bool:
+        """Predicts codec codes (coarse, fine), frame by frame at the codec's rate."""
+        return self.task in ("coarse", "fine")
+
+    @property
     def rate(self) -> float:
         """Frames per second of the stream this task predicts (a text task's: of its semantic ids)."""
-        return self.acoustic_rate if self.task in ("coarse", "fine") else self.semantic_rate
+        return self.acoustic_rate if self.is_acoustic else self.semantic_rate
 
     @property
     def window(self) -> int:
@@ -81,7 +86,7 @@ class TaskSpec:
 
     @property
     def tokens_per_frame(self) -> int:
-        return len(self.codebooks) if self.task in ("coarse", "fine") else 1
+        return len(self.codebooks) if self.is_acoustic else 1
 
     @property
     def vocab_size(self) -> int:
@@ -227,7 +232,7 @@ class TaskSpec:
 
     def length(self, semantic: np.ndarray, codes: np.ndarray | None) -> int:
         """Frames of the predicted stream in an utterance."""
-        return np.asarray(codes).shape[-1] if self.task in ("coarse", "fine") else len(semantic)
+        return np.asarray(codes).shape[-1] if self.is_acoustic else len(semantic)
 
     def training_example(self, semantic: np.ndarray, codes: np.ndarray | None, rng: np.random.Generator,
                          start: int | None = None) -> tuple[np.ndarray, int]:

@@ -110,21 +110,7 @@ def _phone_targets(train: datasets.Dataset, heldout: datasets.Dataset, wavs: Seq
     return labels(train, wavs), labels(heldout, heldout_wavs), inventory
 
 
-class Examples(Sequence):
-    """(wav, targets) pairs whose wavs are read from the corpus on disk when asked for: the encoder
-    trains on crops of a corpus of any size; only the targets (2 bytes per 20 ms frame) are held."""
-
-    def __init__(self, wavs: Sequence[np.ndarray], targets: list[np.ndarray]):
-        self.wavs, self.targets = wavs, targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.wavs[index], self.targets[index]
-
-
-def _train_round(cfg: PipelineConfig, name: str, train: Sequence[tuple[np.ndarray, np.ndarray]],
+def _train_round(cfg: PipelineConfig, name: str, wavs: Sequence[np.ndarray], targets: list[np.ndarray],
                  heldout: list[tuple[np.ndarray, np.ndarray]], num_targets: int, digest: str,
                  inventory: PhoneInventory | None, speakers: list[str]) -> dict[str, float]:
     e = cfg.semantic.encoder
@@ -134,9 +120,9 @@ def _train_round(cfg: PipelineConfig, name: str, train: Sequence[tuple[np.ndarra
     distributed.on_main(rundir.prepare_partial, work, digest, f"encoder-{name}")
     params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
     distributed.print_main(f"stage 1 (encoder {name}): training a {params:.1f}M-parameter HuBERT-style encoder on "
-                           f"{len(train)} utterances, {num_targets} {'phones' if inventory else 'k-means targets'}, "
+                           f"{len(targets)} utterances, {num_targets} {'phones' if inventory else 'k-means targets'}, "
                            f"{e.train.steps} steps")
-    task = EncoderTask(model, e, train, heldout)
+    task = EncoderTask(model, e, wavs, targets, heldout)  # wavs read from the corpus when a crop needs them
     trainer = Trainer(task, e.train, work)
     metrics: dict[str, float] = {}
 
@@ -155,7 +141,7 @@ def _train_round(cfg: PipelineConfig, name: str, train: Sequence[tuple[np.ndarra
         with atomic_dir(out) as tmp:
             encoder.save_pretrained(tmp, safe_serialization=True)
             feature_extractor(cfg.data.sample_rate).save_pretrained(tmp)
-        rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step, train_utterances=len(train),
+        rundir.write_marker(out, digest, stage=f"encoder-{name}", steps=trainer.step, train_utterances=len(targets),
                             train_speakers=sorted(set(speakers)), **{f"heldout_{k}": v for k, v in metrics.items()})
 
     distributed.on_main(export)
@@ -187,8 +173,7 @@ def run(cfg: PipelineConfig) -> Path:
             else:
                 targets, heldout_targets = _kmeans_targets(cfg, previous, wavs, heldout_wavs)
                 num_targets = e.target_clusters
-            _train_round(cfg, name, Examples(wavs, targets),
-                         list(zip(heldout_wavs, heldout_targets, strict=True)), num_targets, digest, inventory,
-                         train_ds["speaker"])
+            heldout = list(zip(heldout_wavs, heldout_targets, strict=True))
+            _train_round(cfg, name, wavs, targets, heldout, num_targets, digest, inventory, train_ds["speaker"])
         previous = out
     return final_encoder(cfg)

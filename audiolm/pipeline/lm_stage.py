@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from audiolm.config import LMConfig, PipelineConfig, config_hash
 from audiolm.data import shards
-from audiolm.data.token_rows import TokenRows, table_rows
+from audiolm.data.token_rows import TextRows, TokenRows, table_rows
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, unigram_perplexity, unit_runs
 from audiolm.pipeline import rundir
@@ -99,23 +99,20 @@ def read_text_tokenizer(cfg: PipelineConfig) -> TextTokenizer:
     return TextTokenizer.from_pretrained(folder)
 
 
-def text_utterances(ds: datasets.Dataset, text: TextTokenizer,
-                    indices: list[int] | None = None) -> tuple[list[Utterance], list[str]]:
-    """(semantic ids, (phone ids, text pieces)) of each row with text, the text tasks' utterances, and
-    their speakers."""
+def text_utterances(ds: datasets.Dataset, text: TextTokenizer, indices: list[int] | None = None) -> TextRows:
+    """The text tasks' utterances: the rows with text, read from the mapped table and tokenized when
+    indexed (`positions`: their rows in `ds`)."""
     if "phonemes" not in ds.column_names:
         raise ValueError("the token dataset has no 'phonemes' column (made before the text tasks); run stage 1 "
                          "again with force=true")
-    rows = ds.select_columns(["semantic", "phonemes", "text", "speaker"])
-    rows = [r for r in (rows.select(indices) if indices is not None else rows) if r["text"] and r["phonemes"]]
-    return ([(np.asarray(r["semantic"], dtype=np.int64), (text.phone_ids(r["phonemes"]), np.asarray(text.encode(r["text"]))))
-             for r in rows], [r["speaker"] for r in rows])
+    return TextRows(ds, text, None if indices is None else np.asarray(indices))
 
 
-def text_task_spec(cfg: PipelineConfig, task: str, marker: dict, text: TextTokenizer, train: list[Utterance]) -> TaskSpec:
-    """A text task over deduplicated semantic ids, with the text tokenizer's phones and pieces."""
+def text_task_spec(cfg: PipelineConfig, task: str, marker: dict, text: TextTokenizer, train: Sequence[Utterance]) -> TaskSpec:
+    """A text task over deduplicated semantic ids, with the text tokenizer's phones and pieces; run
+    lengths counted on a spread of the training utterances."""
     layout = dataclasses.replace(layout_of(cfg, marker), phone_size=len(text.phones), piece_size=text.vocab_size)
-    semantic = [s for s, _ in train]
+    semantic = [s for s, _ in sample(train)]
     return TaskSpec(task=task, layout=layout, semantic_rate=marker["semantic_frame_rate"],
                     acoustic_rate=marker["acoustic_frame_rate"], window_seconds=getattr(cfg.lm, task).window_seconds,
                     dedup=True, mean_run=mean_run_length(semantic), unit_runs=unit_runs(semantic, layout.semantic_size),
@@ -154,7 +151,7 @@ def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> De
     model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=lm.dim, layers=lm.layers, heads=lm.heads,
                                   kv_heads=lm.kv_heads, ffn_dim=lm.ffn_dim, dropout=lm.dropout,
                                   max_positions=spec.max_length(), voice_pool=lm.voice_pool), task=spec.to_dict())
-    if ordinal_pitch and spec.task in ("coarse", "fine"):  # id 0 of codebook 0 is "unvoiced": not on the scale
+    if ordinal_pitch and spec.is_acoustic:  # id 0 of codebook 0 is "unvoiced": not on the scale
         model.init_ordinal(spec.layout.codebook_offset(0) + 1, spec.layout.codebook_offset(1))
     return model
 
@@ -204,19 +201,18 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utter
 def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.DatasetDict, out: Path) -> dict:
     """A text task: whole utterances no longer than its window (the longer ones are counted out)."""
     text = read_text_tokenizer(cfg)
-    heldout_rows = rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances)
-    train, speakers = text_utterances(ds["train"], text)
-    heldout, _ = text_utterances(ds["heldout"], text, heldout_rows)
-    if not train:
+    train = text_utterances(ds["train"], text)
+    heldout = text_utterances(ds["heldout"], text, rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))
+    if not len(train):
         raise ValueError(f"the {task} LM needs text: the corpus' training split has none")
     spec = text_task_spec(cfg, task, marker, text, train)
-    fits = [len(u[0]) <= spec.window for u in train]
-    if not all(fits):
-        distributed.print_main(f"stage 3 ({task} LM): {fits.count(False)} of {len(train)} training utterances are "
+    fits = train.lengths() <= spec.window
+    if not fits.all():
+        distributed.print_main(f"stage 3 ({task} LM): {int((~fits).sum())} of {len(train)} training utterances are "
                                f"longer than lm.{task}.window_seconds ({spec.window_seconds:g} s) and are left out")
-    kept = [u for u, fit in zip(train, fits, strict=True) if fit]
-    speakers = [s for s, fit in zip(speakers, fits, strict=True) if fit] if cfg.lm.pack_speakers else None
-    return train_lm(cfg, task, marker, kept, [u for u in heldout if len(u[0]) <= spec.window], speakers, out, spec)
+    kept = train.keep(fits)
+    speakers = speaker_codes(ds["train"])[kept.positions] if cfg.lm.pack_speakers else None
+    return train_lm(cfg, task, marker, kept, list(heldout.keep(heldout.lengths() <= spec.window)), speakers, out, spec)
 
 
 def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None) -> Path:

@@ -1,7 +1,8 @@
-"""Training our codec on the one trainer. Batches are random crops chosen from the step number and
-seed alone, so a resumed run sees exactly the data an uninterrupted one would; with `augment` each
-crop's voice is changed first (speed, formants, equalisation, band limits, noise), so the codec
-learns voices beyond the corpus' few.
+"""Training our codec on the one trainer. Row r of a step's batch is a random crop chosen from (seed,
+step, micro-batch, r) alone, so a resumed run sees exactly the data an uninterrupted one would, and
+under `accelerate launch` each process reads and augments only its own rows of the same global batch;
+with `augment` each crop's voice is changed first (speed, formants, equalisation, band limits, noise),
+so the codec learns voices beyond the corpus' few.
 
 Losses: L1 of log magnitude and of log mel between the decoded and the true STFT (at the codec's
 own STFT, so no waveform is rendered while training), and the quantizer's commitment; the pitch
@@ -36,24 +37,27 @@ class CodecTask:
         self.sample_rate = codec.sample_rate
 
     # -- data ------------------------------------------------------------------------------
-    def batch(self, step: int, micro: int) -> torch.Tensor:
-        """[b, n] crops (the source-filter codec tracks their pitch itself, after augmentation)."""
-        seed = self.cfg.train.seed * 1_000_003 + step * 101 + micro
-        g = torch.Generator().manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        picks = torch.randint(len(self.train_wavs), (self.cfg.train.batch_size,), generator=g).tolist()
-        out = torch.zeros(len(picks), self.segment)
-        for row, i in enumerate(picks):
-            wav = self.train_wavs[i]
-            speed = augment.speed_factor(rng, self.cfg.augmentation) if self.cfg.augment else 1.0
-            need = math.ceil(self.segment * speed)
-            start = int(torch.randint(max(1, len(wav) - need + 1), (1,), generator=g))
-            piece = wav[start : start + need]
-            if self.cfg.augment:
-                piece = augment.change_speed(piece, speed, min(self.segment, round(len(piece) / speed)))
-                piece = augment.change_voice(piece, rng, self.sample_rate, self.cfg.augmentation)
-            out[row, : len(piece)] = torch.from_numpy(np.ascontiguousarray(piece[: self.segment]))
+
+    def crop(self, step: int, micro: int, row: int) -> np.ndarray:
+        """Row `row` of the global batch of (step, micro-batch): a crop of `segment` samples (zero-padded
+        where the utterance is shorter), voice-changed with `augment`."""
+        rng = np.random.default_rng([self.cfg.train.seed, step, micro, row])
+        wav = self.train_wavs[int(rng.integers(len(self.train_wavs)))]  # read from disk, for a corpus read lazily
+        speed = augment.speed_factor(rng, self.cfg.augmentation) if self.cfg.augment else 1.0
+        need = math.ceil(self.segment * speed)
+        start = int(rng.integers(max(1, len(wav) - need + 1)))
+        piece = wav[start : start + need]
+        if self.cfg.augment:
+            piece = augment.change_speed(piece, speed, min(self.segment, round(len(piece) / speed)))
+            piece = augment.change_voice(piece, rng, self.sample_rate, self.cfg.augmentation)
+        out = np.zeros(self.segment, dtype=np.float32)
+        out[: min(len(piece), self.segment)] = piece[: self.segment]
         return out
+
+    def batch(self, step: int, micro: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """[b / world, n]: rows rank, rank + world, ... of the global batch (the source-filter codec
+        tracks their pitch itself, after augmentation)."""
+        return torch.from_numpy(np.stack([self.crop(step, micro, row) for row in range(rank, self.cfg.train.batch_size, world)]))
 
     # -- losses ----------------------------------------------------------------------------
     def _log_mel(self, spectrum: torch.Tensor) -> torch.Tensor:

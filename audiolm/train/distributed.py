@@ -82,16 +82,3 @@ def agree(flag: bool) -> bool:
     decided = [flag]
     broadcast_object_list(decided, from_process=0)
     return bool(decided[0])
-
-
-def shard(batch: Any, index: int, count: int) -> Any:
-    """This process' rows of a global batch (a tensor or a tuple of tensors [b, ...]): rows index,
-    index + count, ... so that the processes together see every row once. b must divide by count."""
-    if count == 1:
-        return batch
-    if isinstance(batch, tuple | list):
-        return type(batch)(shard(b, index, count) for b in batch)
-    if batch.shape[0] % count:
-        raise ValueError(f"a batch of {batch.shape[0]} does not split evenly over {count} processes; "
-                         "make train.batch_size a multiple of the number of processes")
-    return batch[index::count]

@@ -85,12 +85,11 @@ def next_of_speaker(speakers: Sequence | np.ndarray | None, count: int) -> np.nd
 def frame_lengths(spec: TaskSpec, utterances: Sequence[Utterance]) -> np.ndarray:
     """Frames of the predicted stream in each utterance (a `TokenRows` knows them without reading)."""
     if hasattr(utterances, "lengths"):
-        return utterances.lengths(acoustic=spec.task in ("coarse", "fine")).astype(np.int64)
+        return utterances.lengths(acoustic=spec.is_acoustic).astype(np.int64)
     return np.array([spec.length(*u) for u in utterances], dtype=np.int64)
 
 
 class LMTask:
-    rank_local = True  # `batch` builds only the asking process' rows of the global batch (Trainer)
 
     def __init__(self, model: Decoder, spec: TaskSpec, cfg: TrainConfig, train: Sequence[Utterance],
                  heldout: list[Utterance], speakers: Sequence | np.ndarray | None = None):

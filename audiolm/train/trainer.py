@@ -8,11 +8,11 @@ loss)`, which backpropagates into the model of that name and steps its optimizer
 `grad_accum` micro-batches. A task with two networks (a generator and its discriminator) calls
 `update` once per network, in the order its algorithm needs.
 
-Under `accelerate launch --num_processes N` the batch a task builds is the global one (the same in
-every process, as a pure function of the step); each process trains on its rows of it (rank, rank +
-N, ...) and DistributedDataParallel averages the gradients, so the data, the learning-rate schedule
-and the result do not depend on N. Checkpoints, logs, evaluations and the progress bar are the main
-process'; a wall-clock stop is decided by it for all.
+Under `accelerate launch --num_processes N` each process asks the task for its rows (rank, rank + N,
+...) of the step's global batch, each row a pure function of the seed, the step and its index, so no
+process reads or augments another's rows; DistributedDataParallel averages the gradients, so the
+data, the learning-rate schedule and the result do not depend on N. Checkpoints, logs, evaluations
+and the progress bar are the main process'; a wall-clock stop is decided by it for all.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ Update = Callable[[str, torch.Tensor], None]
 class Task(Protocol):
     models: dict[str, nn.Module]
 
-    def batch(self, step: int, micro: int) -> Any: ...
+    def batch(self, step: int, micro: int, rank: int, world: int) -> Any: ...  # rows rank, rank + world, ...
 
     def step(self, batch: Any, step: int, update: Update) -> dict[str, float]: ...
 
@@ -222,13 +222,9 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
 
     def _batches(self) -> Iterator[Any]:
-        """This process' batches from the current step on. A task that builds its own rows (`rank_local`)
-        gets them built ahead in `train.data_workers` worker processes; another builds the global batch
-        here and keeps its rows."""
+        """This process' batches from the current step on, built ahead in `train.data_workers` worker
+        processes (none: built here, when the step needs them)."""
         cfg = self.cfg
-        if not getattr(self.task, "rank_local", False):
-            return (distributed.shard(self.task.batch(step, micro), self.rank, self.world)
-                    for step in range(self.step, cfg.steps) for micro in range(cfg.grad_accum))
         stream = StepBatches(self.task, self.step, cfg.steps, cfg.grad_accum, self.rank, self.world)
         workers = cfg.data_workers if cfg.data_workers >= 0 else (2 if torch.cuda.is_available() else 0)
         if workers == 0:

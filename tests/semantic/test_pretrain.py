@@ -62,7 +62,7 @@ def _counting_examples(count=6, seconds=2.0):
 def test_batch_targets_follow_the_audio_without_augmentation():
     cfg = dataclasses.replace(TINY, augment=False)
     examples = _counting_examples()
-    task = EncoderTask(MaskedPredictor(new_encoder(cfg), 10), cfg, examples, examples)
+    task = EncoderTask(MaskedPredictor(new_encoder(cfg), 10), cfg, *zip(*examples, strict=True), examples)
     wavs, targets, mask = task.batch(step=3, micro=0)
     frames = targets.shape[1]
     assert wavs.shape == (4, samples_for(frames)) and mask.shape == targets.shape and frames == 50
@@ -78,7 +78,7 @@ def test_batch_targets_follow_the_audio_without_augmentation():
 def test_speed_change_stretches_the_targets():
     examples = _counting_examples(count=3, seconds=3.0)
     for cfg in (TINY, dataclasses.replace(TINY, formant_shift=True)):
-        task = EncoderTask(MaskedPredictor(new_encoder(cfg), 10), cfg, examples, examples)
+        task = EncoderTask(MaskedPredictor(new_encoder(cfg), 10), cfg, *zip(*examples, strict=True), examples)
         for step in range(5):
             wavs, targets, _ = task.batch(step, 0)
             assert wavs.shape[1] == samples_for(targets.shape[1]) and torch.isfinite(wavs).all()

@@ -12,7 +12,7 @@ import torch
 
 from audiolm.config import TrainConfig
 from audiolm.data import shards
-from audiolm.data.token_rows import TokenRows
+from audiolm.data.token_rows import TextRows, TokenRows
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TaskSpec
 from audiolm.tokens import TokenLayout
@@ -52,6 +52,37 @@ def test_token_rows_read_the_mapped_table_as_int64(tmp_path):
     np.testing.assert_array_equal(picked[0][0], rows[2]["semantic"])
     np.testing.assert_array_equal(picked[1][1], rows[6]["acoustic_codes"])
     np.testing.assert_array_equal(picked.lengths(acoustic=False), [1, 8])
+
+
+class CharTokens:
+    """A text tokenizer of one id per character (what TextRows asks of audiolm.text.TextTokenizer)."""
+
+    def phone_ids(self, phones):
+        return np.array([ord(p) for p in phones], dtype=np.int64)
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+
+def test_text_rows_read_and_tokenize_the_rows_with_text(tmp_path):
+    lengths = [5, 9, 1, 12, 7, 3, 8]
+    texts = ["ab", "", "c", None, "de", "f", "gh"]
+    phonemes = [["a", "b"], ["x"], [], ["y"], ["d", "e"], None, ["g"]]
+    table, rows = _table(tmp_path, lengths)
+    table = table.add_column("text", texts).add_column("phonemes", phonemes)
+    read = TextRows(table, CharTokens())
+    with_text = [0, 4, 6]  # rows with both a text and its phones
+    np.testing.assert_array_equal(read.positions, with_text)
+    np.testing.assert_array_equal(read.lengths(), [lengths[i] for i in with_text])
+    for (semantic, (phones, pieces)), i in zip(read, with_text, strict=True):
+        np.testing.assert_array_equal(semantic, rows[i]["semantic"])
+        np.testing.assert_array_equal(phones, [ord(p) for p in phonemes[i]])
+        np.testing.assert_array_equal(pieces, [ord(c) for c in texts[i]])
+    kept = read.keep(read.lengths() <= 7)
+    assert len(kept) == 2 and kept.positions.tolist() == [0, 4] and kept[1][1][1].tolist() == [ord("d"), ord("e")]
+    picked = TextRows(table.select([6, 5, 4, 3]), CharTokens(), np.array([0, 1, 2]))  # a selection, then rows of it
+    np.testing.assert_array_equal(picked.positions, [0, 2])
+    np.testing.assert_array_equal(picked[1][0], rows[4]["semantic"])
 
 
 def test_next_of_speaker_follows_each_speakers_utterances_in_order():
