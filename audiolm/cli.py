@@ -1,10 +1,12 @@
 """`audiolm` console script: one-off use of trained components on audio files.
 
     audiolm tokenize semantic --model runs/demo/semantic IN.wav [IN2.wav ...] -o OUTDIR
+    audiolm tokenize features --model runs/demo/semantic IN.wav [...] -o OUTDIR [--units] [--format npy|txt]
     audiolm encode --codec runs/demo/codec IN.wav [...] -o OUTDIR [--num-codebooks K]
     audiolm decode --codec runs/demo/codec CODES.npy [...] -o OUTDIR
     audiolm codec-eval --codec runs/demo/codec --data runs/demo/corpus [--num-codebooks 1 2 4 8]
     audiolm semantic-eval --model runs/demo/semantic mfcc:100 --data runs/demo/corpus [--speakers v06 v07]
+    audiolm abx FEATURES_DIR ITEM_FILE [--frame-shift S]     # ABX within / across speakers, in %
     audiolm score-lm DATASET --model runs/demo -o SUBMISSION [--score mean|sum]   # sWUGGY, sBLIMP, StoryCloze
     audiolm continue PROMPT.wav -o OUT.wav --model runs/demo [--seconds 4] [--temperature T] [--top-k K]
                      [--top-p P] [--seed S] [--include-prompt]
@@ -65,6 +67,33 @@ def _save_npy(target: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()  # serialized first: a failed write then raises the OS's own error (ENOSPC, EROFS)
     np.save(buffer, array)
     atomic_write_bytes(target, buffer.getvalue())
+
+
+def _tokenize_features(args: argparse.Namespace) -> int:
+    """ZeroSpeech feature files: the tokenizer's frames as k-means sees them, or its units one-hot."""
+    from audiolm.eval.abx import one_hot, write_feature_record
+    from audiolm.semantic.tokenizer import SemanticTokenizer
+
+    tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision)
+    config = tokenizer.config
+    kind = "units (one-hot)" if args.units else f"features ({config.backend} layer {config.layer}, normalised)"
+
+    def convert(path: str, target: Path) -> str:
+        wav, _ = audio.load(path, tokenizer.sample_rate)
+        frames = one_hot(tokenizer.encode([wav])[0], tokenizer.num_clusters) if args.units else \
+            tokenizer.normalized_features([wav])[0].numpy()
+        if len(frames) == 0:
+            raise audio.AudioError(path, "audio too short for a single frame")
+        if args.format == "txt":
+            buffer = io.StringIO()
+            np.savetxt(buffer, frames, fmt="%.6g")
+            atomic_write_bytes(target, buffer.getvalue().encode())
+        else:
+            _save_npy(target, frames.astype(np.float32))
+        return f"{frames.shape[0]} frames x {frames.shape[1]}"
+
+    write_feature_record(Path(args.output), 1.0 / tokenizer.frame_rate, kind)
+    return _each_file(args.inputs, args.output, f".{args.format}", convert)
 
 
 def _tokenize_semantic(args: argparse.Namespace) -> int:
@@ -233,6 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     semantic.add_argument("inputs", nargs="+", metavar="IN.wav")
     semantic.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     semantic.set_defaults(func=_tokenize_semantic)
+    features = kinds.add_parser("features", help="ZeroSpeech feature files for ABX and other scorers: one 2-D array "
+                                                 "[frames, dim] per file, the frame shift in OUTDIR/features.json")
+    features.add_argument("--model", required=True, help="semantic tokenizer folder (runs/demo/semantic) or Hub id")
+    features.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    features.add_argument("--units", action="store_true", help="the units, one-hot, instead of the features k-means sees")
+    features.add_argument("--format", choices=["npy", "txt"], default="npy", help="txt: as ZeroSpeech 2021 submissions")
+    features.add_argument("inputs", nargs="+", metavar="IN.wav")
+    features.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    features.set_defaults(func=_tokenize_features)
 
     def codec_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--codec", required=True, help="codec folder (runs/demo/codec) or Hub id (facebook/encodec_24khz)")

@@ -1,5 +1,5 @@
 """The evaluation commands of the `audiolm` console script (audiolm.cli): codec-eval, semantic-eval,
-score-lm."""
+score-lm, abx."""
 
 from __future__ import annotations
 
@@ -111,6 +111,21 @@ def _score_lm(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _abx(args: argparse.Namespace) -> int:
+    import json
+
+    from audiolm.eval.abx import ABX, read_features, read_items
+
+    features, shift = read_features(Path(args.features), args.frame_shift)
+    abx = ABX(read_items(Path(args.item_file)), features, shift, args.max_group, args.max_x)
+    scores = {mode: abx.error(mode) for mode in ("within", "across")}
+    print(f"ABX error, {args.features} on {args.item_file} (frame shift {shift * 1000:g} ms): "
+          f"within speakers {scores['within']:.2f}%, across speakers {scores['across']:.2f}%")
+    if args.json:
+        Path(args.json).write_text(json.dumps(scores, indent=1) + "\n")
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction, codec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     evaluate = commands.add_parser("codec-eval", help="SI-SNR, mel distance, PESQ, STOI, F0 and voicing errors "
                                                       "per number of codebooks, vs Opus")
@@ -146,3 +161,11 @@ def add_commands(commands: argparse._SubParsersAction, codec_args: Callable[[arg
     score.add_argument("--batch-size", type=int, default=32)
     score.add_argument("--device", default="cpu")
     score.set_defaults(func=_score_lm)
+    abx = commands.add_parser("abx", help="ABX error (%) of feature files on a Libri-light item file, within and across speakers")
+    abx.add_argument("features", metavar="FEATURES_DIR", help="<stem>.npy or .txt per wav (audiolm tokenize features)")
+    abx.add_argument("item_file", metavar="ITEM_FILE", help="#file onset offset #phone prev-phone next-phone speaker")
+    abx.add_argument("--frame-shift", type=float, default=None, help="seconds per frame (default: FEATURES_DIR/features.json)")
+    abx.add_argument("--max-group", type=int, default=10, help="items per (context, speaker, phone), as Libri-light's")
+    abx.add_argument("--max-x", type=int, default=5, help="X speakers per across-speaker group, as Libri-light's")
+    abx.add_argument("--json", default=None, metavar="OUT.json")
+    abx.set_defaults(func=_abx)
