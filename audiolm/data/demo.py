@@ -41,7 +41,7 @@ _TIMES = "this morning|last winter|after dinner|before noon|on Sunday|every even
 _VERBS_PAST = "found|carried|painted|opened|repaired|noticed|borrowed|cleaned|described|forgot".split("|")
 _VERBS = "find|carry|paint|open|repair|notice|borrow|clean|describe|visit".split("|")
 
-_TEMPLATES = (
+TEMPLATES = (
     "The {adj} {noun} {past} near {place} {time}.",
     "{name} {past} a {adj} {noun} {time}.",
     "Did {name} {verb} the {noun} at {place}?",
@@ -64,6 +64,21 @@ class DemoUtterance:
     split: str
 
 
+# each base form with its past: the grammar's verb slots, and sBLIMP-style "verb form" errors (scoreboard)
+VERB_FORMS = dict(zip(_VERBS, "found|carried|painted|opened|repaired|noticed|borrowed|cleaned|described|visited".split("|"),
+                      strict=True)) | {"forget": "forgot"}
+
+
+def grammar_sentence(rng: random.Random) -> tuple[str, dict[str, str]]:
+    """One template and a draw of its slots (in the order the demo corpus has always drawn them)."""
+    name, name2 = rng.sample(_NAMES, 2)
+    noun, noun2 = rng.sample(_NOUNS, 2)
+    template = rng.choice(TEMPLATES)
+    return template, {"name": name, "name2": name2, "noun": noun, "noun2": noun2, "adj": rng.choice(_ADJECTIVES),
+                      "place": rng.choice(_PLACES), "time": rng.choice(_TIMES), "past": rng.choice(_VERBS_PAST),
+                      "verb": rng.choice(_VERBS)}
+
+
 def sentences(count: int, seed: int) -> list[str]:
     """`count` distinct sentences from the templates, deterministic for `seed`."""
     rng = random.Random(seed)
@@ -71,14 +86,8 @@ def sentences(count: int, seed: int) -> list[str]:
     for _ in range(count * 200):
         if len(seen) == count:
             break
-        name, name2 = rng.sample(_NAMES, 2)
-        noun, noun2 = rng.sample(_NOUNS, 2)
-        text = rng.choice(_TEMPLATES).format(
-            name=name, name2=name2, noun=noun, noun2=noun2, adj=rng.choice(_ADJECTIVES),
-            place=rng.choice(_PLACES), time=rng.choice(_TIMES),
-            past=rng.choice(_VERBS_PAST), verb=rng.choice(_VERBS),
-        )
-        seen.setdefault(text, None)
+        template, slots = grammar_sentence(rng)
+        seen.setdefault(template.format(**slots), None)
     if len(seen) < count:
         raise ValueError(f"the demo grammar yields only {len(seen)} distinct sentences, {count} asked")
     return list(seen)

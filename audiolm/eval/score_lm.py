@@ -41,25 +41,23 @@ def find_parts(dataset: Path) -> dict[str, str]:
     return parts
 
 
-def _score_part(scorer: SpeechLMScorer, folder: Path, reduction: str, batch_size: int) -> tuple[dict[str, float], list[str]]:
-    """{stem: score} of the part's wavs that could be read, and one line per one that could not."""
+def read_units(tokenizer, folder: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """{stem: semantic ids} of a part's wavs that could be read, and one line per one that could not."""
     wavs = sorted(folder.glob("*.wav"))
-    scores, errors = {}, []
-    for start in tqdm(range(0, len(wavs), BATCH_FILES), desc=f"scoring {folder.name}", unit="batch", leave=False):
-        batch, read = wavs[start : start + BATCH_FILES], []
-        for path in batch:
+    units, errors = {}, []
+    for start in tqdm(range(0, len(wavs), BATCH_FILES), desc=f"tokenizing {folder.name}", unit="batch", leave=False):
+        read = []
+        for path in wavs[start : start + BATCH_FILES]:
             try:
-                read.append((path.stem, audio.load(path, scorer.tokenizer.sample_rate)[0]))
+                read.append((path.stem, audio.load(path, tokenizer.sample_rate)[0]))
             except audio.AudioError as err:
                 errors.append(str(err))
-        units = scorer.units([w for _, w in read])
-        for (stem, _), ids in zip(read, units, strict=True):
+        for (stem, _), ids in zip(read, tokenizer.encode([w for _, w in read]) if read else [], strict=True):
             if ids.size == 0:
                 errors.append(f"{folder / stem}.wav: too short for a single token frame")
-        kept = [(stem, ids) for (stem, _), ids in zip(read, units, strict=True) if ids.size]
-        values = scorer.scores([ids for _, ids in kept], reduction, batch_size) if kept else []
-        scores.update({stem: float(v) for (stem, _), v in zip(kept, values, strict=True)})
-    return scores, errors
+            else:
+                units[stem] = ids
+    return units, errors
 
 
 def accuracy(kind: str, folder: Path, scores: dict[str, float]) -> dict | None:
@@ -74,24 +72,32 @@ def accuracy(kind: str, folder: Path, scores: dict[str, float]) -> dict | None:
 
 
 def score_dataset(dataset: Path, scorer: SpeechLMScorer, submission: Path, reduction: str = "mean",
-                  batch_size: int = 32, model_name: str = "") -> tuple[dict, list[str]]:
-    """Score every benchmark folder in `dataset` into `submission`; returns (results, error lines)."""
+                  batch_size: int = 32, model_name: str = "",
+                  units_cache: dict[str, tuple[dict, list[str]]] | None = None) -> tuple[dict, list[str]]:
+    """Score every benchmark folder in `dataset` into `submission`; returns (results, error lines).
+    `units_cache` ({part: (units, errors)}, filled here) lets a second scorer of the same tokenizer
+    (stage 4's bigram baseline) skip the tokenizing."""
     dataset, submission = Path(dataset), Path(submission)
     settings = {"model": model_name, "score": reduction, "dedup": scorer.spec.dedup}
     record = submission / "scores.json"
     previous = json.loads(record.read_text()) if record.exists() else {}
     results: dict = {"settings": settings, "parts": {}}
     errors: list[str] = []
+    cache = {} if units_cache is None else units_cache
     for rel, kind in find_parts(dataset).items():
         folder, out = dataset / rel, submission / f"{rel}.txt"
         stems = {w.stem for w in folder.glob("*.wav")}
         if previous.get("settings") == settings and out.exists():
             scores = slm21.read_submission(out, stems)  # done before, with the same model and score
         else:
-            scores, bad = _score_part(scorer, folder, reduction, batch_size)
+            if rel not in cache:
+                cache[rel] = read_units(scorer.tokenizer, folder)
+            units, bad = cache[rel]
             if bad:
                 errors += bad
                 continue
+            values = scorer.scores(list(units.values()), reduction, batch_size)
+            scores = {stem: float(v) for stem, v in zip(units, values, strict=True)}
             slm21.write_submission(out, scores)
         results["parts"][rel] = {"kind": kind, "wavs": len(scores), "accuracy": accuracy(kind, folder, scores)}
         atomic_write_text(record, json.dumps(results, indent=2) + "\n")

@@ -27,7 +27,7 @@ from audiolm.config import PipelineConfig, config_hash
 from audiolm.continuation import PARTS, TEXT_PARTS, AudioLM
 from audiolm.data.corpus import read_wavs, voice_groups
 from audiolm.files import atomic_write_text
-from audiolm.pipeline import codec_eval, corpus_stage, lm_stage, report, rundir, speaker_eval, text_eval
+from audiolm.pipeline import codec_eval, corpus_stage, lm_stage, report, rundir, scoreboard, speaker_eval, text_eval
 
 KINDS = ("prompt", "continuation", "full", "semantic-only")
 
@@ -190,11 +190,13 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     with_text = all((cfg.run_dir / folder).is_dir() for folder in TEXT_PARTS)
     text_marker = rundir.read_marker(text_out) if with_text else None
     text_done = not with_text or (not force and text_marker and text_marker.get("config_hash") == text_hash(cfg))
-    if done and text_done:
+    board_done = not force and scoreboard.is_done(cfg)
+    if done and text_done and board_done:
         if not (cfg.run_dir / "report.html").exists():  # a run from before the HTML report: written from its results
             results = json.loads((out / "results.json").read_text())
             if with_text:
                 results["text"] = json.loads((text_out / "results.json").read_text())
+            results["scoreboard"] = json.loads((cfg.run_dir / "scoreboard" / "results.json").read_text())
             report.write(cfg, results)
         print(f"stage 4 (continuation): {out} is up to date; report: {cfg.run_dir / 'report.md'} (and .html)")
         return out
@@ -231,6 +233,12 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
             rundir.write_marker(text_out, text_hash(cfg), stage="text-eval")
         print_text_figures(text)
         results = {**results, "text": text}
+    if board_done:
+        board = json.loads((cfg.run_dir / "scoreboard" / "results.json").read_text())
+    else:
+        board = scoreboard.evaluate(cfg, lm_stage.read_tokens(cfg)[0], corpus, corpus_rate)
+    scoreboard.print_figures(board)
+    results["scoreboard"] = board
     report.write(cfg, results)
     print(f"stage 4 (continuation): wavs in {out}/, report in {cfg.run_dir / 'report.md'} and report.html")
     return out

@@ -189,6 +189,27 @@ def text_section(text: dict) -> list[str]:
     return lines + [""]
 
 
+def scoreboard_section(board: dict) -> list[str]:
+    """The field's tests on the demo's own material (audiolm.pipeline.scoreboard), one table."""
+    from audiolm.pipeline.scoreboard import table
+
+    rows = table(board)
+    if not rows:
+        return []
+    sets, abx = board.get("sets") or {}, board.get("abx") or {}
+    lines = ["", "## The field's scoreboard, on the demo's own material (stage 4)", "",
+             "sWUGGY-, sBLIMP- and topic-StoryCloze-style sets made with eSpeak NG in voices no model trained on "
+             f"({sets.get('lexical', 0)} word / pseudo-word pairs, {sets.get('syntactic', 0)} sentence pairs, "
+             f"{sets.get('stories', 0)} stories), scored by `audiolm score-lm` (mean log-likelihood per unit); the "
+             "baseline is a bigram of the same units counted on the training ids. ABX on the held-out utterances of "
+             f"{len(abx.get('voices', []))} unseen voices ({abx.get('items', 0)} triphone items), Libri-light's "
+             "rules; its baseline: MFCC k-means units of the same K. The published figures are LibriSpeech / "
+             "LibriLight models on the real benchmarks: a place on the map, not the same test.", "",
+             "| test | this run | baseline | chance | published (other data) |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return lines + [""]
+
+
 def write(cfg: PipelineConfig, results: dict) -> Path:
     run_dir = cfg.run_dir
     figures = run_dir / "report"
@@ -221,6 +242,8 @@ def write(cfg: PipelineConfig, results: dict) -> Path:
         lines += codec_section(results["codec"])
     if "text" in results:
         lines += text_section(results["text"])
+    if results.get("scoreboard"):
+        lines += scoreboard_section(results["scoreboard"])
     before_examples = list(lines)
     lines += ["", "## Examples", ""]
     # spread over the prompts, which go voice group by voice group: the unseen voices get examples too
