@@ -175,7 +175,8 @@ def _write_wavs(folder: Path, items: list[tuple[str, str, Voice]]) -> dict[str, 
     """(file stem, text, voice) -> folder/<stem>.wav; returns each file's seconds."""
     folder.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    for (stem, _, _), out in zip(items, synthesize([(text, voice) for _, text, voice in items]), strict=True):
+    # chunks of 256 short items: a fresh eSpeak process per chunk costs more than its words here
+    for (stem, _, _), out in zip(items, synthesize([(text, voice) for _, text, voice in items], chunk_size=256), strict=True):
         wav = np.asarray(out.wav, dtype=np.float32)
         sf.write(folder / f"{stem}.wav", wav, out.sample_rate, subtype="PCM_16")
         seconds[stem] = len(wav) / out.sample_rate
