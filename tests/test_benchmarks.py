@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -22,6 +24,7 @@ def test_runner_writes_flat_figures_with_same_run_baselines(tmp_path):
     assert "matmul_peak_gflops" in result.stdout  # the printed table
 
 
+@pytest.mark.slow  # ~28 s on 2 slow cores: make test stays under 10 min
 def test_stage1_benchmark_follows_the_demo_config(tmp_path):
     """The tokenize group builds the demo's stage-1 tokenizer from pipelines/demo.yaml: when the
     demo's semantic settings change, this is what notices (it once failed on backend 'trained')."""

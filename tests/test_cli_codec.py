@@ -54,6 +54,7 @@ def _table(stdout: str) -> dict[str, list[str]]:
     return {r[0]: r[1:] for r in rows[1:]}
 
 
+@pytest.mark.slow  # ~28 s on 2 slow cores: make test stays under 10 min
 def test_codec_eval_table(tiny_codec_dir, tiny_run):
     """Each codebook count and Opus get a row of metrics computed on the clips: a codec trained for 6
     steps scores below Opus at 6 kbps on every column (the same clips, in the same run)."""

@@ -119,6 +119,7 @@ def test_a_killed_launch_resumes_with_two_processes_then_one(tiny_continuations,
     one_set_of_checkpoints(work, 400, 40)
 
 
+@pytest.mark.slow  # ~28 s on 2 slow cores: make test stays under 10 min
 def test_stages_1_and_2_in_two_processes_write_the_tables_of_one(tiny_continuations, tmp_path):
     """Stage 1's token table and stage 2's codes, each process making every other shard (8 utterances
     a shard: several each), equal those of one process row for row."""

@@ -76,7 +76,8 @@ def test_bigram_baseline_by_hand():
     bigram = BigramScorer(_FakeLM(), [np.array([0, 1, 0, 1]), np.array([1, 2])])
     unigram = np.array([3, 4, 2]) / 9  # counts 2, 3, 1, plus one
     np.testing.assert_allclose(bigram.unigram, unigram)
-    want = math.log(unigram[0]) + math.log((2 + unigram[1]) / (2 + 1)) + math.log((0 + unigram[2]) / (2 + 1))
+    # bigrams (0, 1) x2, (1, 0), (1, 2): from 0 two, from 1 two
+    want = math.log(unigram[0]) + math.log((2 + unigram[1]) / (2 + 1)) + math.log((1 + unigram[2]) / (2 + 1))
     assert bigram.scores([np.array([0, 1, 2])], "sum")[0] == pytest.approx(want)
     assert bigram.scores([np.array([0, 1, 2])], "mean")[0] == pytest.approx(want / 3)
 

@@ -164,9 +164,12 @@ def story_pairs(count: int, seed: int) -> list[tuple[str, str, str]]:
     for k in range(count):
         first, ending, slots = stories[k]
         other = stories[k + len(STORY_ENDINGS)][2]
-        if other["name"] == slots["name"] or other["noun"] == slots["noun"]:  # then about someone and something else
-            other = {**other, "name": next(n for n in demo._NAMES if n not in (slots["name"], other["name2"])),
-                     "noun": next(n for n in demo._NOUNS if n != slots["noun"])}
+        names = [n for n in demo._NAMES if n not in (slots["name"], other["name"], other["name2"])]
+        if slots["name"] in (other["name"], other["name2"]):  # then about someone else, told to someone else
+            other = {**other, "name": names[0] if other["name"] == slots["name"] else other["name"],
+                     "name2": names[1] if other["name2"] == slots["name"] else other["name2"]}
+        if other["noun"] == slots["noun"]:  # and something else
+            other = {**other, "noun": next(n for n in demo._NOUNS if n not in (slots["noun"], other["noun2"]))}
         out.append((first, ending.format(**slots), ending.format(**other)))
     return out
 
