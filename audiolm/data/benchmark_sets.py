@@ -193,8 +193,8 @@ def _write_gold(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
 
 def write_sets(folder: Path, voices: dict[str, Voice], train_texts: list[str], lexical: int = 100,
                syntactic: int = 60, stories: int = 60, seed: int = 0) -> dict[str, int]:
-    """The three sets under `folder`, each item read by every voice of `voices` (lexical, syntactic)
-    or by one of them in turn (stories); returns how many pairs each has."""
+    """The three sets under `folder`, each word pair read by every voice of `voices`, each sentence pair
+    and story by one of them in turn; returns how many pairs each has."""
     folder = Path(folder)
     names = sorted(voices)
     items, rows = [], []
@@ -211,11 +211,11 @@ def write_sets(folder: Path, voices: dict[str, Voice], train_texts: list[str], l
     items, rows = [], []
     pairs = syntactic_pairs(syntactic, seed + 1, set(train_texts))
     for i, (kind, subtype, good, bad) in enumerate(pairs):
-        for v in names:
-            for text, correct in ((good, 1), (bad, 0)):
-                stem = f"s{i:04d}_{v}_{correct}"
-                items.append((stem, text, voices[v]))
-                rows.append((stem, kind, subtype, correct, i, v, text))
+        v = names[i % len(names)]  # sentences take longer to say (and score) than words: one voice each, in turn
+        for text, correct in ((good, 1), (bad, 0)):
+            stem = f"s{i:04d}_{v}_{correct}"
+            items.append((stem, text, voices[v]))
+            rows.append((stem, kind, subtype, correct, i, v, text))
     _write_wavs(folder / "syntactic" / "dev", items)
     _write_gold(folder / "syntactic" / "dev" / "gold.csv", ("filename", "type", "subtype", "correct", "id", "voice",
                                                           "transcription"), rows)

@@ -34,8 +34,8 @@ from audiolm.lm.sequences import dedup
 from audiolm.pipeline import rundir
 from audiolm.pipeline.semantic_eval import spectral_baseline
 
-FORMAT = 1
-SETS = {"lexical": 100, "syntactic": 60, "stories": 60}  # pairs of each set
+FORMAT = 2  # 2: each sentence pair read by one voice
+SETS = {"lexical": 100, "syntactic": 60, "stories": 40}  # pairs of each set (about 11 min of speech in all)
 SET_VOICES = 2  # unseen voices reading the sets
 ABX_VOICES = 6  # unseen voices whose held-out utterances make the ABX items (about 3,000 triphones)
 
