@@ -1,6 +1,7 @@
 """`audiolm tokenize semantic`: real files in, .npy out; bad files give one line and a non-zero exit."""
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from audiolm import audio
@@ -42,6 +43,7 @@ def test_wrong_model_folder(tmp_path, speech_wav):
     assert res.returncode == 2 and "not a saved semantic tokenizer" in res.stderr
 
 
+@pytest.mark.slow  # 20-30 s on 2 slow cores: make test stays under 10 min (semantic-eval's library: test_stage1)
 def test_semantic_eval_compares_backends(tiny_run, tmp_path):
     """`audiolm semantic-eval` on the tiny run: the stage-1 tokenizer and a spectral baseline fitted on
     the train split, one row each, with phone metrics (the demo corpus has alignments) and the AUC."""

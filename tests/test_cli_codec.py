@@ -34,6 +34,7 @@ def test_encode_decode_round_trip(tiny_codec_dir, speech_wav, tmp_path):
     assert res.returncode == 0 and sf.info(tmp_path / "wav1" / "speech.wav").frames > 0
 
 
+@pytest.mark.slow  # 20-30 s on 2 slow cores: make test stays under 10 min (encode's bad files: test_bad_inputs)
 def test_bad_files_one_line_each(tiny_codec_dir, tmp_path, bad_audio_files):
     for path, problem in bad_audio_files:
         res = _cli("encode", "--codec", tiny_codec_dir, path, "-o", tmp_path / "o")
