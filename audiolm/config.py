@@ -111,7 +111,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # the last N checkpoints stay (older ones go once a newer is complete); 0 = all
     eval_every: int = 200
     log_every: int = 10
-    max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0 = no limit
+    # stop (and checkpoint) after this much wall time; 0 = no limit. The cosine schedule then runs on
+    # whichever ends first, steps or minutes, so a run cut short by the clock still ends annealed.
+    max_minutes: float = 0.0
     # processes building the next batches while the model trains (a DataLoader's workers, for tasks
     # that build their own rows: the LMs); -1 = 2 with a GPU, 0 on a CPU (a worker would take a core
     # from the model's matrix products)

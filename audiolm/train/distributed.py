@@ -74,11 +74,12 @@ def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return result[0]
 
 
-def agree(flag: bool) -> bool:
-    """The main process' `flag` in every process (a wall-clock limit reached, say): a process that
-    stopped alone would leave the others waiting for it in their next gradient exchange."""
+def agree(value: T) -> T:
+    """The main process' `value` in every process (a wall-clock limit reached, the share of a time
+    budget used): a process that stopped alone would leave the others waiting for it in their next
+    gradient exchange, and one with its own learning rate would train other weights."""
     if world_size() == 1:
-        return flag
-    decided = [flag]
+        return value
+    decided = [value]
     broadcast_object_list(decided, from_process=0)
-    return bool(decided[0])
+    return decided[0]

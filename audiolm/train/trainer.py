@@ -1,5 +1,6 @@
 """The one trainer: accelerate (devices, mixed precision, gradient accumulation, several GPUs),
-warm-up + cosine learning rate, gradient clipping, optional EMA of weights, safetensors checkpoints
+warm-up + cosine learning rate (over the steps, or over `max_minutes` of wall time when that ends
+first), gradient clipping, optional EMA of weights, safetensors checkpoints
 every N steps with resume after a kill, TensorBoard + JSONL logs, periodic evaluation, a progress bar.
 
 What a step does is injected: a `Task` builds the batch for a step (a pure function of the step and
@@ -49,11 +50,14 @@ class Task(Protocol):
     def evaluate(self) -> dict[str, float]: ...
 
 
-def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    def f(step: int) -> float:
+def lr_lambda(cfg: TrainConfig) -> Callable[[int, float], float]:
+    """The learning rate's factor at `step`: linear warm-up, then a cosine to 0.1 over the remaining
+    steps, or over `clock` (the share of the time budget left after warm-up that is spent) when the
+    clock runs faster: a run that `max_minutes` will stop still anneals before it stops."""
+    def f(step: int, clock: float = 0.0) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        progress = max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), clock)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return f
@@ -130,6 +134,7 @@ class Trainer:
         self.ema: dict[str, dict[str, torch.Tensor]] = {}
         self.step = self.start_step = 0
         self.started = 0.0
+        self._clock = 0.0  # share of the time budget after warm-up spent (lr_lambda), agreed by all processes
         self._writer = None
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -217,7 +222,7 @@ class Trainer:
         if self.cfg.grad_clip:
             self.accelerator.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
         for group in opt.param_groups:
-            group["lr"] = self.base_lr[name] * self.schedule(self.step)
+            group["lr"] = self.base_lr[name] * self.schedule(self.step, self._clock)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -241,7 +246,7 @@ class Trainer:
             self.accelerator.print(f"  resuming from step {self.step}" + (f" ({self.world} processes)" if self.world > 1 else ""))
         if self.world > 1:  # dropout: a mask stream of its own per process (one process' stream is left as it was)
             torch.manual_seed(cfg.seed * 1_000_003 + self.step * 1009 + self.rank)
-        start = time.monotonic()
+        start, warm = time.monotonic(), None
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=not self.accelerator.is_main_process)
         for model in self.task.models.values():
             model.train()
@@ -259,7 +264,12 @@ class Trainer:
             bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items()})
             if self.step % cfg.log_every == 0:
                 self._log(self._mean_over_processes(logs))
-            out_of_time = distributed.agree(bool(cfg.max_minutes) and (time.monotonic() - start) / 60 > cfg.max_minutes)
+            elapsed = distributed.agree(time.monotonic() - start)
+            out_of_time = bool(cfg.max_minutes) and elapsed / 60 > cfg.max_minutes
+            if self.step == cfg.warmup_steps or warm is None and self.step > cfg.warmup_steps:
+                warm = elapsed  # the cosine's part of the budget starts here (or at a resume past warm-up)
+            if cfg.max_minutes and warm is not None:
+                self._clock = (elapsed - warm) / max(1e-9, 60 * cfg.max_minutes - warm)
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps or out_of_time:
                 metrics = self._evaluate()
                 self._log({f"eval/{k}": v for k, v in metrics.items()})
