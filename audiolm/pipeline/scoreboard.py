@@ -139,9 +139,14 @@ def evaluate(cfg: PipelineConfig, tokens: datasets.DatasetDict, corpus: datasets
     results: dict = {"sets": {k: v for k, v in (rundir.read_marker(sets) or {}).items() if k in SETS}}
     if results["sets"]:
         cache: dict = {}
-        for name, scorer in (("lm", lm), ("bigram", BigramScorer(lm, list(tokens["train"]["semantic"])))):
-            scored, errors = score_dataset(folder / "dataset", scorer, folder / ("submission" if name == "lm" else "baseline"),
-                                           units_cache=cache, model_name=name)
+        bigram = BigramScorer(lm, list(tokens["train"]["semantic"]))
+        # the mean log-likelihood per unit (score-lm's default, slamkit's) and the sum (ZeroSpeech 2021's
+        # baselines): the units are tokenized once, scoring them twice costs seconds
+        for name, scorer, reduction in (("lm", lm, "mean"), ("bigram", bigram, "mean"), ("lm-sum", lm, "sum"),
+                                        ("bigram-sum", bigram, "sum")):
+            out = folder / name.replace("lm", "submission").replace("bigram", "baseline")
+            scored, errors = score_dataset(folder / "dataset", scorer, out, reduction=reduction, units_cache=cache,
+                                           model_name=name)
             if errors:
                 raise ValueError(f"scoreboard: {len(errors)} wavs could not be scored: {errors[0]}")
             results[name] = {part: r["accuracy"] for part, r in scored["parts"].items()}
@@ -172,13 +177,13 @@ def table(results: dict) -> list[tuple[str, str, str, str, str]]:
     def anchors(key: str) -> str:
         return ", ".join(f"{name} {figures[key]:g}" for name, figures in ANCHORS.items() if key in figures)
 
-    if results.get("sets"):
-        lm, bigram = results["lm"], results["bigram"]
-        rows += [("sWUGGY-style lexical, all (%)", pct(lm["lexical/dev"]["all"]), pct(bigram["lexical/dev"]["all"]), "50",
-                  anchors("lexical")),
-                 ("sBLIMP-style syntactic (%)", pct(lm["syntactic/dev"]["all"]), pct(bigram["syntactic/dev"]["all"]), "50",
-                  anchors("syntactic")),
-                 ("topic StoryCloze (%)", pct(lm["tSC"]["all"]), pct(bigram["tSC"]["all"]), "50", anchors("tSC"))]
+    tests = (("sWUGGY-style lexical, all (%)", "lexical/dev", "lexical"), ("sBLIMP-style syntactic (%)", "syntactic/dev", "syntactic"),
+             ("topic StoryCloze (%)", "tSC", "tSC"))
+    for suffix, label in (("", ""), ("-sum", ", summed log-likelihood")):
+        if f"lm{suffix}" in results:
+            lm, bigram = results[f"lm{suffix}"], results[f"bigram{suffix}"]
+            rows += [(test.replace(" (%)", f"{label} (%)"), pct(lm[part]["all"]), pct(bigram[part]["all"]), "50",
+                      anchors(key) if not suffix else "") for test, part, key in tests]
     abx = results.get("abx") or {}
     baseline = next((v for k, v in abx.items() if k.startswith("MFCC")), None)
     for mode in ("within", "across"):
