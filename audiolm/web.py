@@ -11,6 +11,7 @@ problem. Nothing leaves the machine: no analytics, no share link, fonts and scri
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
 from pathlib import Path
@@ -30,12 +31,31 @@ ONE_AT_A_TIME = "generation"  # every tab's button shares one queue slot: two ge
 MAX_FILE_SIZE = "20mb"  # a minute of 44.1 kHz stereo 16-bit wav is 10 MB
 
 
+def run_examples(folder: Path, per_group: int = 2) -> list[tuple[str, str]]:
+    """(label, wav) of a run's held-out prompts that stage 4 continued, `per_group` of each voice
+    group (a voice the models trained on, one they never heard): a newcomer's first clicks. A bundle
+    or Hub model has none."""
+    results = Path(folder) / "continuations" / "results.json"
+    if not results.is_file():
+        return []
+    r = json.loads(results.read_text())
+    groups = r.get("example_groups") or {"held-out voices": r.get("examples", [])}  # runs before groups were kept
+    out = []
+    for group, ids in groups.items():
+        for stem in ids[:per_group]:
+            wav = results.parent / f"{stem}.prompt.wav"
+            if wav.is_file():
+                out.append((f"{stem.rsplit('_', 1)[-1]}, {group.removesuffix('s')}", str(wav)))
+    return out
+
+
 class Page:
     """The model and what each tab's button does. Handlers raise `gr.Error` for bad input, which the
-    page shows as a message; anything else is a bug and shows gradio's generic error."""
+    page shows as a message; anything else is a bug and shows gradio's generic error. `examples`
+    ((label, wav) pairs, `run_examples`) are offered under each tab's inputs."""
 
-    def __init__(self, model: AudioLM, name: str):
-        self.model, self.name = model, name
+    def __init__(self, model: AudioLM, name: str, examples: list[tuple[str, str]] | None = None):
+        self.model, self.name, self.examples = model, name, examples or []
         self._outputs = tempfile.TemporaryDirectory(prefix="audiolm-serve-")  # removed with the page
 
     @property
@@ -144,21 +164,35 @@ class Page:
                                     elem_id=f"{task}-spectrogram")]
                 button.click(handler, [*inputs, temperature, seed], outputs, api_name=task, concurrency_id=ONE_AT_A_TIME)
 
+            labels, wavs = [label for label, _ in self.examples], [wav for _, wav in self.examples]
+
+            def examples(inputs: list, rows: list[list], names: list[str]) -> None:
+                """One-click examples under a tab's inputs (the run's held-out prompts)."""
+                if rows:
+                    gr.Examples(rows, inputs, label="held-out prompts of this run", example_labels=names)
+
             with gr.Tab("Continue", id="continue"):
+                prompt = upload("prompt", "continue-prompt")
+                examples([prompt], [[w] for w in wavs], labels)
                 generating("continue", self.continue_, [
-                    upload("prompt", "continue-prompt"),
-                    gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")])
+                    prompt, gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")])
             if "speak" in self.tasks:
                 with gr.Tab("Speak", id="speak"):
-                    generating("speak", self.speak, [
-                        gr.Textbox(label="text", value="The quick brown fox jumps over the lazy dog.", max_lines=4),
-                        upload("voice (optional: without it, a voice of the corpus)", "speak-voice")])
+                    text = gr.Textbox(label="text", value="The quick brown fox jumps over the lazy dog.", max_lines=4)
+                    voice = upload("voice (optional: without it, a voice of the corpus)", "speak-voice")
+                    examples([voice], [[w] for w in wavs], labels)
+                    generating("speak", self.speak, [text, voice])
             with gr.Tab("Convert", id="convert"):
-                generating("convert", self.convert, [upload("source: the words", "convert-source"),
-                                                     upload("voice: the target speaker", "convert-voice")])
+                source, voice = upload("source: the words", "convert-source"), upload("voice: the target speaker", "convert-voice")
+                # each prompt's words in the next prompt's voice
+                pairs = [(wavs[i], wavs[(i + 1) % len(wavs)]) for i in range(len(wavs))] if len(wavs) > 1 else []
+                examples([source, voice], [list(p) for p in pairs],
+                         [f"{labels[i]} -> voice {labels[(i + 1) % len(wavs)]}" for i in range(len(pairs))])
+                generating("convert", self.convert, [source, voice])
             if "transcribe" in self.tasks:
                 with gr.Tab("Transcribe", id="transcribe"):
                     speech = upload("speech", "transcribe-speech")
+                    examples([speech], [[w] for w in wavs], labels)
                     button = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
                     text_out = gr.Textbox(label="transcription", interactive=False)
                     png = gr.Image(label="log-mel spectrogram", type="filepath", interactive=False)
@@ -171,13 +205,15 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 7860, revision: str |
           block: bool = True) -> gr.Blocks:
     """Load `model` (a run folder, a bundle or a Hub id) and serve its page; with `block=False`
     return once the server is up (tests)."""
-    page = Page(AudioLM.from_pretrained(model, revision=revision), Path(model).name if Path(model).exists() else model)
+    local = Path(model).exists()
+    examples = run_examples(Path(model)) if local else []
+    page = Page(AudioLM.from_pretrained(model, revision=revision), Path(model).name if local else model, examples)
     blocks = page.blocks()
     blocks.page = page  # the temporary folder of results lives as long as the server
     try:
         blocks.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, ssr_mode=False,
                       quiet=True, footer_links=["api"], prevent_thread_lock=True, show_error=False, pwa=False,
-                      mcp_server=False)
+                      mcp_server=False, allowed_paths=sorted({str(Path(wav).parent) for _, wav in examples}))
     except OSError as err:
         raise OSError(f"cannot serve on {host}:{port} ({str(err).split('.')[0]}); choose another with --port") from None
     print(f"audiolm serve: {page.name} ({', '.join(page.tasks)}) on {blocks.local_url} "

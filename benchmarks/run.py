@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.breakdown import PARTS, continuation_breakdown
 from benchmarks.timing import median_seconds
 
 Figure = dict[str, object]
@@ -247,8 +248,15 @@ def continuation(quick: bool, run: Path) -> list[Figure]:
     rate = model.codec.sample_rate
     prompt = 0.1 * np.random.default_rng(0).standard_normal(int(c.prompt_seconds * rate)).astype(np.float32)
     wall = median_seconds(lambda: model.continue_speech(prompt, rate, c.seconds), repeats=1 if quick else 3)
-    return [figure("continue_rtf_demo", c.seconds / wall, f"x real time, batch 1, {c.prompt_seconds:g} s prompt, "
-                   f"{c.seconds:g} s generated ({what}), vs real time", 1.0)]
+    figures = [figure("continue_rtf_demo", c.seconds / wall, f"x real time, batch 1, {c.prompt_seconds:g} s prompt, "
+                      f"{c.seconds:g} s generated ({what}), vs real time", 1.0)]
+    # where one such call's time goes (benchmarks/breakdown.py); ratio = share of the call
+    parts = continuation_breakdown(model, lambda: model.continue_speech(prompt, rate, c.seconds))
+    for part in PARTS:
+        slug = part.split(" (")[0].replace(" ", "_")
+        figures.append(figure(f"continue_seconds_{slug}", parts[part], f"s of one continuation: {part}, vs the call",
+                              parts["total"]))
+    return figures
 
 
 GROUPS: dict[str, Callable[[bool, Path], list[Figure]]] = {

@@ -36,3 +36,25 @@ def test_stage1_benchmark_follows_the_demo_config(tmp_path):
     stage1 = figures["semantic_tokenize_audio_s_per_s_demo"]
     assert stage1["value"] > 1 and stage1["baseline"] > 1 and "53 phone units" in stage1["unit"]
     assert figures["stage2_tokenize_audio_s_per_s_demo"]["value"] > 1
+
+
+def test_continuation_breakdown_accounts_for_the_whole_call(tiny_continuations):
+    """Each part of the cascade is timed inside one real continuation; the parts and the Python
+    left over add up to the call, and the wrappers are gone afterwards."""
+    import numpy as np
+
+    from audiolm.continuation import AudioLM
+    from audiolm.lm import generate
+    from benchmarks.breakdown import PARTS, continuation_breakdown
+
+    model = AudioLM.from_pretrained(tiny_continuations.run_dir)
+    rate = model.codec.sample_rate
+    prompt = 0.1 * np.random.default_rng(0).standard_normal(rate).astype(np.float32)
+    sample_next, forward = generate.sample_next, model.models["coarse"].forward
+    parts = continuation_breakdown(model, lambda: model.continue_speech(prompt, rate, 0.5))
+    assert set(parts) == {*PARTS, "total"}
+    for part in ("tokenize prompt", "semantic LM", "coarse LM", "fine LM", "sampling", "codec decode"):
+        assert parts[part] > 0, part
+    assert sum(parts[p] for p in PARTS) == pytest.approx(parts["total"])
+    assert generate.sample_next is sample_next and "forward" not in vars(model.models["coarse"])
+    assert model.models["coarse"].forward == forward

@@ -78,3 +78,26 @@ def test_a_taken_port_is_one_line_naming_it(served, tiny_continuations):
     port = int(url.rstrip("/").rsplit(":", 1)[1])
     with pytest.raises(OSError, match=f"cannot serve on 127.0.0.1:{port} .*choose another with --port"):
         web.serve(str(tiny_continuations.run_dir), port=port, block=False)
+
+
+def test_each_tab_offers_the_runs_held_out_prompts(served, tiny_continuations, tmp_path):
+    """A newcomer has no wav at hand: every tab has one-click examples, stage 4's prompts of the run
+    (labelled with voice and group), and the server hands their files out."""
+    import json
+    from pathlib import Path
+
+    examples = web.run_examples(tiny_continuations.run_dir)
+    results = json.loads((tiny_continuations.run_dir / "continuations" / "results.json").read_text())
+    stems = [s for ids in results["example_groups"].values() for s in ids[:2]]
+    assert [Path(wav).name for _, wav in examples] == [f"{s}.prompt.wav" for s in stems] and len(examples) == 2
+    assert all(label.endswith(", training voice") for label, _ in examples)  # the tiny corpus has no unseen voices
+    assert web.run_examples(tmp_path) == []  # a bundle or Hub model: none
+    url, blocks = served
+    tables = [c for c in blocks.config["components"] if c["type"] == "dataset"]
+    assert len(tables) == 4  # continue, speak, convert, transcribe
+    assert tables[0]["props"]["sample_labels"] == [label for label, _ in examples]
+    loaders = [d["api_name"] for d in blocks.config["dependencies"] if d["api_name"].startswith("load_example")]
+    assert len(loaders) == 4
+    # a click on the continue tab's second example: the prompt input gets that wav
+    update = Client(url, verbose=False).predict(1, api_name=f"/{loaders[0]}")
+    assert Path(update["value"]).read_bytes() == Path(examples[1][1]).read_bytes()

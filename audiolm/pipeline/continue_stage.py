@@ -131,6 +131,9 @@ def evaluate(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, 
         "continuation_seconds": {"min": min(seconds), "max": max(seconds), "asked": cfg.continuation.seconds},
         "continuation_rms": {"min": min(rms), "median": float(np.median(rms))},
         "examples": [ids[i] for i in picks],
+        # which prompts are of voices the models trained on and which of voices they never heard (the web page's examples)
+        "example_groups": {group: [ids[i] for i in picks if speakers[i] in set(members)]
+                           for group, members in voice_groups(corpus).items()},
     }
 
 
