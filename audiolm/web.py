@@ -183,7 +183,8 @@ class Page:
                     examples([voice], [[w] for w in wavs], labels)
                     generating("speak", self.speak, [text, voice])
             with gr.Tab("Convert", id="convert"):
-                source, voice = upload("source: the words", "convert-source"), upload("voice: the target speaker", "convert-voice")
+                source = upload("source: the words", "convert-source")
+                voice = upload("voice: the target speaker", "convert-voice")
                 # each prompt's words in the next prompt's voice
                 pairs = [(wavs[i], wavs[(i + 1) % len(wavs)]) for i in range(len(wavs))] if len(wavs) > 1 else []
                 examples([source, voice], [list(p) for p in pairs],

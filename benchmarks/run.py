@@ -41,20 +41,21 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 1536) -> float:
     return 2 * n**3 * 4 / median_seconds(lambda: [a @ b for _ in range(4)], repeats=5) / 1e9
 
 
-def memory_gbps() -> float:
-    """Read bandwidth: summing a 512 MB array (far beyond any cache)."""
-    x = torch.ones(128 * 1024 * 1024)
+def memory_gbps(megabytes: int = 512) -> float:
+    """Read bandwidth: summing an array far beyond any cache (512 MB; `--quick`: 128)."""
+    x = torch.ones(megabytes * 256 * 1024)
     return x.numel() * 4 / median_seconds(x.sum, repeats=5) / 1e9
 
 
 def machine(quick: bool, run: Path) -> list[Figure]:
     threads = torch.get_num_threads()
-    peak = matmul_gflops()
+    n = 768 if quick else 1536  # quick: 8x fewer operations, still far beyond the caches
+    peak = matmul_gflops(n=n)
     torch.set_num_threads(1)
-    one = matmul_gflops()
+    one = matmul_gflops(n=n)
     torch.set_num_threads(threads)
     return [figure("matmul_peak_gflops", peak, f"GFLOP/s fp32, {threads} threads", one),
-            figure("memory_bandwidth_gb_s", memory_gbps(), "GB/s read")]
+            figure("memory_bandwidth_gb_s", memory_gbps(128 if quick else 512), "GB/s read")]
 
 
 # -- language models -----------------------------------------------------------------------------

@@ -201,7 +201,8 @@ def scoreboard_section(board: dict) -> list[str]:
              "sWUGGY-, sBLIMP- and topic-StoryCloze-style sets made with eSpeak NG in voices no model trained on "
              f"({sets.get('lexical', 0)} word / pseudo-word pairs, {sets.get('syntactic', 0)} sentence pairs, "
              f"{sets.get('stories', 0)} stories), scored by `audiolm score-lm` (mean log-likelihood per unit, its default; "
-             "then the sum, as ZeroSpeech 2021's baselines score); the baseline is a bigram of the same units counted on the training ids. ABX on the held-out utterances of "
+             "then the sum, as ZeroSpeech 2021's baselines score); the baseline is a bigram of the same units counted "
+             "on the training ids. ABX on the held-out utterances of "
              f"{len(abx.get('voices', []))} unseen voices ({abx.get('items', 0)} triphone items), Libri-light's "
              "rules; its baseline: MFCC k-means units of the same K. The published figures are LibriSpeech / "
              "LibriLight models on the real benchmarks: a place on the map, not the same test.", "",

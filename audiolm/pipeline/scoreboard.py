@@ -177,8 +177,8 @@ def table(results: dict) -> list[tuple[str, str, str, str, str]]:
     def anchors(key: str) -> str:
         return ", ".join(f"{name} {figures[key]:g}" for name, figures in ANCHORS.items() if key in figures)
 
-    tests = (("sWUGGY-style lexical, all (%)", "lexical/dev", "lexical"), ("sBLIMP-style syntactic (%)", "syntactic/dev", "syntactic"),
-             ("topic StoryCloze (%)", "tSC", "tSC"))
+    tests = (("sWUGGY-style lexical, all (%)", "lexical/dev", "lexical"),
+             ("sBLIMP-style syntactic (%)", "syntactic/dev", "syntactic"), ("topic StoryCloze (%)", "tSC", "tSC"))
     for suffix, label in (("", ""), ("-sum", ", summed log-likelihood")):
         if f"lm{suffix}" in results:
             lm, bigram = results[f"lm{suffix}"], results[f"bigram{suffix}"]

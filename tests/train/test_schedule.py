@@ -38,10 +38,10 @@ def test_the_cosine_runs_on_steps_when_no_clock_is_set():
 
 
 def test_a_run_cut_short_by_max_minutes_ends_annealed(tmp_path):
-    """1,000 steps of 0.1 s cannot fit in 0.04 min (2.4 s): the run stops after ~24, and by then the
+    """1,000 steps of 0.05 s cannot fit in 0.02 min (1.2 s): the run stops after ~24, and by then the
     learning rate has followed the clock down to the schedule's floor, not stayed near its peak."""
-    task = SlowTask(0.1)
-    cfg = TrainConfig(steps=1000, warmup_steps=2, learning_rate=0.01, max_minutes=0.04, eval_every=10_000,
+    task = SlowTask(0.05)
+    cfg = TrainConfig(steps=1000, warmup_steps=2, learning_rate=0.01, max_minutes=0.02, eval_every=10_000,
                       checkpoint_every=10_000, log_every=10_000)
     trainer = Trainer(task, cfg, tmp_path)
     seen = []
