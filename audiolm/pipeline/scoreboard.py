@@ -78,10 +78,6 @@ def scoreboard_hash(cfg: PipelineConfig) -> str:
     return config_hash("scoreboard", FORMAT, SETS, SET_VOICES, ABX_VOICES, parts, cfg.data.demo.seed)
 
 
-def _unseen(cfg: PipelineConfig, corpus: datasets.DatasetDict) -> list[str]:
-    return voice_groups(corpus).get("unseen voices", [])
-
-
 def build_sets(cfg: PipelineConfig, corpus: datasets.DatasetDict, folder: Path) -> dict[str, int] | None:
     """The three sets, read by the demo's first unseen voices (None: not the demo corpus, or no unseen voice)."""
     if cfg.data.source != "demo" or not cfg.data.demo.unseen_voices:
@@ -98,7 +94,7 @@ def abx_figures(cfg: PipelineConfig, lm: SpeechLMScorer, corpus: datasets.Datase
     heldout = corpus["heldout"]
     if not has_phones(heldout):
         return {}
-    unseen = set(_unseen(cfg, corpus)[:ABX_VOICES])
+    unseen = set(voice_groups(corpus).get("unseen voices", [])[:ABX_VOICES])
     rows = [i for i, s in enumerate(heldout["speaker"]) if not unseen or s in unseen]
     table = heldout.select(rows)
     wavs = read_wavs(table, list(range(len(rows))), rate, lm.tokenizer.sample_rate)
@@ -110,10 +106,11 @@ def abx_figures(cfg: PipelineConfig, lm: SpeechLMScorer, corpus: datasets.Datase
     k = lm.tokenizer.num_clusters
     mfcc = spectral_baseline(f"mfcc:{k}", corpus, rate, context=4)
     shift = 1.0 / lm.tokenizer.frame_rate
+    ids, features = table["id"], lm.tokenizer.normalized_features(wavs)  # the encoder runs once for both
     kinds = {
-        "units": {r["id"]: one_hot(u, k) for r, u in zip(table, lm.tokenizer.encode(wavs), strict=True)},
-        "features": {r["id"]: f.numpy() for r, f in zip(table, lm.tokenizer.normalized_features(wavs), strict=True)},
-        f"MFCC k-means (K={k})": {r["id"]: one_hot(u, k) for r, u in zip(table, mfcc.encode(wavs), strict=True)},
+        "units": {i: one_hot(u, k) for i, u in zip(ids, lm.tokenizer.assign_features(features), strict=True)},
+        "features": {i: f.numpy() for i, f in zip(ids, features, strict=True)},
+        f"MFCC k-means (K={k})": {i: one_hot(u, k) for i, u in zip(ids, mfcc.encode(wavs), strict=True)},
     }
     out = {"items": len(items), "voices": sorted({i.speaker for i in items}), "frame_shift": shift}
     for name, features in tqdm(kinds.items(), desc="ABX", leave=False):

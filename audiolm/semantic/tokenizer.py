@@ -86,7 +86,10 @@ class SemanticTokenizer(HubMixin):
 
     def encode(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Mono float32 wavs at `sample_rate` -> one int64 id array per wav (frames at `frame_rate`)."""
-        feats = self.normalized_features(wavs)
+        return self.assign_features(self.normalized_features(wavs))
+
+    def assign_features(self, feats: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """`normalized_features`' output -> the ids `encode` gives (for a caller that needs both)."""
         if self.config.duration_penalty:
             return [self._assign([f]) for f in feats]
         lengths = [f.shape[0] for f in feats]
