@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from audiolm.lm import generate as generate_module
@@ -51,16 +51,12 @@ def continuation_breakdown(model: Any, run: Callable[[], object]) -> dict[str, f
     wraps = [(model.tokenizer, "encode", "tokenize prompt"), (model.codec, "encode", "tokenize prompt"),
              (model.codec, "decode", "codec decode"), (generate_module, "sample_next", "sampling")]
     wraps += [(model.models[task], "forward", f"{task} LM") for task in ("semantic", "coarse", "fine")]
-    stack = [_timed(owner, name, totals, part) for owner, name, part in wraps]
-    for context in stack:
-        context.__enter__()
-    try:
+    with ExitStack() as stack:
+        for owner, name, part in wraps:
+            stack.enter_context(_timed(owner, name, totals, part))
         start = time.perf_counter()
         run()
         total = time.perf_counter() - start
-    finally:
-        for context in reversed(stack):
-            context.__exit__(None, None, None)
     out = {part: totals.get(part, 0.0) for part in PARTS[:-1]}
     out["other (Python)"] = max(0.0, total - sum(out.values()))
     out["total"] = total

@@ -122,8 +122,8 @@ def evaluate(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, 
              "codec": {"prompt": [w[:a] for w, (a, _) in zip(through, spans, strict=True)],
                        "true continuation, through the codec": [w[a:b] for w, (a, b) in zip(through, spans, strict=True)],
                        "continuation": loaded["continuation"], "semantic-only": loaded["semantic-only"]}}
-    voices = [speakers[i] for i in picks]
-    judged = speaker_eval.judge_voices(judge_set, voice_groups(corpus), voices, rate, clips)
+    voices, groups = [speakers[i] for i in picks], voice_groups(corpus)
+    judged = speaker_eval.judge_voices(judge_set, groups, voices, rate, clips)
     seconds = [len(w) / rate for w in loaded["continuation"]]
     rms = [float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) for w in loaded["continuation"]]
     return {
@@ -132,8 +132,8 @@ def evaluate(cfg: PipelineConfig, model: AudioLM, corpus: datasets.DatasetDict, 
         "continuation_rms": {"min": min(rms), "median": float(np.median(rms))},
         "examples": [ids[i] for i in picks],
         # which prompts are of voices the models trained on and which of voices they never heard (the web page's examples)
-        "example_groups": {group: [ids[i] for i in picks if speakers[i] in set(members)]
-                           for group, members in voice_groups(corpus).items()},
+        "example_groups": {group: [ids[i] for i, v in zip(picks, voices, strict=True) if v in members]
+                           for group, members in groups.items()},
     }
 
 

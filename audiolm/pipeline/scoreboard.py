@@ -139,11 +139,11 @@ def evaluate(cfg: PipelineConfig, tokens: datasets.DatasetDict, corpus: datasets
         bigram = BigramScorer(lm, list(tokens["train"]["semantic"]))
         # the mean log-likelihood per unit (score-lm's default, slamkit's) and the sum (ZeroSpeech 2021's
         # baselines): the units are tokenized once, scoring them twice costs seconds
-        for name, scorer, reduction in (("lm", lm, "mean"), ("bigram", bigram, "mean"), ("lm-sum", lm, "sum"),
-                                        ("bigram-sum", bigram, "sum")):
-            out = folder / name.replace("lm", "submission").replace("bigram", "baseline")
-            scored, errors = score_dataset(folder / "dataset", scorer, out, reduction=reduction, units_cache=cache,
-                                           model_name=name)
+        for name, scorer, reduction, out in (("lm", lm, "mean", "submission"), ("bigram", bigram, "mean", "baseline"),
+                                             ("lm-sum", lm, "sum", "submission-sum"),
+                                             ("bigram-sum", bigram, "sum", "baseline-sum")):
+            scored, errors = score_dataset(folder / "dataset", scorer, folder / out, reduction=reduction,
+                                           units_cache=cache, model_name=name)
             if errors:
                 raise ValueError(f"scoreboard: {len(errors)} wavs could not be scored: {errors[0]}")
             results[name] = {part: r["accuracy"] for part, r in scored["parts"].items()}

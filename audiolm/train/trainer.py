@@ -266,7 +266,7 @@ class Trainer:
                 self._log(self._mean_over_processes(logs))
             elapsed = distributed.agree(time.monotonic() - start)
             out_of_time = bool(cfg.max_minutes) and elapsed / 60 > cfg.max_minutes
-            if self.step == cfg.warmup_steps or warm is None and self.step > cfg.warmup_steps:
+            if warm is None and self.step >= cfg.warmup_steps:
                 warm = elapsed  # the cosine's part of the budget starts here (or at a resume past warm-up)
             if cfg.max_minutes and warm is not None:
                 self._clock = (elapsed - warm) / max(1e-9, 60 * cfg.max_minutes - warm)

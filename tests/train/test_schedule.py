@@ -15,7 +15,7 @@ class SlowTask:
 
     def __init__(self, seconds_per_step: float):
         self.models = {"w": nn.Linear(1, 1, bias=False)}
-        self.seconds, self.lrs = seconds_per_step, []
+        self.seconds = seconds_per_step
 
     def batch(self, step, micro, rank, world):
         return torch.ones(1, 1)
