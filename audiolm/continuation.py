@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from audiolm.card import bundle_card
 from audiolm.codec import Codec
 from audiolm.config import ContinuationConfig, SamplingConfig, load_config
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
-from audiolm.lm.generate import continue_stream
+from audiolm.lm.generate import continue_stream, extend_stream
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -209,6 +210,16 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
     def prompt_frames(self, num_samples: int, sample_rate: int) -> int:
         return int(num_samples * self.codec.frame_rate / sample_rate)
 
+    def _cut_prompts(self, wavs: list[np.ndarray], sample_rate: int) -> tuple[list[np.ndarray], list[int]]:
+        """Prompts cut to `max_prompt_seconds` (their end kept) and their lengths in codec frames."""
+        keep = round(self.max_prompt_seconds * sample_rate)  # the LMs never look further back than their windows
+        wavs = [w[-keep:] if len(w) > keep else w for w in wavs]
+        frames = [self.prompt_frames(len(w), sample_rate) for w in wavs]
+        for n in frames:
+            if n < 1:
+                raise AudioError("prompt", f"shorter than one codec frame ({1000 / self.codec.frame_rate:.0f} ms)")
+        return wavs, frames
+
     def continue_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int = 0,
                        sampling: dict[str, SamplingConfig] | None = None,
                        acoustic_prompt: bool = True) -> list[Continuation]:
@@ -217,12 +228,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         With `acoustic_prompt=False` the codec codes of the prompt are withheld from the coarse and
         fine LMs (AudioLM's semantic-only condition: the voice cannot be carried over)."""
         sampling = {**self.sampling, **(sampling or {})}
-        keep = round(self.max_prompt_seconds * sample_rate)  # the LMs never look further back than their windows
-        wavs = [w[-keep:] if len(w) > keep else w for w in wavs]
-        frames = [self.prompt_frames(len(w), sample_rate) for w in wavs]
-        for n in frames:
-            if n < 1:
-                raise AudioError("prompt", f"shorter than one codec frame ({1000 / self.codec.frame_rate:.0f} ms)")
+        wavs, frames = self._cut_prompts(wavs, sample_rate)
         results: list[Continuation | None] = [None] * len(wavs)
         generator = torch.Generator(self.device).manual_seed(seed)
         for length in sorted(set(frames)):
@@ -231,6 +237,43 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                                                              sampling, acoustic_prompt, generator), strict=True):
                 results[i] = result
         return results
+
+    def continue_speech_stream(self, wav: np.ndarray, sample_rate: int, seconds: float = 4.0, seed: int = 0,
+                               sampling: dict[str, SamplingConfig] | None = None, acoustic_prompt: bool = True,
+                               chunk_seconds: float = 0.5) -> Iterator[np.ndarray]:
+        """`continue_speech`, yielding the continuation's audio as it is generated: joined, the chunks
+        are `continue_speech`'s output for the same arguments. The first chunk comes as soon as any
+        audio is final, later ones every `chunk_seconds` (the codec is run again from the prompt's
+        start for each, which costs little next to the LMs)."""
+        for (chunk,) in self.stream_batch([wav], sample_rate, seconds, seed, sampling, acoustic_prompt, chunk_seconds):
+            yield chunk
+
+    def stream_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int = 0,
+                     sampling: dict[str, SamplingConfig] | None = None, acoustic_prompt: bool = True,
+                     chunk_seconds: float = 0.5) -> Iterator[list[np.ndarray]]:
+        """`continue_speech_stream` for prompts of equal length in codec frames (after the cut of
+        `continue_batch`), generated together: yields a chunk per prompt, all of one length. The
+        same seed gives what `continue_batch` gives them."""
+        sampling = {**self.sampling, **(sampling or {})}
+        wavs, frames = self._cut_prompts(wavs, sample_rate)
+        if len(set(frames)) > 1:
+            raise ValueError(f"stream_batch needs prompts of one length in codec frames, got {sorted(set(frames))}; "
+                             "continue_batch takes any")
+        known = frames[0]
+        generator = torch.Generator(self.device).manual_seed(seed)
+        with torch.no_grad():
+            _, total, codes, progress = self._group_frames(wavs, sample_rate, known, seconds, sampling, acoustic_prompt,
+                                                           generator)
+        hold, step = self.codec.lookahead_frames, max(1, round(chunk_seconds * self.codec.frame_rate))
+        emitted = known  # frames of audio given out
+        for done in progress:
+            final = done if done == total else done - hold  # the codec's last frames may change with more codes
+            if final <= emitted or (emitted > known and final - emitted < step and done < total):
+                continue
+            with torch.no_grad():
+                audio = self.codec.decode(torch.from_numpy(codes[:, :, :done]).to(self.device)).float().cpu().numpy()
+            yield list(audio[:, self._samples(emitted) : self._samples(final)])
+            emitted = final
 
     @torch.no_grad()
     def encode(self, wav: np.ndarray) -> np.ndarray:
@@ -261,28 +304,53 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         batch = torch.from_numpy(np.stack(at_codec)).float().to(self.device)
         return at_codec, semantic, self.codec.encode(batch)[:, :, :known].cpu().numpy()
 
-    @torch.no_grad()
-    def _acoustic(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
-                  sampling: dict[str, SamplingConfig], generator: torch.Generator, acoustic_prompt: bool = True) -> np.ndarray:
+    def _acoustic_frames(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
+                         sampling: dict[str, SamplingConfig], generator: torch.Generator,
+                         acoustic_prompt: bool = True) -> tuple[np.ndarray, Iterator[int]]:
         """Semantic ids covering `total` codec frames and the codes of the first `known` (prompt_codes
-        [b, k, known], known may be 0) -> audio [b, samples] of the whole span: the coarse LM, the
-        fine LM, the codec."""
+        [b, k, known], known may be 0) -> (codes [b, k, total], an iterator that fills them frame by
+        frame and yields the frames done in every codebook): the coarse LM and the fine LM, interleaved.
+        Each LM samples from its own generator, seeded from `generator`, so what they draw does not
+        depend on the order they run in."""
         known = prompt_codes.shape[-1]
         codes = np.zeros((len(semantic), self.codec.num_codebooks, total), dtype=np.int64)
         codes[:, :, :known] = prompt_codes
-        for task in ("coarse", "fine"):
-            codes = continue_stream(self.models[task], self.specs[task], semantic, codes, known if acoustic_prompt else 0,
-                                    total, sampling[task], generator)
+        first = known if acoustic_prompt else 0
+        seeds = torch.randint(2**62, (2,), generator=generator, device=generator.device).tolist()
+        lms = {t: (self.models[t], self.specs[t], semantic, codes, first, total, sampling[t],
+                   torch.Generator(self.device).manual_seed(seed)) for t, seed in zip(("coarse", "fine"), seeds, strict=True)}
+        return codes, extend_stream(*lms["fine"], upstream=extend_stream(*lms["coarse"]))
+
+    @torch.no_grad()
+    def _acoustic(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
+                  sampling: dict[str, SamplingConfig], generator: torch.Generator, acoustic_prompt: bool = True) -> np.ndarray:
+        """`_acoustic_frames` run to the end, then the codec -> audio [b, samples] of the whole span."""
+        codes, frames = self._acoustic_frames(semantic, prompt_codes, total, sampling, generator, acoustic_prompt)
+        for _ in frames:
+            pass
         return self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
 
-    def _continue_group(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
-                        sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
-                        generator: torch.Generator) -> list[Continuation]:
+    def _group_frames(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
+                      sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
+                      generator: torch.Generator) -> tuple[list[np.ndarray], int, np.ndarray, Iterator[int]]:
+        """Prompts of `known` codec frames -> (their audio at the codec's rate, total frames, and
+        `_acoustic_frames`' codes and iterator): the semantic LM has run, the acoustic LMs run as the
+        iterator is advanced."""
         rate_s, rate_a = self.tokenizer.frame_rate, self.codec.frame_rate
         at_codec, semantic, prompt_codes = self._prompt_tokens(wavs, sample_rate, known)
         total = known + max(1, round(seconds * rate_a))
         semantic = self._continue_semantic(semantic, frames_at(total, rate_a, rate_s), sampling["semantic"], generator)
-        audio = self._acoustic(semantic, prompt_codes, total, sampling, generator, acoustic_prompt)
+        return (at_codec, total, *self._acoustic_frames(semantic, prompt_codes, total, sampling, generator, acoustic_prompt))
+
+    @torch.no_grad()
+    def _continue_group(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
+                        sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
+                        generator: torch.Generator) -> list[Continuation]:
+        at_codec, total, codes, frames = self._group_frames(wavs, sample_rate, known, seconds, sampling, acoustic_prompt,
+                                                            generator)
+        for _ in frames:
+            pass
+        audio = self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
         start, end = self._samples(known), self._samples(total)
         return [Continuation(prompt=p, continuation=audio[i, start:end], sample_rate=self.codec.sample_rate)
                 for i, p in enumerate(at_codec)]

@@ -115,14 +115,15 @@ def test_deduplicated_semantic_ids_are_re_expanded_to_the_asked_length(tiny_cont
     wav, rate = speech
     model = AudioLM.from_pretrained(tiny_continuations.run_dir)
     model.specs["semantic"] = dataclasses.replace(model.specs["semantic"], dedup=True, mean_run=2.5)
-    calls, original = [], continuation.continue_stream
+    calls, semantic_lm, acoustic_lm = [], continuation.continue_stream, continuation.extend_stream
 
-    def spy(lm, spec, semantic, codes, known, total, *rest):
-        out = original(lm, spec, semantic, codes, known, total, *rest)
+    def spy(lm, spec, semantic, codes, known, total, *rest, **kwargs):
+        out = (semantic_lm if spec.task == "semantic" else acoustic_lm)(lm, spec, semantic, codes, known, total, *rest, **kwargs)
         calls.append(([np.asarray(s) for s in semantic], known, total, out))
         return out
 
     monkeypatch.setattr(continuation, "continue_stream", spy)
+    monkeypatch.setattr(continuation, "extend_stream", spy)
     (out,) = model.continue_batch([wav], rate, seconds=0.8, seed=0)
     assert abs(len(out.continuation) / out.sample_rate - 0.8) <= 1 / 50
     ((deduped,), known_d, _, stream), ((ids,), known_a, total_a, _) = calls[0], calls[1]  # semantic LM, coarse LM

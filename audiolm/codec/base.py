@@ -73,6 +73,13 @@ class Codec(nn.Module, HubMixin):
         raise NotImplementedError
 
     @property
+    def lookahead_frames(self) -> int:
+        """Frames at the end of a decoded prefix that may still change once more codes follow (a
+        non-causal decoder's right context): a stream gives out audio this far behind its codes.
+        Half a second where a codec does not know its own."""
+        return math.ceil(0.5 * self.frame_rate)
+
+    @property
     def hop_length(self) -> int:
         return round(self.sample_rate / self.frame_rate)
 

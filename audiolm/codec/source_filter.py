@@ -126,6 +126,18 @@ def harmonic_excitation(f0: torch.Tensor, voiced: torch.Tensor, hop: int, sample
     return (torch.where(half.abs() < 1e-6, 0.0, total).float() * gate)
 
 
+NOISE_BLOCK = 16384  # samples of noise drawn from one seed
+
+
+def positional_noise(samples: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """White noise [samples] whose every sample depends on its position and `seed` only (blocks of
+    NOISE_BLOCK, each from its own seed): the noise of a prefix is the start of a longer one's, so a
+    stream that decodes ever longer prefixes renders what one decode of the whole renders. (The first
+    n values of torch.randn(m) are not torch.randn(n).)"""
+    blocks = [torch.randn(NOISE_BLOCK, generator=torch.Generator(device=device).manual_seed(seed * 1_000_003 + j),
+                          device=device) for j in range(-(-samples // NOISE_BLOCK))]
+    return torch.cat(blocks)[:samples] if blocks else torch.zeros(0, device=device)
+
 
 class SourceFilterCodec(Codec):
     kind = "source-filter"
@@ -150,6 +162,12 @@ class SourceFilterCodec(Codec):
         self.sample_rate = config.sample_rate
         self.frame_rate = config.sample_rate / config.hop_length
         self.num_codebooks, self.codebook_size = config.num_codebooks, config.codebook_size
+
+    @property
+    def lookahead_frames(self) -> int:
+        """The decoder's right context: its first convolution (kernel 3) and blocks (kernel 7) reach
+        1 + 3 x layers code frames ahead, the STFT, its inverse and the pitch's interpolation 2 more."""
+        return 1 + 3 * self.config.decoder_layers + 2
 
     # -- pitch: codebook 0 ---------------------------------------------------------------------
     def pitch(self, wav: torch.Tensor) -> torch.Tensor:
@@ -208,8 +226,10 @@ class SourceFilterCodec(Codec):
         gain_h, gain_n = gains[:, : c.bins].clamp(-12.0, 6.0), gains[:, c.bins :].clamp(-12.0, 6.0)
         frames = f0.shape[-1]
         harmonics = harmonic_excitation(f0, voiced, c.stft_hop, c.sample_rate)
-        generator = None if noise_seed is None else torch.Generator(device=f0.device).manual_seed(noise_seed)
-        noise = torch.randn(harmonics.shape, generator=generator, device=f0.device)
+        if noise_seed is None:  # training: fresh noise per row
+            noise = torch.randn(harmonics.shape, device=f0.device)
+        else:  # decoding: one noise for every row, fixed by position (`positional_noise`)
+            noise = positional_noise(harmonics.shape[-1], noise_seed, f0.device)[None]
         h, n = self._stft(harmonics)[..., :frames], self._stft(noise)[..., :frames]
         return h * torch.exp(gain_h) * 0.1 + n * torch.exp(gain_n) * 0.1
 

@@ -6,7 +6,7 @@ task's stream in sliding windows, so outputs may be longer than the model's cont
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,30 +36,25 @@ def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig
     return torch.multinomial(probs, 1, generator=generator)[:, 0] + lo
 
 
-@torch.no_grad()
-def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
-             sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True,
-             reference: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
-    """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i;
-    `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's voice vector. With
-    `stop`, generation ends early once every row has emitted it (fewer than `steps` columns)."""
-    out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
+@torch.no_grad()  # (torch applies it around every resumption of a generator)
+def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
+                   sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True,
+                   reference: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """`generate` one id at a time: yields the ids [b] of each new position as it is sampled (the
+    next forward runs only when the next id is asked for), so a caller can use them at once."""
     if steps == 0:
-        return out
+        return
     # Only the logits of the range the next id may come from are computed (`vocab=`).
     if use_cache:
         cache = model.new_cache(prefix.shape[0], prefix.shape[1] + steps)
         logits = model(prefix, cache=cache, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
     else:
         logits = model(prefix, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
-    stopped = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
+    out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
     for i in range(steps):
         lo, hi = allowed(i)
         out[:, i] = sample_next(logits, 0, hi - lo, sampling, generator) + lo
-        if stop is not None:
-            stopped |= out[:, i] == stop
-            if bool(stopped.all()):
-                return out[:, : i + 1]
+        yield out[:, i]
         if i + 1 == steps:
             break
         if use_cache:
@@ -67,6 +62,22 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
         else:  # the whole sequence again: the reference the cache is tested against
             logits = model(torch.cat([prefix, out[:, : i + 1]], dim=1), last_only=True, vocab=allowed(i + 1),
                            reference=reference)[:, -1]
+
+
+def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
+             sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True,
+             reference: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
+    """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i;
+    `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's voice vector. With
+    `stop`, generation ends early once every row has emitted it (fewer than `steps` columns)."""
+    out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
+    stopped = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
+    for i, ids in enumerate(generate_steps(model, prefix, steps, allowed, sampling, generator, use_cache, reference)):
+        out[:, i] = ids
+        if stop is not None:
+            stopped |= ids == stop
+            if bool(stopped.all()):
+                return out[:, : i + 1]
     return out
 
 
@@ -92,43 +103,80 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
 
     semantic: per row, semantic ids covering `total` (acoustic tasks) or the first `known` frames
     (semantic task); codes: [b, all codebooks, total] with this task's codebooks valid up to `known`
-    (acoustic tasks). The first window runs from frame 0; later ones slide by half a window, keeping
-    the last half as context. Returns the semantic ids [b, total] or the codes with the task's
-    codebooks filled in.
+    (acoustic tasks). Returns the semantic ids [b, total] or a copy of the codes with the task's
+    codebooks filled in (`extend_stream`, run to its end).
     """
-    w = spec.window
-    b = len(semantic)
     if spec.task == "semantic":
-        stream = np.zeros((b, total), dtype=np.int64)
+        stream = np.zeros((len(semantic), total), dtype=np.int64)
         for i, s in enumerate(semantic):
             stream[i, :known] = s[:known]
     else:
         stream = np.array(codes, dtype=np.int64, copy=True)
+    for _ in extend_stream(model, spec, semantic, stream, known, total, sampling, generator):
+        pass
+    return stream
+
+
+def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], stream: np.ndarray, known: int, total: int,
+                  sampling: SamplingConfig, generator: torch.Generator,
+                  upstream: Iterator[int] | None = None) -> Iterator[int]:
+    """Fill `stream` in place from frame `known` to `total`, yielding the number of frames done after
+    every frame (the semantic ids [b, total], or the codes [b, all codebooks, total] whose task's
+    codebooks this fills; `semantic` as in `continue_stream`).
+
+    The first window runs from frame 0; later ones slide by half a window, keeping the last half as
+    context. `upstream` (frames done, as this yields) is the stream this task's windows condition
+    on, written into the same `stream` (the coarse LM's for the fine LM): it is advanced until it
+    covers a window before the window is built, so the two run interleaved and a caller hears the
+    first frames long before the coarse LM is through.
+    """
+    w, k, b = spec.window, spec.tokens_per_frame, len(semantic)
+    ready = known if upstream is not None else total
     done = known
     # shown in a terminal only (disable=None), and as the web page's progress bar (gradio tracks tqdm)
     bar = tqdm(total=total - known, desc=f"{spec.task} LM", unit="frame", leave=False, disable=None)
     while done < total:
         end = min(total, max(w, done + w // 2))
         start = max(0, end - w)
+        while ready < end:
+            ready = next(upstream)
         prefixes, firsts = [], []
         for i in range(b):
             src = stream[i] if spec.task == "semantic" else semantic[i]
             ids, first = spec.build(src, None if spec.task == "semantic" else stream[i], start, end, known=done - start)
             prefixes.append(ids)
             firsts.append(first)
-        steps = (end - done) * spec.tokens_per_frame
-        new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator,
-                             *((spec, firsts) if model.config.voice_pool else ()))
-        if spec.task == "semantic":
-            stream[:, done:end] = spec.layout.from_semantic_ids(new)
-        else:
+        steps = (end - done) * k
+
+        def write(new: np.ndarray, frames: slice) -> None:  # ids [b, frames * k] -> the stream
+            if spec.task == "semantic":
+                stream[:, frames] = spec.layout.from_semantic_ids(new)
+                return
             q = spec.codebooks
             for i in range(b):
-                stream[i, q.start : q.stop, done:end] = spec.target_codes(new[i], stream[i], start, done - start)
-        bar.update(end - done)
+                stream[i, q.start : q.stop, frames] = spec.target_codes(new[i], stream[i], start, done - start)
+
+        if len({len(p) for p in prefixes}) > 1:  # rows in several batches: the window at once
+            write(_generate_rows(model, prefixes, steps, spec.allowed, sampling, generator,
+                                 *((spec, firsts) if model.config.voice_pool else ())), slice(done, end))
+            bar.update(end - done)
+            done = end
+            yield done
+            continue
+        device = model.lm_head.weight.device
+        batch = torch.from_numpy(np.stack(prefixes)).to(device)
+        reference = spec.reference_mask([(f, batch.shape[1]) for f in firsts], batch.shape[1]).to(device) \
+            if model.config.voice_pool else None
+        new = np.zeros((b, steps), dtype=np.int64)
+        for i, ids in enumerate(generate_steps(model, batch, steps, spec.allowed, sampling, generator, reference=reference)):
+            new[:, i] = ids.cpu().numpy()
+            if (i + 1) % k == 0:  # a whole frame
+                frame = done + (i + 1) // k
+                write(new[:, i + 1 - k : i + 1], slice(frame - 1, frame))
+                bar.update(1)
+                yield frame
         done = end
     bar.close()
-    return stream
 
 
 def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray, tuple]], sampling: SamplingConfig,
