@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,27 @@ def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_stream(path: str | os.PathLike, chunks: Iterable[np.ndarray], sample_rate: int) -> int:
+    """Write 16-bit PCM wav as its chunks arrive: to `<path>.part`, its header brought up to date
+    after every chunk so that a player can follow it, renamed to `path` once the last chunk is in
+    (removed if the chunks fail). Returns the samples written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part, written = path.with_name(path.name + ".part"), 0
+    try:
+        with sf.SoundFile(part, "w", sample_rate, 1, subtype="PCM_16", format="WAV") as f:
+            for chunk in chunks:
+                f.write(np.clip(np.asarray(chunk, dtype=np.float32), -1.0, 1.0))
+                f.flush()
+                written += len(chunk)
+        os.replace(part, path)
+    except sf.LibsndfileError as err:
+        raise OSError(f"{path}: cannot write ({_short(err)})") from None
+    finally:
+        part.unlink(missing_ok=True)
+    return written
 
 
 def _short(err: Exception) -> str:

@@ -155,9 +155,37 @@ def _continue(args: argparse.Namespace) -> int:
     # Before loading the model, so that a bad prompt fails fast; only the end of a long recording is
     # read (the LMs see at most their window of it).
     wav, rate = audio.load(args.prompt, last_seconds=PROMPT_TAIL_SECONDS)
+    if args.stream:
+        return _continue_stream(args, wav, rate)
     return _generate_wav(args, lambda model, sampling: model.continue_speech(
         wav, rate, args.seconds, args.seed, args.include_prompt, sampling), lambda err: args.prompt,
         f"{args.prompt} -> {args.output}", ", prompt included" if args.include_prompt else "")
+
+
+def _continue_stream(args: argparse.Namespace, wav: np.ndarray, rate: int) -> int:
+    import time
+
+    from audiolm.continuation import AudioLM
+
+    model = AudioLM.from_pretrained(args.model, revision=args.revision)
+    sampling = model.sampling_with(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    start, first = time.perf_counter(), []
+
+    def chunks():
+        try:
+            for chunk in model.continue_speech_stream(wav, rate, args.seconds, args.seed, sampling,
+                                                      include_prompt=args.include_prompt):
+                if not first:
+                    first.append(time.perf_counter() - start)
+                yield chunk
+        except audio.AudioError as err:
+            raise audio.AudioError(args.prompt, err.problem) from None
+
+    samples = audio.save_stream(args.output, chunks(), model.codec.sample_rate)
+    print(f"{args.prompt} -> {args.output} ({samples / model.codec.sample_rate:.2f} s at {model.codec.sample_rate} Hz, "
+          f"streamed: first audio after {first[0]:.2f} s, all after {time.perf_counter() - start:.2f} s"
+          f"{', prompt included' if args.include_prompt else ''})")
+    return 0
 
 
 def _generate_wav(args: argparse.Namespace, generate, source_of, what: str, note: str) -> int:
@@ -303,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cont.add_argument("--seconds", type=float, default=4.0, help="seconds to generate (default: %(default)s)")
     cont.add_argument("--include-prompt", action="store_true", help="write prompt + continuation")
+    cont.add_argument("--stream", action="store_true",
+                      help="write OUT.wav.part as the audio is generated (a player can follow it), OUT.wav when done")
     model_args(cont)
     cont.set_defaults(func=_continue)
     speak = commands.add_parser("speak", help="text -> speech in the voice of a prompt (reading, coarse, fine, codec)")

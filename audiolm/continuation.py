@@ -240,17 +240,19 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
 
     def continue_speech_stream(self, wav: np.ndarray, sample_rate: int, seconds: float = 4.0, seed: int = 0,
                                sampling: dict[str, SamplingConfig] | None = None, acoustic_prompt: bool = True,
-                               chunk_seconds: float = 0.5) -> Iterator[np.ndarray]:
+                               chunk_seconds: float = 0.5, include_prompt: bool = False) -> Iterator[np.ndarray]:
         """`continue_speech`, yielding the continuation's audio as it is generated: joined, the chunks
-        are `continue_speech`'s output for the same arguments. The first chunk comes as soon as any
-        audio is final, later ones every `chunk_seconds` (the codec is run again from the prompt's
-        start for each, which costs little next to the LMs)."""
-        for (chunk,) in self.stream_batch([wav], sample_rate, seconds, seed, sampling, acoustic_prompt, chunk_seconds):
+        are `continue_speech`'s output for the same arguments (with `include_prompt`, the first chunk
+        is the prompt as used). The first chunk of new audio comes as soon as any is final, later ones
+        every `chunk_seconds` (the codec runs again from the prompt's start for each, which costs
+        little next to the LMs)."""
+        for (chunk,) in self.stream_batch([wav], sample_rate, seconds, seed, sampling, acoustic_prompt, chunk_seconds,
+                                          include_prompt):
             yield chunk
 
     def stream_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int = 0,
                      sampling: dict[str, SamplingConfig] | None = None, acoustic_prompt: bool = True,
-                     chunk_seconds: float = 0.5) -> Iterator[list[np.ndarray]]:
+                     chunk_seconds: float = 0.5, include_prompt: bool = False) -> Iterator[list[np.ndarray]]:
         """`continue_speech_stream` for prompts of equal length in codec frames (after the cut of
         `continue_batch`), generated together: yields a chunk per prompt, all of one length. The
         same seed gives what `continue_batch` gives them."""
@@ -262,8 +264,10 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         known = frames[0]
         generator = torch.Generator(self.device).manual_seed(seed)
         with torch.no_grad():
-            _, total, codes, progress = self._group_frames(wavs, sample_rate, known, seconds, sampling, acoustic_prompt,
-                                                           generator)
+            prompts, total, codes, progress = self._group_frames(wavs, sample_rate, known, seconds, sampling,
+                                                                 acoustic_prompt, generator)
+        if include_prompt:
+            yield prompts
         hold, step = self.codec.lookahead_frames, max(1, round(chunk_seconds * self.codec.frame_rate))
         emitted = known  # frames of audio given out
         for done in progress:

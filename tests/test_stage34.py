@@ -83,6 +83,11 @@ def test_cli_continue(tiny_continuations, speech_wav, tmp_path):
     assert run_cli("continue", speech_wav, "-o", full, "--model", run, "--seconds", 0.5, "--include-prompt").returncode == 0
     prompt_seconds = sf.info(speech_wav).duration
     assert abs(sf.info(full).duration - prompt_seconds - 0.5) <= 2 / 50
+    streamed = tmp_path / "streamed.wav"  # written as it is generated: the same file
+    result = run_cli("continue", speech_wav, "-o", streamed, "--model", run, "--seconds", 0.5, "--include-prompt", "--stream")
+    assert result.returncode == 0, result.stderr
+    assert "first audio after" in result.stdout and not streamed.with_name("streamed.wav.part").exists()
+    np.testing.assert_allclose(sf.read(streamed)[0], sf.read(full)[0], atol=3 / 2**15)
 
 
 @pytest.mark.parametrize("problem", ["short", "corrupt", "missing model"])
