@@ -13,7 +13,7 @@
     audiolm speak "TEXT" --voice PROMPT.wav -o OUT.wav --model RUN [--seed S]     # needs the text LMs
     audiolm transcribe IN.wav [IN2.wav ...] --model RUN [-o OUT.jsonl]
     audiolm convert SOURCE.wav --voice TARGET.wav -o OUT.wav --model RUN [--seed S]
-    audiolm serve --model runs/demo [--host 127.0.0.1] [--port 7860]   # a web page (pip install -e .[web])
+    audiolm serve --model runs/demo [--host 127.0.0.1] [--port 7860] [--max-batch 8] [--queue-size 32]  # a web page
     audiolm push runs/demo USER/REPO [--private] [--token T]    # the run as one bundle on the Hub
     audiolm save runs/demo OUTDIR                               # the same bundle, written locally
 
@@ -275,7 +275,7 @@ def _serve(args: argparse.Namespace) -> int:
         if err.name != "gradio":
             raise
         raise OSError("the web page needs gradio: pip install -e '.[web]' (or `make serve`)") from None
-    web.serve(args.model, args.host, args.port, args.revision)
+    web.serve(args.model, args.host, args.port, args.revision, max_batch=args.max_batch, queue_size=args.queue_size)
     return 0
 
 
@@ -356,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(serve, sampling=False)
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (default: this one only)")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--max-batch", type=int, default=8, help="continuations generated together (default: %(default)s)")
+    serve.add_argument("--queue-size", type=int, default=32,
+                       help="requests that may wait; more are told the page is busy (default: %(default)s)")
     serve.set_defaults(func=_serve)
     push = commands.add_parser("push", help="upload a run (semantic tokenizer, codec, three LMs, model card) as one Hub repo")
     push.add_argument("run", metavar="RUN_DIR", help="a run folder after stage 3 (stage 4's numbers go into the card)")

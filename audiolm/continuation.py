@@ -30,7 +30,7 @@ from audiolm.card import bundle_card
 from audiolm.codec import Codec
 from audiolm.config import ContinuationConfig, SamplingConfig, load_config
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
-from audiolm.lm.generate import continue_stream, extend_stream
+from audiolm.lm.generate import Generators, continue_stream, extend_stream
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -210,7 +210,14 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
     def prompt_frames(self, num_samples: int, sample_rate: int) -> int:
         return int(num_samples * self.codec.frame_rate / sample_rate)
 
-    def _cut_prompts(self, wavs: list[np.ndarray], sample_rate: int) -> tuple[list[np.ndarray], list[int]]:
+    def _generators(self, seed: int | list[int], rows: int) -> Generators:
+        if isinstance(seed, int):
+            return torch.Generator(self.device).manual_seed(seed)
+        if len(seed) != rows:
+            raise ValueError(f"{len(seed)} seeds for {rows} prompts: give one seed, or one per prompt")
+        return [torch.Generator(self.device).manual_seed(int(s)) for s in seed]
+
+    def cut_prompts(self, wavs: list[np.ndarray], sample_rate: int) -> tuple[list[np.ndarray], list[int]]:
         """Prompts cut to `max_prompt_seconds` (their end kept) and their lengths in codec frames."""
         keep = round(self.max_prompt_seconds * sample_rate)  # the LMs never look further back than their windows
         wavs = [w[-keep:] if len(w) > keep else w for w in wavs]
@@ -220,21 +227,24 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                 raise AudioError("prompt", f"shorter than one codec frame ({1000 / self.codec.frame_rate:.0f} ms)")
         return wavs, frames
 
-    def continue_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int = 0,
+    def continue_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int | list[int] = 0,
                        sampling: dict[str, SamplingConfig] | None = None,
                        acoustic_prompt: bool = True) -> list[Continuation]:
         """Several prompts at once; prompts of equal length in codec frames are generated together.
         A prompt longer than `max_prompt_seconds` is cut to its end (the `prompt` of the result).
+        `seed`: one for the batch, or one per prompt (each row then samples from its own generator:
+        what it gets does not depend on the other prompts, up to float rounding of the batch's sums).
         With `acoustic_prompt=False` the codec codes of the prompt are withheld from the coarse and
         fine LMs (AudioLM's semantic-only condition: the voice cannot be carried over)."""
         sampling = {**self.sampling, **(sampling or {})}
-        wavs, frames = self._cut_prompts(wavs, sample_rate)
+        wavs, frames = self.cut_prompts(wavs, sample_rate)
         results: list[Continuation | None] = [None] * len(wavs)
-        generator = torch.Generator(self.device).manual_seed(seed)
+        generator = self._generators(seed, len(wavs))
         for length in sorted(set(frames)):
             rows = [i for i, n in enumerate(frames) if n == length]
+            some = [generator[i] for i in rows] if isinstance(generator, list) else generator
             for i, result in zip(rows, self._continue_group([wavs[i] for i in rows], sample_rate, length, seconds,
-                                                             sampling, acoustic_prompt, generator), strict=True):
+                                                             sampling, acoustic_prompt, some), strict=True):
                 results[i] = result
         return results
 
@@ -250,19 +260,19 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                                           include_prompt):
             yield chunk
 
-    def stream_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int = 0,
+    def stream_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int | list[int] = 0,
                      sampling: dict[str, SamplingConfig] | None = None, acoustic_prompt: bool = True,
                      chunk_seconds: float = 0.5, include_prompt: bool = False) -> Iterator[list[np.ndarray]]:
         """`continue_speech_stream` for prompts of equal length in codec frames (after the cut of
         `continue_batch`), generated together: yields a chunk per prompt, all of one length. The
         same seed gives what `continue_batch` gives them."""
         sampling = {**self.sampling, **(sampling or {})}
-        wavs, frames = self._cut_prompts(wavs, sample_rate)
+        wavs, frames = self.cut_prompts(wavs, sample_rate)
         if len(set(frames)) > 1:
             raise ValueError(f"stream_batch needs prompts of one length in codec frames, got {sorted(set(frames))}; "
                              "continue_batch takes any")
         known = frames[0]
-        generator = torch.Generator(self.device).manual_seed(seed)
+        generator = self._generators(seed, len(wavs))
         with torch.no_grad():
             prompts, total, codes, progress = self._group_frames(wavs, sample_rate, known, seconds, sampling,
                                                                  acoustic_prompt, generator)
@@ -309,25 +319,33 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         return at_codec, semantic, self.codec.encode(batch)[:, :, :known].cpu().numpy()
 
     def _acoustic_frames(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
-                         sampling: dict[str, SamplingConfig], generator: torch.Generator,
-                         acoustic_prompt: bool = True) -> tuple[np.ndarray, Iterator[int]]:
+                         sampling: dict[str, SamplingConfig], generator: Generators,
+                         acoustic_prompt: bool = True, semantic_lm: Iterator[int] | None = None
+                         ) -> tuple[np.ndarray, Iterator[int]]:
         """Semantic ids covering `total` codec frames and the codes of the first `known` (prompt_codes
         [b, k, known], known may be 0) -> (codes [b, k, total], an iterator that fills them frame by
-        frame and yields the frames done in every codebook): the coarse LM and the fine LM, interleaved.
+        frame and yields the frames done in every codebook): the coarse LM and the fine LM, interleaved,
+        and with `semantic_lm` (an `extend_stream` filling `semantic` in place) the semantic LM too.
         Each LM samples from its own generator, seeded from `generator`, so what they draw does not
         depend on the order they run in."""
         known = prompt_codes.shape[-1]
         codes = np.zeros((len(semantic), self.codec.num_codebooks, total), dtype=np.int64)
         codes[:, :, :known] = prompt_codes
         first = known if acoustic_prompt else 0
-        seeds = torch.randint(2**62, (2,), generator=generator, device=generator.device).tolist()
-        lms = {t: (self.models[t], self.specs[t], semantic, codes, first, total, sampling[t],
-                   torch.Generator(self.device).manual_seed(seed)) for t, seed in zip(("coarse", "fine"), seeds, strict=True)}
-        return codes, extend_stream(*lms["fine"], upstream=extend_stream(*lms["coarse"]))
+        def seeds(g: torch.Generator) -> list[torch.Generator]:  # the coarse LM's and the fine LM's
+            return [torch.Generator(self.device).manual_seed(s) for s in torch.randint(2**62, (2,), generator=g, device=g.device).tolist()]
+
+        if isinstance(generator, list):  # one per row: each row's pair
+            coarse, fine = (list(g) for g in zip(*(seeds(g) for g in generator), strict=True))
+        else:
+            coarse, fine = seeds(generator)
+        lms = {t: (self.models[t], self.specs[t], semantic, codes, first, total, sampling[t], g)
+               for t, g in (("coarse", coarse), ("fine", fine))}
+        return codes, extend_stream(*lms["fine"], upstream=extend_stream(*lms["coarse"], upstream=semantic_lm))
 
     @torch.no_grad()
     def _acoustic(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
-                  sampling: dict[str, SamplingConfig], generator: torch.Generator, acoustic_prompt: bool = True) -> np.ndarray:
+                  sampling: dict[str, SamplingConfig], generator: Generators, acoustic_prompt: bool = True) -> np.ndarray:
         """`_acoustic_frames` run to the end, then the codec -> audio [b, samples] of the whole span."""
         codes, frames = self._acoustic_frames(semantic, prompt_codes, total, sampling, generator, acoustic_prompt)
         for _ in frames:
@@ -336,20 +354,31 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
 
     def _group_frames(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
                       sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
-                      generator: torch.Generator) -> tuple[list[np.ndarray], int, np.ndarray, Iterator[int]]:
+                      generator: Generators) -> tuple[list[np.ndarray], int, np.ndarray, Iterator[int]]:
         """Prompts of `known` codec frames -> (their audio at the codec's rate, total frames, and
         `_acoustic_frames`' codes and iterator): the semantic LM has run, the acoustic LMs run as the
         iterator is advanced."""
         rate_s, rate_a = self.tokenizer.frame_rate, self.codec.frame_rate
         at_codec, semantic, prompt_codes = self._prompt_tokens(wavs, sample_rate, known)
         total = known + max(1, round(seconds * rate_a))
-        semantic = self._continue_semantic(semantic, frames_at(total, rate_a, rate_s), sampling["semantic"], generator)
-        return (at_codec, total, *self._acoustic_frames(semantic, prompt_codes, total, sampling, generator, acoustic_prompt))
+        total_s, spec = frames_at(total, rate_a, rate_s), self.specs["semantic"]
+        semantic_lm = None
+        if spec.dedup:  # the whole continuation first: the ids are re-expanded by their runs at the end
+            semantic = self._continue_semantic(semantic, total_s, sampling["semantic"], generator)
+        else:  # frame by frame, as far as the coarse LM's windows need
+            known_s = min(len(p) for p in semantic)
+            stream = np.zeros((len(semantic), total_s), dtype=np.int64)
+            stream[:, :known_s] = [p[:known_s] for p in semantic]
+            semantic = list(stream)  # rows that the semantic LM fills in place
+            semantic_lm = extend_stream(self.models["semantic"], spec, semantic, stream, known_s, total_s,
+                                        sampling["semantic"], generator)
+        return (at_codec, total, *self._acoustic_frames(semantic, prompt_codes, total, sampling, generator, acoustic_prompt,
+                                                        semantic_lm))
 
     @torch.no_grad()
     def _continue_group(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
                         sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
-                        generator: torch.Generator) -> list[Continuation]:
+                        generator: Generators) -> list[Continuation]:
         at_codec, total, codes, frames = self._group_frames(wavs, sample_rate, known, seconds, sampling, acoustic_prompt,
                                                             generator)
         for _ in frames:
@@ -360,15 +389,15 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                 for i, p in enumerate(at_codec)]
 
     def _continue_semantic(self, prompts: list[np.ndarray], total: int, sampling: SamplingConfig,
-                           generator: torch.Generator) -> list[np.ndarray]:
+                           generator: Generators) -> list[np.ndarray]:
+        """A semantic LM over ids without repeats: each prompt continued on its own (their deduplicated
+        lengths differ), the new ids re-expanded by the mean run length to `total` frames."""
         spec, model = self.specs["semantic"], self.models["semantic"]
-        if not spec.dedup:
-            known = min(len(p) for p in prompts)
-            return list(continue_stream(model, spec, [p[:known] for p in prompts], None, known, total, sampling, generator))
-        out = []  # deduplicated ids: each prompt has its own length; re-expanded by the mean run length
-        for p in prompts:
+        out = []
+        for i, p in enumerate(prompts):
             d = dedup(p)
             new = max(1, round((total - len(p)) / spec.mean_run))
-            stream = continue_stream(model, replace(spec, dedup=False), [d], None, len(d), len(d) + new, sampling, generator)[0]
+            g = [generator[i]] if isinstance(generator, list) else generator
+            stream = continue_stream(model, replace(spec, dedup=False), [d], None, len(d), len(d) + new, sampling, g)[0]
             out.append(np.concatenate([p, expand_runs(stream[len(d):], spec.mean_run, total - len(p))]))
         return out

@@ -4,14 +4,19 @@
 
 Continue (a prompt, uploaded or recorded) and convert work with every model; speak and transcribe
 where the run trained the text LMs. Each result comes with a log-mel spectrogram of what went in
-and what came out on one time axis. One generation runs at a time (a queue; the CPU has no room for
-two). Bad input (unreadable, silent, too short, too long) is a message on the page naming the
-problem. Nothing leaves the machine: no analytics, no share link, fonts and scripts served locally.
+and what came out on one time axis. A continuation plays as it is generated, and continuations that
+visitors ask for at the same moment are generated as one batch (`audiolm.batching`); the other tabs
+run one request at a time. A full queue is gradio's "queue is full, try again" message, not a
+wait without end. Bad input (unreadable, silent, too short, too long) is a message on the page
+naming the problem. Nothing leaves the machine: no analytics, no share link, fonts and scripts
+served locally.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -21,6 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from audiolm import audio
+from audiolm.batching import ContinuationQueue
 from audiolm.continuation import AudioLM
 from audiolm.pipeline.report import timeline
 from audiolm.speech_text import MIN_VOICE_SECONDS
@@ -29,6 +35,20 @@ MAX_UPLOAD_SECONDS = 60.0  # longer uploads are refused: the LMs look back far l
 MAX_TEXT_CHARS = 500  # about five sentences: a minute of generation on 2 CPU cores
 ONE_AT_A_TIME = "generation"  # every tab's button shares one queue slot: two generations would halve each's CPU
 MAX_FILE_SIZE = "20mb"  # a minute of 44.1 kHz stereo 16-bit wav is 10 MB
+
+
+def ffmpeg_on_path() -> bool:
+    """Whether gradio can stream audio to the page: it encodes the chunks with an ffmpeg process,
+    and once ffmpeg is there it probes every audio file it serves with ffprobe (Debian's `ffmpeg`
+    package has both)."""
+    return all(shutil.which(tool) for tool in ("ffmpeg", "ffprobe"))
+
+
+def _wav_bytes(chunk: np.ndarray, rate: int) -> bytes:
+    """One streamed chunk as 16-bit wav (what gradio's stream encoder reads without a subprocess)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(chunk, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
 
 
 def run_examples(folder: Path, per_group: int = 2) -> list[tuple[str, str]]:
@@ -54,8 +74,14 @@ class Page:
     page shows as a message; anything else is a bug and shows gradio's generic error. `examples`
     ((label, wav) pairs, `run_examples`) are offered under each tab's inputs."""
 
-    def __init__(self, model: AudioLM, name: str, examples: list[tuple[str, str]] | None = None):
+    def __init__(self, model: AudioLM, name: str, examples: list[tuple[str, str]] | None = None, max_batch: int = 8,
+                 queue_size: int = 32):
+        """`max_batch`: continuations generated together at most; `queue_size`: requests waiting at
+        most (all tabs), beyond which a visitor is told the page is busy."""
         self.model, self.name, self.examples = model, name, examples or []
+        self.queue = ContinuationQueue(model, max_batch)  # continuations asked for together run as one batch
+        self.max_batch, self.queue_size = max_batch, queue_size
+        self.streaming = ffmpeg_on_path()  # gradio encodes the streamed player's audio with ffmpeg
         self._outputs = tempfile.TemporaryDirectory(prefix="audiolm-serve-")  # removed with the page
 
     @property
@@ -106,13 +132,22 @@ class Page:
             raise gr.Error(str(err), print_exception=False) from None
 
     # -- the tabs' buttons -------------------------------------------------------------------------
-    def continue_(self, prompt: str | None, seconds: float, temperature: float, seed: float,
-                  progress=gr.Progress(track_tqdm=True)) -> tuple[str, str]:
+    def continue_(self, prompt: str | None, seconds: float, temperature: float, seed: float):
+        """Yields the continuation's chunks to the streamed player as they are generated (through the
+        queue that batches visitors' requests), then the whole as a wav and the spectrogram."""
         wav, rate = self.read(prompt, "prompt", MIN_VOICE_SECONDS)
-        progress(0, desc="continuing")
-        m = self.model
-        (out,) = self._run(lambda: m.continue_batch([wav], rate, float(seconds), int(seed or 0), self._sampling(temperature)))
-        return self._write("continue", [("prompt", out.prompt), ("continuation", out.continuation)], out.sample_rate)
+        m, chunks = self.model, []
+        try:
+            for chunk in self.queue.stream(wav, rate, float(seconds), int(seed or 0), self._sampling(temperature)):
+                chunks.append(chunk)
+                if self.streaming:
+                    yield _wav_bytes(chunk, m.codec.sample_rate), gr.skip(), gr.skip()
+        except (audio.AudioError, ValueError) as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        (used,), _ = m.cut_prompts([audio.resample(wav, rate, m.codec.sample_rate)], m.codec.sample_rate)
+        wav_path, png = self._write("continue", [("prompt", used), ("continuation", np.concatenate(chunks))],
+                                    m.codec.sample_rate)
+        yield (gr.skip() if self.streaming else wav_path), wav_path, png
 
     def speak(self, text: str, voice: str | None, temperature: float, seed: float,
               progress=gr.Progress(track_tqdm=True)) -> tuple[str, str]:
@@ -154,15 +189,25 @@ class Page:
             def upload(label: str, elem_id: str):
                 return gr.Audio(label=label, sources=["upload", "microphone"], type="filepath", format=None, elem_id=elem_id)
 
-            def generating(task: str, handler, inputs: list) -> None:
-                """What every generating tab ends with: temperature, seed, the button, audio and spectrogram."""
+            def generating(task: str, handler, inputs: list, streamed: bool = False) -> None:
+                """What every generating tab ends with: temperature, seed, the button, audio and spectrogram;
+                `streamed`: first a player that plays the result as it is generated (continue), whose
+                requests go to the batching queue instead of the one-at-a-time slot of the others."""
                 temperature = gr.Slider(0.1, 1.5, value=s.temperature, step=0.05, label="temperature (every LM)")
                 seed = gr.Number(value=0, precision=0, label="seed (the same seed, the same audio)")
                 button = gr.Button(task.capitalize(), variant="primary", elem_id=f"{task}-button")
                 outputs = [gr.Audio(label="result", type="filepath", interactive=False, elem_id=f"{task}-result"),
                            gr.Image(label="log-mel spectrogram: input | result", type="filepath", interactive=False,
                                     elem_id=f"{task}-spectrogram")]
-                button.click(handler, [*inputs, temperature, seed], outputs, api_name=task, concurrency_id=ONE_AT_A_TIME)
+                if streamed:
+                    live = gr.Audio(label="playing as it is generated" if self.streaming else "result (this server has "
+                                    "no ffmpeg to stream with)", streaming=self.streaming, autoplay=self.streaming,
+                                    interactive=False, elem_id=f"{task}-stream")
+                    button.click(handler, [*inputs, temperature, seed], [live, *outputs], api_name=task,
+                                 concurrency_id=task, concurrency_limit=self.max_batch)
+                else:
+                    button.click(handler, [*inputs, temperature, seed], outputs, api_name=task,
+                                 concurrency_id=ONE_AT_A_TIME)
 
             labels, wavs = [label for label, _ in self.examples], [wav for _, wav in self.examples]
 
@@ -175,7 +220,7 @@ class Page:
                 prompt = upload("prompt", "continue-prompt")
                 examples([prompt], [[w] for w in wavs], labels)
                 generating("continue", self.continue_, [
-                    prompt, gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")])
+                    prompt, gr.Slider(1, 10, value=4, step=0.5, label="seconds to generate")], streamed=True)
             if "speak" in self.tasks:
                 with gr.Tab("Speak", id="speak"):
                     text = gr.Textbox(label="text", value="The quick brown fox jumps over the lazy dog.", max_lines=4)
@@ -199,16 +244,17 @@ class Page:
                     png = gr.Image(label="log-mel spectrogram", type="filepath", interactive=False)
                     button.click(self.transcribe, [speech], [text_out, png], api_name="transcribe",
                                  concurrency_id=ONE_AT_A_TIME)
-        return page.queue(default_concurrency_limit=1, max_size=32)
+        return page.queue(default_concurrency_limit=1, max_size=self.queue_size)
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 7860, revision: str | None = None,
-          block: bool = True) -> gr.Blocks:
+          block: bool = True, max_batch: int = 8, queue_size: int = 32) -> gr.Blocks:
     """Load `model` (a run folder, a bundle or a Hub id) and serve its page; with `block=False`
     return once the server is up (tests)."""
     local = Path(model).exists()
     examples = run_examples(Path(model)) if local else []
-    page = Page(AudioLM.from_pretrained(model, revision=revision), Path(model).name if local else model, examples)
+    page = Page(AudioLM.from_pretrained(model, revision=revision), Path(model).name if local else model, examples,
+                max_batch, queue_size)
     blocks = page.blocks()
     blocks.page = page  # the temporary folder of results lives as long as the server
     try:

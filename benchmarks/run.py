@@ -251,6 +251,19 @@ def continuation(quick: bool, run: Path) -> list[Figure]:
     wall = median_seconds(lambda: model.continue_speech(prompt, rate, c.seconds), repeats=1 if quick else 3)
     figures = [figure("continue_rtf_demo", c.seconds / wall, f"x real time, batch 1, {c.prompt_seconds:g} s prompt, "
                       f"{c.seconds:g} s generated ({what}), vs real time", 1.0)]
+    # streamed: the wait before the first sound, against the whole call's; and the stream's whole time
+    # (the codec runs again for each chunk) against the call's
+    first, streamed = [], []
+    for _ in range(2 if quick else 3):
+        start = time.perf_counter()
+        for i, _chunk in enumerate(model.continue_speech_stream(prompt, rate, c.seconds)):
+            if i == 0:
+                first.append(time.perf_counter() - start)
+        streamed.append(time.perf_counter() - start)
+    figures += [figure("continue_first_audio_seconds", sorted(first)[len(first) // 2],
+                       "s from the call to the stream's first chunk, vs the whole call", wall),
+                figure("continue_stream_rtf_demo", c.seconds / sorted(streamed)[len(streamed) // 2],
+                       "x real time, the same continuation streamed, vs not streamed", c.seconds / wall)]
     # where one such call's time goes (benchmarks/breakdown.py); ratio = share of the call
     parts = continuation_breakdown(model, lambda: model.continue_speech(prompt, rate, c.seconds))
     for part in PARTS:

@@ -34,10 +34,12 @@ def test_every_endpoint_gives_audio_or_text_and_a_spectrogram(client, speech_wav
     rate = sf.info(speech_wav).samplerate
     prompt = handle_file(str(speech_wav))
 
-    wav_path, png = client.predict(prompt, 2.0, 0.8, 0, api_name="/continue")
+    played, wav_path, png = client.predict(prompt, 2.0, 0.8, 0, api_name="/continue")
     wav, out_rate = sf.read(wav_path)
     assert abs(len(wav) / out_rate - 2.0) < 0.05 and np.abs(wav).max() > 0  # the seconds asked, not silence
-    again, _ = client.predict(prompt, 2.0, 0.8, 0, api_name="/continue")
+    if not web.ffmpeg_on_path():  # without ffmpeg the player gets the wav when it is whole
+        assert np.array_equal(sf.read(played)[0], wav)
+    _, again, _ = client.predict(prompt, 2.0, 0.8, 0, api_name="/continue")
     assert np.array_equal(sf.read(again)[0], wav)  # the same seed, the same audio
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -50,6 +52,18 @@ def test_every_endpoint_gives_audio_or_text_and_a_spectrogram(client, speech_wav
     text, png = client.predict(prompt, api_name="/transcribe")
     assert isinstance(text, str) and open(png, "rb").read(4) == b"\x89PNG"
     assert rate != out_rate  # the prompt (eSpeak's 22.05 kHz) was resampled on the way
+
+
+def test_a_continuation_plays_as_it_is_generated(client, speech_wav):
+    """The streamed player gets the continuation in pieces (an HLS playlist per chunk gradio has
+    encoded) before the whole wav and the spectrogram come."""
+    if not web.ffmpeg_on_path():
+        pytest.skip("no ffmpeg and ffprobe on PATH (apt-get install ffmpeg): the page does not stream")
+    outputs = list(client.submit(handle_file(str(speech_wav)), 2.0, 0.8, 0, api_name="/continue"))
+    pieces = [played for played, _, _ in outputs[:-1]]
+    assert len(pieces) >= 3 and all(str(p).endswith(".m3u8") for p in pieces)
+    _, wav_path, png = outputs[-1]
+    assert abs(sf.info(wav_path).duration - 2.0) < 0.05 and png.endswith(".png")
 
 
 def test_bad_uploads_are_messages_naming_the_problem(client, tmp_path, bad_audio_files, speech):

@@ -16,9 +16,13 @@ from audiolm.config import SamplingConfig
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
 
+# a batch's random draws: one generator for the whole batch, or one per row (a row's samples then do
+# not depend on the rows beside it: the web page batches requests that each carry their own seed)
+Generators = torch.Generator | list[torch.Generator] | None
+
 
 def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: Generators = None) -> torch.Tensor:
     """logits [b, vocab] -> ids [b] in [lo, hi)."""
     logits = logits[:, lo:hi].float()
     if sampling.temperature <= 0:
@@ -33,12 +37,14 @@ def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig
         drop = cumulative - sorted_logits.softmax(-1) > sampling.top_p  # keeps the first token always
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
+    if isinstance(generator, list):
+        return torch.cat([torch.multinomial(p[None], 1, generator=g)[:, 0] for p, g in zip(probs, generator, strict=True)]) + lo
     return torch.multinomial(probs, 1, generator=generator)[:, 0] + lo
 
 
 @torch.no_grad()  # (torch applies it around every resumption of a generator)
 def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
-                   sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True,
+                   sampling: SamplingConfig, generator: Generators = None, use_cache: bool = True,
                    reference: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """`generate` one id at a time: yields the ids [b] of each new position as it is sampled (the
     next forward runs only when the next id is asked for), so a caller can use them at once."""
@@ -65,7 +71,7 @@ def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Ca
 
 
 def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
-             sampling: SamplingConfig, generator: torch.Generator | None = None, use_cache: bool = True,
+             sampling: SamplingConfig, generator: Generators = None, use_cache: bool = True,
              reference: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
     """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i;
     `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's voice vector. With
@@ -82,7 +88,7 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
 
 
 def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allowed: Callable[[int], tuple[int, int]],
-                   sampling: SamplingConfig, generator: torch.Generator,
+                   sampling: SamplingConfig, generator: Generators,
                    spec: TaskSpec | None = None, firsts: list[int] | None = None) -> np.ndarray:
     """Rows with equal prefix lengths go together in one batch (no padding ever enters a sequence)."""
     out = np.zeros((len(prefixes), steps), dtype=np.int64)
@@ -93,12 +99,13 @@ def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allow
         reference = None
         if spec is not None:  # a voice-pooling decoder: its reference positions
             reference = spec.reference_mask([(firsts[i], length) for i in rows], length).to(device)
-        out[rows] = generate(model, batch, steps, allowed, sampling, generator, reference=reference).cpu().numpy()
+        some = [generator[i] for i in rows] if isinstance(generator, list) else generator
+        out[rows] = generate(model, batch, steps, allowed, sampling, some, reference=reference).cpu().numpy()
     return out
 
 
 def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], codes: np.ndarray | None, known: int,
-                    total: int, sampling: SamplingConfig, generator: torch.Generator) -> np.ndarray:
+                    total: int, sampling: SamplingConfig, generator: Generators) -> np.ndarray:
     """Extend a batch from `known` to `total` frames of the task's stream.
 
     semantic: per row, semantic ids covering `total` (acoustic tasks) or the first `known` frames
@@ -118,27 +125,28 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
 
 
 def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], stream: np.ndarray, known: int, total: int,
-                  sampling: SamplingConfig, generator: torch.Generator,
+                  sampling: SamplingConfig, generator: Generators,
                   upstream: Iterator[int] | None = None) -> Iterator[int]:
     """Fill `stream` in place from frame `known` to `total`, yielding the number of frames done after
     every frame (the semantic ids [b, total], or the codes [b, all codebooks, total] whose task's
     codebooks this fills; `semantic` as in `continue_stream`).
 
     The first window runs from frame 0; later ones slide by half a window, keeping the last half as
-    context. `upstream` (frames done, as this yields) is the stream this task's windows condition
-    on, written into the same `stream` (the coarse LM's for the fine LM): it is advanced until it
-    covers a window before the window is built, so the two run interleaved and a caller hears the
-    first frames long before the coarse LM is through.
+    context. `upstream` (frames done, as this yields) fills the stream this task's windows condition
+    on while it runs: the semantic LM's ids (`semantic`, for the coarse LM) or the coarse codes in
+    `stream` (for the fine LM). It is advanced until it covers a window (`TaskSpec.condition_frames`)
+    before the window is built, so the LMs run interleaved and the first frames of sound are ready
+    long before the earlier LMs are through.
     """
     w, k, b = spec.window, spec.tokens_per_frame, len(semantic)
-    ready = known if upstream is not None else total
+    ready = 0
     done = known
     # shown in a terminal only (disable=None), and as the web page's progress bar (gradio tracks tqdm)
     bar = tqdm(total=total - known, desc=f"{spec.task} LM", unit="frame", leave=False, disable=None)
     while done < total:
         end = min(total, max(w, done + w // 2))
         start = max(0, end - w)
-        while ready < end:
+        while upstream is not None and ready < spec.condition_frames(end):
             ready = next(upstream)
         prefixes, firsts = [], []
         for i in range(b):
@@ -180,7 +188,7 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
 
 
 def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray, tuple]], sampling: SamplingConfig,
-                  generator: torch.Generator, max_steps: int | None = None) -> list[np.ndarray]:
+                  generator: Generators, max_steps: int | None = None) -> list[np.ndarray]:
     """A text task's outputs for a batch of inputs (`TaskSpec.build`'s (semantic, text) of each, with
     no targets): the semantic ids of a reading (deduplicated) or the pieces of a transcription, each
     cut at the task's stop id (or after `max_steps`, by default the longest sequence the model
@@ -193,7 +201,8 @@ def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray,
         rows = [i for i, p in enumerate(prefixes) if len(p) == length]
         steps = max_steps or max(1, model.config.max_positions - length)
         batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)
-        new = generate(model, batch, steps, spec.allowed, sampling, generator, stop=spec.stop).cpu().numpy()
+        some = [generator[i] for i in rows] if isinstance(generator, list) else generator
+        new = generate(model, batch, steps, spec.allowed, sampling, some, stop=spec.stop).cpu().numpy()
         for row, ids in zip(rows, new, strict=True):
             end = np.flatnonzero(ids == spec.stop)
             ids = ids[: end[0] if end.size else len(ids)]

@@ -105,6 +105,13 @@ class TaskSpec:
             cond = w * self.layout.coarse_codebooks
         return cond + 2 + w * self.tokens_per_frame
 
+    def condition_frames(self, end: int) -> int:
+        """Frames of the stream a window ending at frame `end` is conditioned on that it needs: the
+        semantic ids up to the same time (coarse), the coarse codes up to `end` (fine)."""
+        if self.task == "coarse":
+            return frames_at(end, self.acoustic_rate, self.semantic_rate)
+        return end if self.task == "fine" else 0
+
     def allowed(self, position: int) -> tuple[int, int]:
         """Id range the model may emit at `position` of the target part (which starts at a frame)."""
         if self.task == "semantic":
