@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, replace
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -332,8 +332,10 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         codes = np.zeros((len(semantic), self.codec.num_codebooks, total), dtype=np.int64)
         codes[:, :, :known] = prompt_codes
         first = known if acoustic_prompt else 0
+
         def seeds(g: torch.Generator) -> list[torch.Generator]:  # the coarse LM's and the fine LM's
-            return [torch.Generator(self.device).manual_seed(s) for s in torch.randint(2**62, (2,), generator=g, device=g.device).tolist()]
+            drawn = torch.randint(2**62, (2,), generator=g, device=g.device).tolist()
+            return [torch.Generator(self.device).manual_seed(s) for s in drawn]
 
         if isinstance(generator, list):  # one per row: each row's pair
             coarse, fine = (list(g) for g in zip(*(seeds(g) for g in generator), strict=True))

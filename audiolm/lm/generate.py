@@ -156,17 +156,10 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
             firsts.append(first)
         steps = (end - done) * k
 
-        def write(new: np.ndarray, frames: slice) -> None:  # ids [b, frames * k] -> the stream
-            if spec.task == "semantic":
-                stream[:, frames] = spec.layout.from_semantic_ids(new)
-                return
-            q = spec.codebooks
-            for i in range(b):
-                stream[i, q.start : q.stop, frames] = spec.target_codes(new[i], stream[i], start, done - start)
-
         if len({len(p) for p in prefixes}) > 1:  # rows in several batches: the window at once
-            write(_generate_rows(model, prefixes, steps, spec.allowed, sampling, generator,
-                                 *((spec, firsts) if model.config.voice_pool else ())), slice(done, end))
+            new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator,
+                                 *((spec, firsts) if model.config.voice_pool else ()))
+            _write_frames(spec, stream, new, slice(done, end), start, done - start)
             bar.update(end - done)
             done = end
             yield done
@@ -180,11 +173,22 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
             new[:, i] = ids.cpu().numpy()
             if (i + 1) % k == 0:  # a whole frame
                 frame = done + (i + 1) // k
-                write(new[:, i + 1 - k : i + 1], slice(frame - 1, frame))
+                _write_frames(spec, stream, new[:, i + 1 - k : i + 1], slice(frame - 1, frame), start, done - start)
                 bar.update(1)
                 yield frame
         done = end
     bar.close()
+
+
+def _write_frames(spec: TaskSpec, stream: np.ndarray, new: np.ndarray, frames: slice, start: int, known: int) -> None:
+    """Generated ids [b, frames * tokens per frame] of a window from `start` with `known` frames
+    given -> the stream's frames."""
+    if spec.task == "semantic":
+        stream[:, frames] = spec.layout.from_semantic_ids(new)
+        return
+    q = spec.codebooks
+    for i in range(len(new)):
+        stream[i, q.start : q.stop, frames] = spec.target_codes(new[i], stream[i], start, known)
 
 
 def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray, tuple]], sampling: SamplingConfig,
