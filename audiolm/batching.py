@@ -31,7 +31,7 @@ from audiolm.continuation import AudioLM
 DONE = object()  # the last item of a request's chunks
 
 
-@dataclass
+@dataclass(eq=False)  # requests are told apart by identity
 class _Request:
     wav: np.ndarray  # at the codec's rate, cut as the model cuts prompts
     seconds: float
@@ -95,7 +95,13 @@ class ContinuationQueue:
             if not batch:
                 continue
             start = time.perf_counter()
-            self._generate(batch)
+            try:
+                self._generate(batch)
+            except BaseException as err:  # a bug: its requests get it, and the worker must not die with waiters
+                for r in batch:
+                    r.chunks.put(err)
+                    r.chunks.put(DONE)
+                continue
             self.batches.append((len(batch), start - min(r.arrived for r in batch), time.perf_counter() - start))
             if self.log:
                 size, wait, took = self.batches[-1]

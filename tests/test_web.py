@@ -115,3 +115,48 @@ def test_each_tab_offers_the_runs_held_out_prompts(served, tiny_continuations, t
     # a click on the continue tab's second example: the prompt input gets that wav
     update = Client(url, verbose=False).predict(1, api_name=f"/{loaders[0]}")
     assert Path(update["value"]).read_bytes() == Path(examples[1][1]).read_bytes()
+
+
+def test_a_full_queue_is_a_busy_message_not_a_wait(tiny_continuations, speech_wav):
+    """More requests than the queue holds: the extra ones are told at once to try again."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client.exceptions import QueueError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    blocks = web.serve(str(tiny_continuations.run_dir), port=port, block=False, max_batch=1, queue_size=1)
+    try:
+        def press(seed: int) -> str:
+            client = Client(blocks.local_url, verbose=False)
+            try:
+                client.predict(handle_file(str(speech_wav)), 3.0, 0.8, seed, api_name="/continue")
+                return "answered"
+            except QueueError as err:
+                assert "full" in str(err).lower() and "try again" in str(err).lower()
+                return "busy"
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(press, range(6)))
+    finally:
+        blocks.close()
+    assert outcomes.count("busy") >= 1 and outcomes.count("answered") >= 1, outcomes
+
+
+@pytest.mark.slow
+def test_the_page_under_load(tiny_continuations, speech_wav):
+    """benchmarks/serve_load.py on the tiny run: 8 users x 3 requests at once, one corrupt upload,
+    one visitor who leaves mid-way, the other tabs: every valid request answered, batches formed,
+    the server still serving, its memory within 300 MB of before."""
+    from benchmarks import serve_load
+
+    s = serve_load.run(tiny_continuations.run_dir, users=8, requests=3, seconds=2.0, prompts=[str(speech_wav)])
+    print(serve_load.table(s, 8, 3, 2.0))
+    assert s["answered"] == s["valid"] == 23, s["failures"]
+    assert s["corrupt_refused"] and "prompt" in s["corrupt_message"]
+    assert set(s["other_tabs"]) == {"convert", "speak", "transcribe"}
+    assert max(s["batch_sizes"]) > 1  # requests that came together went together
+    assert s["still_serving"] and s["rss_after_mb"] - s["rss_before_mb"] < 300
+    assert s["latency_p95"] <= 8.0

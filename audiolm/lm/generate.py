@@ -36,10 +36,17 @@ def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         drop = cumulative - sorted_logits.softmax(-1) > sampling.top_p  # keeps the first token always
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(-1)
+    # inverse-CDF sampling from one uniform per row: with a generator per row that is one cheap draw
+    # each (torch.multinomial per row cost 9% of a batch-8 continuation), and a batch of one row
+    # draws the same with its own generator as with a shared one
+    cdf = logits.softmax(-1).cumsum(-1)
     if isinstance(generator, list):
-        return torch.cat([torch.multinomial(p[None], 1, generator=g)[:, 0] for p, g in zip(probs, generator, strict=True)]) + lo
-    return torch.multinomial(probs, 1, generator=generator)[:, 0] + lo
+        u = torch.cat([torch.rand(1, generator=g, device=cdf.device) for g in generator])
+    else:
+        u = torch.rand(cdf.shape[0], generator=generator, device=cdf.device)
+    # the first id whose cumulative probability exceeds u (ids of probability 0 are never chosen)
+    ids = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None].contiguous(), right=True)[:, 0]
+    return ids.clamp_max(cdf.shape[-1] - 1) + lo
 
 
 @torch.no_grad()  # (torch applies it around every resumption of a generator)

@@ -66,6 +66,15 @@ def test_sampling_knobs():
     seeded = [sample_next(logits.repeat(8, 1), 0, 5, SamplingConfig(temperature=1.0), torch.Generator().manual_seed(3))
               for _ in range(2)]
     assert torch.equal(*seeded)
+    # the draws follow the softmax (4,000 draws at once: each frequency within 0.03 of its probability)
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3]])
+    many = sample_next(probs.log().repeat(4000, 1), 0, 4, SamplingConfig(temperature=1.0), torch.Generator().manual_seed(0))
+    assert torch.allclose(torch.bincount(many, minlength=4) / 4000, probs[0], atol=0.03) and not (many == 1).any()
+    # a generator per row: a row draws what it would draw alone with that generator
+    rows = sample_next(logits.repeat(3, 1), 0, 5, SamplingConfig(temperature=1.0),
+                       [torch.Generator().manual_seed(k) for k in (7, 8, 9)])
+    alone = sample_next(logits, 0, 5, SamplingConfig(temperature=1.0), torch.Generator().manual_seed(8))
+    assert rows[1] == alone[0]
 
 
 def test_relative_pitch_carries_the_prompts_register_over():
