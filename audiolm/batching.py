@@ -16,6 +16,7 @@ closed tab) is dropped from its batch; a batch nobody reads any more stops.
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 import time
@@ -29,6 +30,15 @@ from audiolm.config import SamplingConfig
 from audiolm.continuation import AudioLM
 
 DONE = object()  # the last item of a request's chunks
+
+
+def _release_memory() -> None:
+    """Hand the batch's freed activations back to the system (glibc keeps freed heap in its arenas
+    otherwise, one per thread that allocated: the server's resident memory then only grows)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 @dataclass(eq=False)  # requests are told apart by identity
@@ -102,6 +112,7 @@ class ContinuationQueue:
                     r.chunks.put(err)
                     r.chunks.put(DONE)
                 continue
+            _release_memory()
             self.batches.append((len(batch), start - min(r.arrived for r in batch), time.perf_counter() - start))
             if self.log:
                 size, wait, took = self.batches[-1]
