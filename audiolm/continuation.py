@@ -211,8 +211,8 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         return int(num_samples * self.codec.frame_rate / sample_rate)
 
     def _generators(self, seed: int | list[int], rows: int) -> Generators:
-        if isinstance(seed, int):
-            return torch.Generator(self.device).manual_seed(seed)
+        if not isinstance(seed, (list, tuple)):
+            return torch.Generator(self.device).manual_seed(int(seed))
         if len(seed) != rows:
             raise ValueError(f"{len(seed)} seeds for {rows} prompts: give one seed, or one per prompt")
         return [torch.Generator(self.device).manual_seed(int(s)) for s in seed]
