@@ -132,7 +132,7 @@ def test_a_full_queue_is_a_busy_message_not_a_wait(tiny_continuations, speech_wa
         def press(seed: int) -> str:
             client = Client(blocks.local_url, verbose=False)
             try:
-                client.predict(handle_file(str(speech_wav)), 3.0, 0.8, seed, api_name="/continue")
+                client.predict(handle_file(str(speech_wav)), 1.5, 0.8, seed, api_name="/continue")
                 return "answered"
             except QueueError as err:
                 assert "full" in str(err).lower() and "try again" in str(err).lower()
