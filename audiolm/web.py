@@ -183,8 +183,9 @@ class Page:
         # analytics off: no telemetry, no version check against gradio's server
         with gr.Blocks(title=f"audiolm: {self.name}", analytics_enabled=False) as page:
             gr.Markdown(f"# audiolm · `{self.name}`\nSemantic tokens, a codec, decoder-only LMs. Upload or record a "
-                        f"prompt of {MIN_VOICE_SECONDS:g}-{MAX_UPLOAD_SECONDS:g} s; generation runs on this machine, "
-                        "one request at a time.")
+                        f"prompt of {MIN_VOICE_SECONDS:g}-{MAX_UPLOAD_SECONDS:g} s; generation runs on this machine: "
+                        "continuations play as they are generated, and those asked for at the same moment are made "
+                        "together.")
 
             def upload(label: str, elem_id: str):
                 return gr.Audio(label=label, sources=["upload", "microphone"], type="filepath", format=None, elem_id=elem_id)
@@ -196,13 +197,15 @@ class Page:
                 temperature = gr.Slider(0.1, 1.5, value=s.temperature, step=0.05, label="temperature (every LM)")
                 seed = gr.Number(value=0, precision=0, label="seed (the same seed, the same audio)")
                 button = gr.Button(task.capitalize(), variant="primary", elem_id=f"{task}-button")
-                outputs = [gr.Audio(label="result", type="filepath", interactive=False, elem_id=f"{task}-result"),
-                           gr.Image(label="log-mel spectrogram: input | result", type="filepath", interactive=False,
-                                    elem_id=f"{task}-spectrogram")]
-                if streamed:
+                if streamed:  # first under the button: what the visitor hears first
                     live = gr.Audio(label="playing as it is generated" if self.streaming else "result (this server has "
                                     "no ffmpeg to stream with)", streaming=self.streaming, autoplay=self.streaming,
                                     interactive=False, elem_id=f"{task}-stream")
+                outputs = [gr.Audio(label="result" + (" (wav)" if streamed else ""), type="filepath", interactive=False,
+                                    elem_id=f"{task}-result"),
+                           gr.Image(label="log-mel spectrogram: input | result", type="filepath", interactive=False,
+                                    elem_id=f"{task}-spectrogram")]
+                if streamed:
                     button.click(handler, [*inputs, temperature, seed], [live, *outputs], api_name=task,
                                  concurrency_id=task, concurrency_limit=self.max_batch)
                 else:
