@@ -30,7 +30,7 @@ from audiolm.card import bundle_card
 from audiolm.codec import Codec
 from audiolm.config import ContinuationConfig, SamplingConfig, load_config
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
-from audiolm.lm.generate import Generators, continue_stream, extend_stream
+from audiolm.lm.generate import Generators, continue_stream, extend_stream, rows_of
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -242,9 +242,9 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         generator = self._generators(seed, len(wavs))
         for length in sorted(set(frames)):
             rows = [i for i, n in enumerate(frames) if n == length]
-            some = [generator[i] for i in rows] if isinstance(generator, list) else generator
             for i, result in zip(rows, self._continue_group([wavs[i] for i in rows], sample_rate, length, seconds,
-                                                             sampling, acoustic_prompt, some), strict=True):
+                                                             sampling, acoustic_prompt, rows_of(generator, rows)),
+                                 strict=True):
                 results[i] = result
         return results
 
@@ -284,8 +284,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
             final = done if done == total else done - hold  # the codec's last frames may change with more codes
             if final <= emitted or (emitted > known and final - emitted < step and done < total):
                 continue
-            with torch.no_grad():
-                audio = self.codec.decode(torch.from_numpy(codes[:, :, :done]).to(self.device)).float().cpu().numpy()
+            audio = self._decode_batch(codes[:, :, :done])
             yield list(audio[:, self._samples(emitted) : self._samples(final)])
             emitted = final
 
@@ -349,8 +348,14 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
     def _acoustic(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
                   sampling: dict[str, SamplingConfig], generator: Generators, acoustic_prompt: bool = True) -> np.ndarray:
         """`_acoustic_frames` run to the end, then the codec -> audio [b, samples] of the whole span."""
-        codes, frames = self._acoustic_frames(semantic, prompt_codes, total, sampling, generator, acoustic_prompt)
-        for _ in frames:
+        return self._decode_batch(*self._acoustic_frames(semantic, prompt_codes, total, sampling, generator,
+                                                          acoustic_prompt))
+
+    @torch.no_grad()
+    def _decode_batch(self, codes: np.ndarray, frames: Iterator[int] | None = None) -> np.ndarray:
+        """Codes [b, k, t] -> audio [b, samples], once `frames` (the iterator that fills the codes) has
+        run out."""
+        for _ in frames or ():
             pass
         return self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
 
@@ -383,9 +388,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                         generator: Generators) -> list[Continuation]:
         at_codec, total, codes, frames = self._group_frames(wavs, sample_rate, known, seconds, sampling, acoustic_prompt,
                                                             generator)
-        for _ in frames:
-            pass
-        audio = self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
+        audio = self._decode_batch(codes, frames)
         start, end = self._samples(known), self._samples(total)
         return [Continuation(prompt=p, continuation=audio[i, start:end], sample_rate=self.codec.sample_rate)
                 for i, p in enumerate(at_codec)]
@@ -399,7 +402,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         for i, p in enumerate(prompts):
             d = dedup(p)
             new = max(1, round((total - len(p)) / spec.mean_run))
-            g = [generator[i]] if isinstance(generator, list) else generator
-            stream = continue_stream(model, replace(spec, dedup=False), [d], None, len(d), len(d) + new, sampling, g)[0]
+            stream = continue_stream(model, replace(spec, dedup=False), [d], None, len(d), len(d) + new, sampling,
+                                     rows_of(generator, [i]))[0]
             out.append(np.concatenate([p, expand_runs(stream[len(d):], spec.mean_run, total - len(p))]))
         return out

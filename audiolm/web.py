@@ -136,17 +136,16 @@ class Page:
         """Yields the continuation's chunks to the streamed player as they are generated (through the
         queue that batches visitors' requests), then the whole as a wav and the spectrogram."""
         wav, rate = self.read(prompt, "prompt", MIN_VOICE_SECONDS)
-        m, chunks = self.model, []
-        try:
-            for chunk in self.queue.stream(wav, rate, float(seconds), int(seed or 0), self._sampling(temperature)):
+        m, chunks, at = self.model, [], self.model.codec.sample_rate
+        try:  # the prompt as the model uses it (at the codec's rate, its end): also the spectrogram's
+            (used,), _ = m.cut_prompts([audio.resample(wav, rate, at)], at)
+            for chunk in self.queue.stream(used, at, float(seconds), int(seed or 0), self._sampling(temperature)):
                 chunks.append(chunk)
                 if self.streaming:
-                    yield _wav_bytes(chunk, m.codec.sample_rate), gr.skip(), gr.skip()
+                    yield _wav_bytes(chunk, at), gr.skip(), gr.skip()
         except (audio.AudioError, ValueError) as err:
             raise gr.Error(str(err), print_exception=False) from None
-        (used,), _ = m.cut_prompts([audio.resample(wav, rate, m.codec.sample_rate)], m.codec.sample_rate)
-        wav_path, png = self._write("continue", [("prompt", used), ("continuation", np.concatenate(chunks))],
-                                    m.codec.sample_rate)
+        wav_path, png = self._write("continue", [("prompt", used), ("continuation", np.concatenate(chunks))], at)
         yield (gr.skip() if self.streaming else wav_path), wav_path, png
 
     def speak(self, text: str, voice: str | None, temperature: float, seed: float,

@@ -21,6 +21,11 @@ from audiolm.lm.sequences import TaskSpec
 Generators = torch.Generator | list[torch.Generator] | None
 
 
+def rows_of(generator: Generators, rows: list[int]) -> Generators:
+    """The generators of some rows of a batch (a shared one stays shared)."""
+    return [generator[i] for i in rows] if isinstance(generator, list) else generator
+
+
 def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig,
                 generator: Generators = None) -> torch.Tensor:
     """logits [b, vocab] -> ids [b] in [lo, hi)."""
@@ -106,8 +111,8 @@ def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allow
         reference = None
         if spec is not None:  # a voice-pooling decoder: its reference positions
             reference = spec.reference_mask([(firsts[i], length) for i in rows], length).to(device)
-        some = [generator[i] for i in rows] if isinstance(generator, list) else generator
-        out[rows] = generate(model, batch, steps, allowed, sampling, some, reference=reference).cpu().numpy()
+        out[rows] = generate(model, batch, steps, allowed, sampling, rows_of(generator, rows),
+                             reference=reference).cpu().numpy()
     return out
 
 
@@ -212,8 +217,7 @@ def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray,
         rows = [i for i, p in enumerate(prefixes) if len(p) == length]
         steps = max_steps or max(1, model.config.max_positions - length)
         batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)
-        some = [generator[i] for i in rows] if isinstance(generator, list) else generator
-        new = generate(model, batch, steps, spec.allowed, sampling, some, stop=spec.stop).cpu().numpy()
+        new = generate(model, batch, steps, spec.allowed, sampling, rows_of(generator, rows), stop=spec.stop).cpu().numpy()
         for row, ids in zip(rows, new, strict=True):
             end = np.flatnonzero(ids == spec.stop)
             ids = ids[: end[0] if end.size else len(ids)]
