@@ -242,6 +242,11 @@ class LMConfig:
     # acoustic LMs: a voice vector pooled from the known frames of the window's first half (the prompt's)
     # and added at every position (DecoderConfig.voice_pool)
     voice_pool: bool = False
+    # acoustic LMs: one position per codec frame, its codebooks' embeddings summed; a frame's first
+    # codebook comes from the transformer, the others from a small depth head given the ones before
+    # (TaskSpec.frame_positions): a transformer step per frame instead of one per codebook
+    frame_positions: bool = False
+    depth_layers: int = 2  # the depth head's residual MLPs (frame_positions)
     window_seconds: float = 4.0  # training crop and generation context, in seconds of audio
     train: TrainConfig = field(default_factory=_train(
         steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1, mixed_precision="bf16",

@@ -20,19 +20,19 @@ PARTS = ("tokenize prompt", "semantic LM", "coarse LM", "fine LM", "sampling", "
 
 
 @contextmanager
-def _timed(owner: Any, name: str, totals: dict[str, float], part: str) -> Iterator[None]:
-    """`owner.name` replaced by a wrapper adding its wall time to totals[part] (not nested calls twice)."""
+def _timed(owner: Any, name: str, totals: dict[str, float], part: str, active: dict[str, int]) -> Iterator[None]:
+    """`owner.name` replaced by a wrapper adding its wall time to totals[part] (calls nested in
+    another of the same part's, counted once)."""
     original, own = getattr(owner, name), name in vars(owner)
-    depth = [0]
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        depth[0] += 1
+        active[part] += 1
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
-            depth[0] -= 1
-            if depth[0] == 0:
+            active[part] -= 1
+            if active[part] == 0:
                 totals[part] += time.perf_counter() - start
 
     setattr(owner, name, wrapper)
@@ -50,10 +50,14 @@ def continuation_breakdown(model: Any, run: Callable[[], object]) -> dict[str, f
     totals: dict[str, float] = defaultdict(float)
     wraps = [(model.tokenizer, "encode", "tokenize prompt"), (model.codec, "encode", "tokenize prompt"),
              (model.codec, "decode", "codec decode"), (generate_module, "sample_next", "sampling")]
-    wraps += [(model.models[task], "forward", f"{task} LM") for task in ("semantic", "coarse", "fine")]
+    for task in ("semantic", "coarse", "fine"):  # generation calls the decoder's parts, not its forward
+        lm = model.models[task]
+        wraps += [(lm, name, f"{task} LM") for name in ("forward", "hidden", "logits", "embed")]
+        wraps += [(lm.depth, "forward", f"{task} LM")] if hasattr(lm, "depth") else []
+    active: dict[str, int] = defaultdict(int)
     with ExitStack() as stack:
         for owner, name, part in wraps:
-            stack.enter_context(_timed(owner, name, totals, part))
+            stack.enter_context(_timed(owner, name, totals, part, active))
         start = time.perf_counter()
         run()
         total = time.perf_counter() - start

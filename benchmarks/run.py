@@ -218,6 +218,7 @@ def demo_model(run: Path):
         return AudioLM.from_pretrained(run), f"trained {run}"
     from audiolm.config import load_config
     from audiolm.lm.sequences import TASKS, TaskSpec
+    from audiolm.pipeline.lm_stage import build_model
     from audiolm.semantic.features import build_features
     from audiolm.semantic.tokenizer import SemanticTokenizer, SemanticTokenizerConfig
     from audiolm.tokens import TokenLayout
@@ -234,10 +235,10 @@ def demo_model(run: Path):
     models = {}
     for task in TASKS:
         lm = getattr(cfg.lm, task)
-        spec = TaskSpec(task, layout, features.frame_rate, acoustic.frame_rate, lm.window_seconds)
-        model = _decoder(spec.vocab_size, lm.dim, lm.layers, lm.heads, lm.kv_heads, lm.ffn_dim, spec.max_length())
-        model.task = spec.to_dict()
-        models[task] = model
+        spec = TaskSpec(task, layout, features.frame_rate, acoustic.frame_rate, lm.window_seconds,
+                        frame_positions=lm.frame_positions)
+        torch.manual_seed(0)
+        models[task] = build_model(spec, lm).eval()
     return AudioLM(tokenizer, acoustic, models), "random weights, demo architecture"
 
 

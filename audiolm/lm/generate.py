@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from audiolm.config import SamplingConfig
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
+from audiolm.tokens import TokenLayout
 
 # a batch's random draws: one generator for the whole batch, or one per row (a row's samples then do
 # not depend on the rows beside it: the web page batches requests that each carry their own seed)
@@ -57,40 +59,71 @@ def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig
 @torch.no_grad()  # (torch applies it around every resumption of a generator)
 def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
                    sampling: SamplingConfig, generator: Generators = None, use_cache: bool = True,
-                   reference: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                   reference: torch.Tensor | None = None, per_position: int = 1) -> Iterator[torch.Tensor]:
     """`generate` one id at a time: yields the ids [b] of each new position as it is sampled (the
-    next forward runs only when the next id is asked for), so a caller can use them at once."""
+    next forward runs only when the next id is asked for), so a caller can use them at once.
+    `per_position` > 1 (a grouped decoder, prefix [b, t, group]): new positions hold that many ids,
+    the first sampled from the transformer's state, the others from its depth head; the transformer
+    runs once per position."""
     if steps == 0:
         return
+    b, k = prefix.shape[0], per_position
+    cache = model.new_cache(b, prefix.shape[1] + -(-steps // k)) if use_cache else None
     # Only the logits of the range the next id may come from are computed (`vocab=`).
-    if use_cache:
-        cache = model.new_cache(prefix.shape[0], prefix.shape[1] + steps)
-        logits = model(prefix, cache=cache, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
-    else:
-        logits = model(prefix, last_only=True, vocab=allowed(0), reference=reference)[:, -1]
-    out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
+    state = model.hidden(prefix, cache, reference)[:, -1]
+    out = torch.empty(b, steps, dtype=torch.long, device=prefix.device)
+    earlier = None  # the summed embeddings of the position's ids so far (depth head)
+    together = k > 1 and not model.config.depth_layers  # a position's ids drawn at once
     for i in range(steps):
-        lo, hi = allowed(i)
-        out[:, i] = sample_next(logits, 0, hi - lo, sampling, generator) + lo
+        j = i % k
+        if together and j == 0:  # the position's ranges, one after the other: its logits as k rows
+            lo, hi = allowed(i)[0], allowed(i + k - 1)[1]
+            logits = model.logits(state, (lo, hi)).reshape(b * k, (hi - lo) // k)
+            drawn = sample_next(logits, 0, logits.shape[1], sampling, _repeat(generator, k)).view(b, k)
+            out[:, i : i + k] = drawn + lo + torch.arange(k, device=drawn.device) * logits.shape[1]
+        elif not together:
+            lo, hi = allowed(i)
+            x = state if j == 0 else model.depth(state, earlier, j)
+            out[:, i] = sample_next(model.logits(x, (lo, hi)), 0, hi - lo, sampling, generator) + lo
         yield out[:, i]
         if i + 1 == steps:
             break
+        if j + 1 < k:
+            if not together:
+                new = model.embed(out[:, i])
+                earlier = new if j == 0 else earlier + new
+            continue
         if use_cache:
-            logits = model(out[:, i : i + 1], cache=cache, vocab=allowed(i + 1))[:, -1]
+            state = model.hidden(_positions(out[:, i + 1 - k : i + 1], prefix, k), cache)[:, -1]
         else:  # the whole sequence again: the reference the cache is tested against
-            logits = model(torch.cat([prefix, out[:, : i + 1]], dim=1), last_only=True, vocab=allowed(i + 1),
-                           reference=reference)[:, -1]
+            state = model.hidden(torch.cat([prefix, _positions(out[:, : i + 1], prefix, k)], dim=1), reference=reference)[:, -1]
+
+
+def _repeat(generator: Generators, k: int) -> Generators:
+    """Per-row generators for a batch whose rows are each repeated k times (a shared one stays)."""
+    return [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator
+
+
+def _positions(ids: torch.Tensor, prefix: torch.Tensor, k: int) -> torch.Tensor:
+    """Generated ids [b, n] -> positions shaped as the prefix's: [b, n], or [b, n / k, group] (PAD
+    filling a position's ids after the first k)."""
+    if prefix.dim() == 2:
+        return ids
+    frames = ids.view(ids.shape[0], -1, k)
+    return F.pad(frames, (0, prefix.shape[2] - k), value=TokenLayout.PAD)
 
 
 def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
              sampling: SamplingConfig, generator: Generators = None, use_cache: bool = True,
-             reference: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
-    """prefix [b, t] -> the next `steps` ids [b, steps]; `allowed(i)` is the id range of new id i;
-    `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's voice vector. With
-    `stop`, generation ends early once every row has emitted it (fewer than `steps` columns)."""
+             reference: torch.Tensor | None = None, stop: int | None = None, per_position: int = 1) -> torch.Tensor:
+    """prefix [b, t] (or [b, t, group]) -> the next `steps` ids [b, steps]; `allowed(i)` is the id
+    range of new id i; `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's
+    voice vector; `per_position` as in `generate_steps`. With `stop`, generation ends early once
+    every row has emitted it (fewer than `steps` columns)."""
     out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
     stopped = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
-    for i, ids in enumerate(generate_steps(model, prefix, steps, allowed, sampling, generator, use_cache, reference)):
+    for i, ids in enumerate(generate_steps(model, prefix, steps, allowed, sampling, generator, use_cache, reference,
+                                                per_position)):
         out[:, i] = ids
         if stop is not None:
             stopped |= ids == stop
@@ -100,9 +133,10 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
 
 
 def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allowed: Callable[[int], tuple[int, int]],
-                   sampling: SamplingConfig, generator: Generators,
+                   sampling: SamplingConfig, generator: Generators, per_position: int = 1,
                    spec: TaskSpec | None = None, firsts: list[int] | None = None) -> np.ndarray:
-    """Rows with equal prefix lengths go together in one batch (no padding ever enters a sequence)."""
+    """Rows with equal prefix lengths go together in one batch (no padding ever enters a sequence);
+    `spec` and `firsts`: a voice-pooling decoder's reference positions."""
     out = np.zeros((len(prefixes), steps), dtype=np.int64)
     device = model.lm_head.weight.device
     for length in sorted({len(p) for p in prefixes}):
@@ -112,7 +146,7 @@ def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allow
         if spec is not None:  # a voice-pooling decoder: its reference positions
             reference = spec.reference_mask([(firsts[i], length) for i in rows], length).to(device)
         out[rows] = generate(model, batch, steps, allowed, sampling, rows_of(generator, rows),
-                             reference=reference).cpu().numpy()
+                             reference=reference, per_position=per_position).cpu().numpy()
     return out
 
 
@@ -151,6 +185,7 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
     long before the earlier LMs are through.
     """
     w, k, b = spec.window, spec.tokens_per_frame, len(semantic)
+    per_frame = k if spec.frame_positions else 1  # ids per new position
     ready = 0
     done = known
     # shown in a terminal only (disable=None), and as the web page's progress bar (gradio tracks tqdm)
@@ -169,7 +204,7 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
         steps = (end - done) * k
 
         if len({len(p) for p in prefixes}) > 1:  # rows in several batches: the window at once
-            new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator,
+            new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator, per_frame,
                                  *((spec, firsts) if model.config.voice_pool else ()))
             _write_frames(spec, stream, new, slice(done, end), start, done - start)
             bar.update(end - done)
@@ -181,7 +216,8 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
         reference = spec.reference_mask([(f, batch.shape[1]) for f in firsts], batch.shape[1]).to(device) \
             if model.config.voice_pool else None
         new = np.zeros((b, steps), dtype=np.int64)
-        for i, ids in enumerate(generate_steps(model, batch, steps, spec.allowed, sampling, generator, reference=reference)):
+        for i, ids in enumerate(generate_steps(model, batch, steps, spec.allowed, sampling, generator, reference=reference,
+                                               per_position=per_frame)):
             new[:, i] = ids.cpu().numpy()
             if (i + 1) % k == 0:  # a whole frame
                 frame = done + (i + 1) // k

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from audiolm.hub import WEIGHTS_NAME, HubMixin, config_from, weights_file
+from audiolm.tokens import TokenLayout
 
 
 @dataclass
@@ -37,6 +38,14 @@ class DecoderConfig:
     # a "voice vector": the mean embedding of the reference positions (the acoustic prompt's tokens),
     # through a zero-initialised projection, added at every position (Decoder.forward's `reference`)
     voice_pool: bool = False
+    # ids per position: > 1 reads ids [b, t, group] (a codec frame's codebooks, their embeddings summed
+    # into one position; PAD where a position holds fewer) and predicts a position's later ids with a
+    # small depth head over the earlier ones (`DepthHead`): one transformer step per frame, not per code
+    group: int = 1
+    # residual MLP layers of the depth head (group > 1); 0 = none: a position's ids are predicted
+    # together from the state before it, independent of each other given it (MusicGen's parallel
+    # pattern), and sampled in one draw
+    depth_layers: int = 2
 
     def __post_init__(self) -> None:
         self.kv_heads = self.kv_heads or self.heads
@@ -94,7 +103,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
+        if x.dtype == self.weight.dtype:  # one op: a third of the norm's time in batch-1 generation
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)  # in fp32 under autocast
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -175,6 +186,27 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
+class DepthHead(nn.Module):
+    """Predicts id j > 0 of a position from the transformer's state before it plus the embeddings of
+    the position's ids 0..j-1 (and a learned vector per j), through a few residual SwiGLU MLPs: the
+    codebooks of a frame stay conditioned on each other (as in RQ-Transformer's and Moshi's depth
+    transformers, here without attention) while the transformer runs once per frame. Its output goes
+    through the decoder's final norm and head, so id j's logits are the same rows as without it."""
+
+    def __init__(self, c: DecoderConfig):
+        super().__init__()
+        self.offsets = nn.Parameter(torch.zeros(c.group, c.dim))  # row 0 unused: id 0 needs no depth
+        self.norms = nn.ModuleList(RMSNorm(c.dim, c.norm_eps) for _ in range(c.depth_layers))
+        self.mlps = nn.ModuleList(MLP(c) for _ in range(c.depth_layers))
+
+    def forward(self, x: torch.Tensor, earlier: torch.Tensor, j: int | torch.Tensor) -> torch.Tensor:
+        """x: the transformer's (unnormed) state; earlier: the summed embeddings of ids 0..j-1."""
+        x = x + earlier + self.offsets[j]
+        for norm, mlp in zip(self.norms, self.mlps, strict=True):
+            x = x + mlp(norm(x))
+        return x
+
+
 class Body(nn.Module):
     def __init__(self, c: DecoderConfig):
         super().__init__()
@@ -198,6 +230,8 @@ class Decoder(nn.Module, HubMixin):
         self.lm_head = Linear(config.dim, config.vocab_size)
         if config.voice_pool:
             self.voice_proj = Linear(config.dim, config.dim)
+        if config.group > 1 and config.depth_layers:
+            self.depth = DepthHead(config)
         inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, config.head_dim, 2).float() / config.head_dim)
         angles = torch.outer(torch.arange(config.max_positions).float(), inv_freq)
         angles = torch.cat((angles, angles), dim=-1)
@@ -207,6 +241,10 @@ class Decoder(nn.Module, HubMixin):
         for block in self.model.layers:  # residual branches scaled down with depth (GPT-2)
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.layers))
+        if config.group > 1 and config.depth_layers:
+            nn.init.normal_(self.depth.offsets, std=0.02)
+            for mlp in self.depth.mlps:
+                nn.init.normal_(mlp.down_proj.weight, std=0.02 / math.sqrt(2 * config.depth_layers))
         if config.voice_pool:  # starts as the model without it
             nn.init.zeros_(self.voice_proj.weight)
 
@@ -237,21 +275,40 @@ class Decoder(nn.Module, HubMixin):
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, select: torch.Tensor | None = None,
                 last_only: bool = False, vocab_ranges: list[tuple[int, int, torch.Tensor]] | None = None,
-                vocab: tuple[int, int] | None = None, reference: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
-        """ids [b, t] -> logits [b, t, vocab]; with `select` (bool [b, t]) only those positions' logits
-        [n, vocab] (the loss needs no logits for the conditioning part); `last_only` -> [b, 1, vocab];
-        `vocab=(lo, hi)` -> only the logits of ids [lo, hi) (generation: the one range the next id
-        may come from; the fine LM's head is 8x smaller that way).
+                vocab: tuple[int, int] | None = None, reference: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """ids [b, t] (or [b, t, group]) -> logits [b, t, vocab] of each position's next id (its first,
+        with groups); with `select` (bool [b, t]) only those positions' logits [n, vocab] (the loss needs
+        no logits for the conditioning part); `last_only` -> [b, 1, vocab]; `vocab=(lo, hi)` -> only the
+        logits of ids [lo, hi) (generation: the one range the next id may come from; the fine LM's head
+        is 8x smaller that way).
         `vocab_ranges` [(lo, hi, rows)] (with `select`): for each, the logits of ids [lo, hi) at the
         selected positions `rows` only, a list of [len(rows), hi - lo] (training on the id range a
         position may hold, as sampling does, without computing the rest).
         `reference` (bool [b, t], with `voice_pool`): the positions pooled into the voice vector; with
-        a cache, on the first call only (later calls reuse its vector). None or no position: no voice."""
-        b, t = ids.shape
+        a cache, on the first call only (later calls reuse its vector). None or no position: no voice.
+        `targets` [n, group] (with `select`, grouped ids): the ids of the positions after the selected
+        ones; the logits are then those of each of their ids but PAD (the first from the state, the
+        others from the depth head given the ids before them: teacher forcing), rows in that order."""
+        x = self.hidden(ids, cache, reference)
+        if select is not None:
+            x = x[select]
+            if targets is not None:
+                x = self._depth_states(x, targets).flatten(0, 1)[targets.reshape(-1) != TokenLayout.PAD]
+            x = self.model.norm(x)
+            if vocab_ranges is not None:
+                return [F.linear(x[rows], self.lm_head.weight[lo:hi]) for lo, hi, rows in vocab_ranges]
+            return self.lm_head(x)
+        return self.logits(x[:, -1:] if last_only else x, vocab)
+
+    def hidden(self, ids: torch.Tensor, cache: KVCache | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [b, t] (or [b, t, group], PAD where a position holds fewer) -> the last block's output
+        [b, t, dim], before the final norm (`forward`'s `cache` and `reference`)."""
+        b, t = ids.shape[:2]
         pos = cache.pos if cache is not None else 0
         if pos + t > self.config.max_positions:
             raise ValueError(f"position {pos + t} is beyond the model's {self.config.max_positions} positions")
-        x = self.model.embed_tokens(ids)
+        x = self.embed(ids)
         if self.config.voice_pool:
             x = x + self._voice(x, reference, cache)
         cos, sin = self.rope_cos[pos : pos + t].to(x.dtype), self.rope_sin[pos : pos + t].to(x.dtype)
@@ -259,13 +316,28 @@ class Decoder(nn.Module, HubMixin):
             x = block(x, cos, sin, i, cache)
         if cache is not None:
             cache.pos += t
+        return x
+
+    def _depth_states(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """States x [n, dim] before positions holding ids `targets` [n, group] -> [n, group, dim]: the
+        state itself for id 0, the depth head's given ids 0..j-1 for id j (the state for every id
+        without a depth head)."""
+        if not self.config.depth_layers:
+            return x[:, None].expand(-1, targets.shape[1], -1)
+        embedded = self.embed(targets[..., None])  # [n, group, dim]; PAD embeds as nothing
+        earlier = embedded.cumsum(1) - embedded
+        j = torch.arange(1, targets.shape[1], device=targets.device)
+        return torch.cat([x[:, None], self.depth(x[:, None], earlier[:, 1:], j)], dim=1)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [...] -> [..., dim]; ids [b, t, group] -> their embeddings summed per position (PAD: none)."""
+        if ids.dim() < 3:
+            return self.model.embed_tokens(ids)
+        return (self.model.embed_tokens(ids) * (ids != TokenLayout.PAD)[..., None]).sum(-2)
+
+    def logits(self, x: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        """A `hidden` state [..., dim] -> logits (of ids [lo, hi) only, with `vocab`)."""
         x = self.model.norm(x)
-        if select is not None:
-            x = x[select]
-            if vocab_ranges is not None:
-                return [F.linear(x[rows], self.lm_head.weight[lo:hi]) for lo, hi, rows in vocab_ranges]
-        elif last_only:
-            x = x[:, -1:]
         if vocab is not None:
             head = self.lm_head.low if _use_low(self.lm_head.low, x) else self.lm_head.weight
             return F.linear(x.to(head.dtype), head[vocab[0] : vocab[1]]).to(x.dtype)
@@ -291,10 +363,13 @@ class Decoder(nn.Module, HubMixin):
         on 2 CPU cores goes from 111 to ~350 tokens/s (benchmarks/run.py), log-probabilities within
         2e-3 of fp32. The fp32 weights stay the model; call again after changing them."""
         for block in self.model.layers:
-            a, m = block.self_attn, block.mlp
+            a = block.self_attn
             a.qkv_low = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).to(dtype)
+            a.o_proj.low = a.o_proj.weight.to(dtype)
+        mlps = list(self.depth.mlps) if hasattr(self, "depth") else []
+        for m in [block.mlp for block in self.model.layers] + mlps:
             m.gate_up_low = torch.cat([m.gate_proj.weight, m.up_proj.weight]).to(dtype)
-            a.o_proj.low, m.down_proj.low = a.o_proj.weight.to(dtype), m.down_proj.weight.to(dtype)
+            m.down_proj.low = m.down_proj.weight.to(dtype)
         self.lm_head.low = self.lm_head.weight.to(dtype)
         return self
 

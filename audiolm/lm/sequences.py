@@ -55,10 +55,16 @@ class TaskSpec:
     # transcription: first spell the phones heard, then the text (`BOS s.. SEP ph.. piece.. </s>`): the
     # phones follow the semantic ids almost one to one, and the text follows the phones by eSpeak's rules
     phones_first: bool = False
+    # acoustic tasks: one position per codec frame, its codebooks' ids together (`build` returns
+    # [positions, group] arrays; the decoder sums their embeddings and predicts a frame's later
+    # codebooks with its depth head): a transformer step per frame instead of per codebook
+    frame_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS + TEXT_TASKS:
             raise ValueError(f"unknown language-model task {self.task!r} (known: {', '.join(TASKS + TEXT_TASKS)})")
+        if self.frame_positions and not self.is_acoustic:
+            raise ValueError(f"frame_positions: the {self.task} task has one id per frame already")
         self.unit_runs = tuple(self.unit_runs)
 
     @property
@@ -89,6 +95,22 @@ class TaskSpec:
         return len(self.codebooks) if self.is_acoustic else 1
 
     @property
+    def condition_per_position(self) -> int:
+        """Ids of the conditioning stream per position: the coarse codes of a frame (fine task with
+        `frame_positions`), otherwise one."""
+        return self.layout.coarse_codebooks if self.frame_positions and self.task == "fine" else 1
+
+    @property
+    def group(self) -> int:
+        """Ids per position (the decoder's `group`): 1, or with `frame_positions` a frame's codebooks."""
+        return max(self.tokens_per_frame, self.condition_per_position) if self.frame_positions else 1
+
+    @property
+    def steps_per_frame(self) -> int:
+        """Positions per frame of the predicted stream."""
+        return 1 if self.frame_positions else self.tokens_per_frame
+
+    @property
     def vocab_size(self) -> int:
         return self.layout.task_vocab_size(self.task)
 
@@ -102,8 +124,8 @@ class TaskSpec:
         if self.task == "coarse":  # +1: a window's time span may round to one more semantic frame
             cond = frames_at(w, self.acoustic_rate, self.semantic_rate) + 1
         else:
-            cond = w * self.layout.coarse_codebooks
-        return cond + 2 + w * self.tokens_per_frame
+            cond = w * self.layout.coarse_codebooks // self.condition_per_position
+        return cond + 2 + w * self.steps_per_frame
 
     def condition_frames(self, end: int) -> int:
         """Frames of the stream a window ending at frame `end` is conditioned on that it needs: the
@@ -165,8 +187,22 @@ class TaskSpec:
         if self.relative_pitch and self.task == "coarse":
             target = self._relative(target, self.pitch_register(codes, start, known), +1)
         target = L.flatten(target, self.codebooks)
+        if self.frame_positions:
+            return self._positions(cond, target)
         ids = np.concatenate(([L.BOS], cond, [L.SEP], target)).astype(np.int64)
         return ids, len(cond) + 2
+
+    def _positions(self, cond: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, int]:
+        """`frame_positions`: [BOS, cond frames, SEP, target frames] as [positions, group] ids (PAD
+        filling the rest of a position), and the first target position."""
+        cond = cond.reshape(-1, self.condition_per_position)
+        target = target.reshape(-1, self.tokens_per_frame)
+        first = len(cond) + 2
+        ids = np.full((first + len(target), self.group), self.layout.PAD, dtype=np.int64)
+        ids[0, 0], ids[first - 1, 0] = self.layout.BOS, self.layout.SEP
+        ids[1 : first - 1, : cond.shape[1]] = cond
+        ids[first:, : target.shape[1]] = target
+        return ids, first
 
     def _build_text(self, semantic: np.ndarray, text: tuple[np.ndarray, np.ndarray | None],
                     known: int | None) -> tuple[np.ndarray, int]:
@@ -198,7 +234,7 @@ class TaskSpec:
     def target_codes(self, ids: np.ndarray, codes: np.ndarray, start: int, known: int) -> np.ndarray:
         """Generated target ids of a window built by `build(.., codes, start, .., known)` -> codes
         [len(codebooks), t] of this task's codebooks (undoing `relative_pitch`)."""
-        target = self.layout.unflatten(ids, self.codebooks)
+        target = self.layout.unflatten(np.asarray(ids).reshape(-1), self.codebooks)
         if self.relative_pitch and self.task == "coarse":
             target = self._relative(target, self.pitch_register(codes, start, known), -1)
         return target
@@ -279,7 +315,7 @@ class TaskSpec:
     def targets(self, semantic: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
         """All ids this task predicts in an utterance, in order (for unigram statistics)."""
         ids, first = self.build(semantic, codes, 0, self.length(semantic, codes))
-        return ids[first:]
+        return ids[first:, : self.tokens_per_frame].reshape(-1) if self.frame_positions else ids[first:]
 
 
 def mean_run_length(sequences: list[np.ndarray]) -> float:

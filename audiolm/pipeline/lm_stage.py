@@ -123,13 +123,15 @@ def task_spec(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utte
     lm: LMConfig = getattr(cfg.lm, task)
     if lm.voice_pool and task == "semantic":
         raise ValueError("lm.semantic.voice_pool: the semantic LM has no acoustic prompt to pool a voice from")
+    if lm.frame_positions and task == "semantic":
+        raise ValueError("lm.semantic.frame_positions: the semantic LM has one id per frame already")
     dedup = task == "semantic" and cfg.lm.semantic_dedup
     relative = task == "coarse" and cfg.lm.relative_pitch
     rows = sample(train)  # read once for both statistics
     return TaskSpec(task=task, layout=layout_of(cfg, marker), semantic_rate=marker["semantic_frame_rate"],
                     acoustic_rate=marker["acoustic_frame_rate"], window_seconds=lm.window_seconds, dedup=dedup,
                     mean_run=mean_run_length([s for s, _ in rows]), relative_pitch=relative,
-                    default_pitch=median_pitch(rows) if relative else 0)
+                    default_pitch=median_pitch(rows) if relative else 0, frame_positions=lm.frame_positions)
 
 
 def median_pitch(rows: Sequence[Utterance]) -> int:
@@ -150,7 +152,8 @@ def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
 def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> Decoder:
     model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=lm.dim, layers=lm.layers, heads=lm.heads,
                                   kv_heads=lm.kv_heads, ffn_dim=lm.ffn_dim, dropout=lm.dropout,
-                                  max_positions=spec.max_length(), voice_pool=lm.voice_pool), task=spec.to_dict())
+                                  max_positions=spec.max_length(), voice_pool=lm.voice_pool, group=spec.group,
+                                  depth_layers=lm.depth_layers), task=spec.to_dict())
     if ordinal_pitch and spec.is_acoustic:  # id 0 of codebook 0 is "unvoiced": not on the scale
         model.init_ordinal(spec.layout.codebook_offset(0) + 1, spec.layout.codebook_offset(1))
     return model

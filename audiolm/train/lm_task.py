@@ -36,10 +36,10 @@ TEXT_PACK = 3  # text tasks: utterances of one speaker per training example, at 
 
 
 def pad_batch(examples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[(ids, first target)] -> ids [b, t] padded with PAD, and a bool mask of the positions whose
-    next id is a target (where the loss is taken)."""
+    """[(ids, first target)] -> ids [b, t] (or [b, t, group]: `TaskSpec.frame_positions`) padded with
+    PAD, and a bool mask [b, t] of the positions whose next position is a target (where the loss is taken)."""
     longest = max(len(ids) for ids, _ in examples)
-    ids = torch.full((len(examples), longest), TokenLayout.PAD, dtype=torch.long)
+    ids = torch.full((len(examples), longest, *examples[0][0].shape[1:]), TokenLayout.PAD, dtype=torch.long)
     predicts = torch.zeros(len(examples), longest, dtype=torch.bool)
     for row, (seq, first) in enumerate(examples):
         ids[row, : len(seq)] = torch.from_numpy(seq)
@@ -57,13 +57,17 @@ def reference_mask(spec: TaskSpec, examples: list[tuple[np.ndarray, int]], lengt
 def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: torch.Tensor,
                   reduction: str = "mean", reference: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each target over the id range it belongs to (its codebook's ids, or the
-    semantic ids): the distribution sampling draws from, and a fraction of the full head's cost."""
-    targets = ids[:, 1:][predicts[:, :-1]]
-    groups = [(lo, hi, ((targets >= lo) & (targets < hi)).nonzero()[:, 0]) for lo, hi in spec.target_ranges()]
-    logits = model(ids, select=predicts, vocab_ranges=groups, reference=reference)
-    total = sum(F.cross_entropy(out.float(), targets[rows] - lo, reduction="sum")
+    semantic ids): the distribution sampling draws from, and a fraction of the full head's cost.
+    With ids per position (`frame_positions`), a position's first id is predicted from the state
+    before it and the others through the depth head, given the ids before them (teacher forcing)."""
+    targets = ids[:, 1:][predicts[:, :-1]]  # [n], or [n, group] with PAD where a position holds fewer
+    scored = targets[targets != TokenLayout.PAD] if targets.dim() == 2 else targets
+    groups = [(lo, hi, ((scored >= lo) & (scored < hi)).nonzero()[:, 0]) for lo, hi in spec.target_ranges()]
+    logits = model(ids, select=predicts, vocab_ranges=groups, reference=reference,
+                   targets=targets if targets.dim() == 2 else None)
+    total = sum(F.cross_entropy(out.float(), scored[rows] - lo, reduction="sum")
                 for out, (lo, _, rows) in zip(logits, groups, strict=True))
-    return total / max(1, targets.numel()) if reduction == "mean" else total
+    return total / max(1, scored.numel()) if reduction == "mean" else total
 
 
 def next_of_speaker(speakers: Sequence | np.ndarray | None, count: int) -> np.ndarray:
@@ -174,6 +178,6 @@ class LMTask:
             ids, predicts = (t.to(device) for t in pad_batch(chunk))
             reference = reference_mask(self.spec, chunk, ids.shape[1]).to(device) if self.voice_pool else None
             total += sequence_loss(model, self.spec, ids, predicts, reduction="sum", reference=reference).item()
-            count += int(predicts.sum())
+            count += int((ids[:, 1:][predicts[:, :-1]] != TokenLayout.PAD).sum())  # target ids (several a position)
         loss = total / max(1, count)
         return {"loss": loss, "perplexity": math.exp(loss)}

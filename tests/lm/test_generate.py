@@ -16,11 +16,13 @@ GREEDY = SamplingConfig(temperature=0.0)
 
 def _model(spec: TaskSpec, seed=0) -> Decoder:
     torch.manual_seed(seed)
-    return Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=32, layers=2, heads=2, max_positions=spec.max_length())).eval()
+    return Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=32, layers=2, heads=2, max_positions=spec.max_length(),
+                                 group=spec.group)).eval()
 
 
-def _spec(task, window=0.4):
-    return TaskSpec(task=task, layout=LAYOUT, semantic_rate=50.0, acoustic_rate=75.0, window_seconds=window)
+def _spec(task, window=0.4, frame_positions=False):
+    return TaskSpec(task=task, layout=LAYOUT, semantic_rate=50.0, acoustic_rate=75.0, window_seconds=window,
+                    frame_positions=frame_positions)
 
 
 def test_cached_and_uncached_greedy_decoding_agree():
@@ -30,6 +32,28 @@ def test_cached_and_uncached_greedy_decoding_agree():
     cached = generate(model, prefix, 30, spec.allowed, GREEDY)
     uncached = generate(model, prefix, 30, spec.allowed, GREEDY, use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+def test_frame_positions_cached_and_uncached_agree_and_run_once_per_frame():
+    """A grouped decoder: the cache changes nothing; the transformer runs once per frame and the
+    depth head once per later codebook of it; a frame's later codes depend on its earlier ones."""
+    spec = _spec("fine", window=1.0, frame_positions=True)
+    model = _model(spec)
+    prefix = torch.from_numpy(np.stack([spec.build(np.zeros(50, np.int64), np.full((4, 75), q), 0, 20, known=3)[0]
+                                        for q in (1, 5)]))
+    cached = generate(model, prefix, 2 * 10, spec.allowed, GREEDY, per_position=2)
+    uncached = generate(model, prefix, 2 * 10, spec.allowed, GREEDY, use_cache=False, per_position=2)
+    assert torch.equal(cached, uncached)
+    calls = {"body": 0, "depth": 0}
+    model.model.layers[0].register_forward_hook(lambda *a: calls.__setitem__("body", calls["body"] + 1))
+    model.depth.register_forward_hook(lambda *a: calls.__setitem__("depth", calls["depth"] + 1))
+    generate(model, prefix, 2 * 10, spec.allowed, GREEDY, per_position=2)
+    assert calls == {"body": 10, "depth": 10}  # the prefix and 9 new frames; codebook 3 of each of 10 frames
+    with torch.no_grad():  # the depth head reads the frame's codebook 2: another id there, other logits
+        state = model.hidden(prefix)[:, -1]
+        lo = LAYOUT.codebook_offset(2)
+        logits = [model.logits(model.depth(state, model.embed(torch.full((2,), lo + v)), 1)) for v in (0, 7)]
+    assert not torch.allclose(*logits)
 
 
 def test_sampled_ids_stay_in_each_stage_range_over_several_windows():
@@ -45,11 +69,12 @@ def test_sampled_ids_stay_in_each_stage_range_over_several_windows():
     codes = np.zeros((3, 4, total_a), dtype=np.int64)
     codes[:, :, :30] = rng.integers(0, 16, (3, 4, 30))
     prompt_codes = codes[:, :, :30].copy()
-    for task in ("coarse", "fine"):
-        spec = _spec(task)
-        codes = continue_stream(_model(spec), spec, list(semantic), codes, 30, total_a, hot, g)
-    assert codes.min() >= 0 and codes.max() < 16  # unflatten checked every id against its codebook's range
-    assert (codes[:, :, :30] == prompt_codes).all()  # the prompt is kept, not regenerated
+    for frame_positions in (False, True):
+        for task in ("coarse", "fine"):
+            spec = _spec(task, frame_positions=frame_positions)
+            out = continue_stream(_model(spec), spec, list(semantic), codes, 30, total_a, hot, g)
+            assert out.min() >= 0 and out.max() < 16  # unflatten checked every id against its codebook's range
+            assert (out[:, :, :30] == prompt_codes).all()  # the prompt is kept, not regenerated
 
 
 def test_sampling_knobs():

@@ -47,6 +47,26 @@ def test_fine_sequence_and_partial_targets_for_generation():
                                                    (LAYOUT.codebook_offset(2), LAYOUT.codebook_offset(3))]
 
 
+def test_frame_positions_hold_a_frame_per_position():
+    """The same window as the flat sequence, a position per frame: BOS, the coarse frames (2 ids and
+    PAD), SEP, the fine frames (2 ids); the targets read back as the flat ones."""
+    semantic, codes = _utterance()
+    flat, grouped = _spec("fine", window=0.5), _spec("fine", window=0.5, frame_positions=True)
+    ids, first = grouped.build(semantic, codes, 10, 20, known=4)
+    assert ids.shape == (1 + 10 + 1 + 4, 2) and first == 12 and grouped.group == 2
+    assert ids[0].tolist() == [LAYOUT.BOS, LAYOUT.PAD] and ids[first - 1].tolist() == [LAYOUT.SEP, LAYOUT.PAD]
+    flat_ids, flat_first = flat.build(semantic, codes, 10, 20, known=4)
+    assert np.array_equal(ids[1 : first - 1].reshape(-1), flat_ids[1 : flat_first - 1])
+    assert np.array_equal(grouped.target_codes(ids[first:], codes, 10, 4), flat.target_codes(flat_ids[flat_first:], codes, 10, 4))
+    assert np.array_equal(grouped.targets(semantic, codes), flat.targets(semantic, codes))
+    coarse = _spec("coarse", frame_positions=True)
+    ids, first = coarse.build(semantic, codes, 30, 105)
+    assert ids.shape == (1 + 50 + 1 + 75, 2) and (ids[1 : first - 1, 1] == LAYOUT.PAD).all()
+    assert len(ids) <= coarse.max_length() < _spec("coarse").max_length()
+    with pytest.raises(ValueError, match="one id per frame"):
+        _spec("semantic", frame_positions=True)
+
+
 def test_semantic_sequence_raw_and_deduplicated():
     semantic = np.array([5, 5, 5, 7, 7, 2, 2, 2, 2, 9])
     raw, first = _spec("semantic").build(semantic, None, 0, 10)

@@ -30,20 +30,21 @@ def _data(n=6, seed=0):
     return out
 
 
-def _task(task, steps, data, mixed_precision="no", voice_pool=False):
-    spec = TaskSpec(task=task, layout=LAYOUT, semantic_rate=50.0, acoustic_rate=50.0, window_seconds=0.5)
+def _task(task, steps, data, mixed_precision="no", voice_pool=False, frame_positions=False):
+    spec = TaskSpec(task=task, layout=LAYOUT, semantic_rate=50.0, acoustic_rate=50.0, window_seconds=0.5,
+                    frame_positions=frame_positions)
     torch.manual_seed(0)
     model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=32, layers=2, heads=2, max_positions=spec.max_length(),
-                                  voice_pool=voice_pool))
+                                  voice_pool=voice_pool, group=spec.group))
     cfg = TrainConfig(steps=steps, batch_size=4, learning_rate=3e-3, warmup_steps=2, checkpoint_every=3, eval_every=1000,
                       log_every=1, mixed_precision=mixed_precision)
     return LMTask(model, spec, cfg, data, data[:2]), cfg
 
 
-@pytest.mark.parametrize("task", ["semantic", "coarse", "fine"])
+@pytest.mark.parametrize("task", ["semantic", "coarse", "fine", "fine-frames"])
 def test_loss_falls_on_a_tiny_batch(task, tmp_path):
     data = _data()
-    lm_task, cfg = _task(task, 40, data)
+    lm_task, cfg = _task(task.split("-")[0], 40, data, frame_positions=task.endswith("frames"))
     fixed = pad_batch([w for s, c in data[:4] for w in lm_task.spec.eval_windows(s, c)])
     before = sequence_loss(lm_task.models["lm"], lm_task.spec, *fixed).item()
     Trainer(lm_task, cfg, tmp_path, betas=(0.9, 0.95)).fit()
@@ -54,6 +55,9 @@ def test_loss_falls_on_a_tiny_batch(task, tmp_path):
                                                                               "step-0000040"]
     metrics = lm_task.evaluate()
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
+    with torch.no_grad():  # per target id, however many ids a position holds
+        per_id = sequence_loss(lm_task.models["lm"], lm_task.spec, *pad_batch(lm_task.heldout_windows)).item()
+    assert metrics["loss"] == pytest.approx(per_id, rel=1e-4)
 
 
 def test_voice_pooling_lm_learns_a_voice_only_its_prompt_shows(tmp_path):
@@ -156,6 +160,34 @@ def test_range_loss_equals_the_masked_full_softmax():
             lo, hi = next((a, b) for a, b in lm_task.spec.target_ranges() if a <= target < b)
             expected.append(torch.nn.functional.cross_entropy(logits[lo:hi], target - lo))
         got = sequence_loss(model, lm_task.spec, ids, predicts)
+    torch.testing.assert_close(got, torch.stack(expected).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_frame_positions_loss_is_each_codes_own_prediction():
+    """The loss of a grouped decoder is the mean over every target code of its own prediction: the
+    first code of a frame from the state before it, a later one from the depth head given the codes
+    before it (computed here one code at a time, as generation does)."""
+    data = _data(2)
+    layout = TokenLayout(semantic_size=16, codebook_size=32, num_codebooks=4, coarse_codebooks=1)
+    spec = TaskSpec(task="fine", layout=layout, semantic_rate=50.0, acoustic_rate=50.0, window_seconds=0.2,
+                    frame_positions=True)
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=spec.vocab_size, dim=32, layers=1, heads=2, max_positions=spec.max_length(),
+                                  group=spec.group)).eval()
+    codes = np.concatenate([data[0][1], data[0][1][:1]])
+    ids, predicts = pad_batch([spec.build(data[0][0], codes, 0, 10)])
+    first = 12  # BOS, 10 coarse frames, SEP
+    with torch.no_grad():
+        state = model.hidden(ids)[0, first - 1]  # predicts the first target frame
+        expected, earlier = [], torch.zeros(32)
+        for j, code in enumerate(ids[0, first].tolist()):
+            lo, hi = spec.target_ranges()[j]
+            x = state if j == 0 else model.depth(state, earlier, j)
+            expected.append(torch.nn.functional.cross_entropy(model.logits(x, (lo, hi)), torch.tensor(code - lo)))
+            earlier = earlier + model.embed(torch.tensor(code))
+        only_first = predicts.clone()  # the loss of the first target frame only
+        only_first[0, first:] = False
+        got = sequence_loss(model, spec, ids, only_first)
     torch.testing.assert_close(got, torch.stack(expected).mean(), atol=1e-5, rtol=1e-5)
 
 
