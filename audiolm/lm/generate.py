@@ -69,7 +69,7 @@ def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Ca
         return
     b, k = prefix.shape[0], per_position
     cache = model.new_cache(b, prefix.shape[1] + -(-steps // k)) if use_cache else None
-    # Only the logits of the range the next id may come from are computed (`vocab=`).
+    # Only the logits of the range the next id may come from are computed (`Decoder.logits`).
     state = model.hidden(prefix, cache, reference)[:, -1]
     out = torch.empty(b, steps, dtype=torch.long, device=prefix.device)
     earlier = None  # the summed embeddings of the position's ids so far (depth head)
