@@ -185,7 +185,7 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
     long before the earlier LMs are through.
     """
     w, k, b = spec.window, spec.tokens_per_frame, len(semantic)
-    per_frame = k if spec.frame_positions else 1  # ids per new position
+    per_frame = k // spec.steps_per_frame  # ids per new position (a frame's, with frame positions)
     ready = 0
     done = known
     # shown in a terminal only (disable=None), and as the web page's progress bar (gradio tracks tqdm)
