@@ -25,6 +25,9 @@ class AudioError(ValueError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
+    def __reduce__(self):  # pickled by its two fields (the web page's generation process sends it back)
+        return type(self), (self.source, self.problem)
+
 
 def to_mono(wav: np.ndarray) -> np.ndarray:
     """[n] or [n, channels] (soundfile's layout) -> [n], averaging channels."""

@@ -24,9 +24,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import soundfile as sf
+import torch
 
 from audiolm import audio
-from audiolm.batching import ContinuationQueue
+from audiolm.batching import ContinuationEngine, ContinuationQueue
 from audiolm.continuation import AudioLM
 from audiolm.pipeline.report import timeline
 from audiolm.speech_text import MIN_VOICE_SECONDS
@@ -75,11 +76,13 @@ class Page:
     ((label, wav) pairs, `run_examples`) are offered under each tab's inputs."""
 
     def __init__(self, model: AudioLM, name: str, examples: list[tuple[str, str]] | None = None, max_batch: int = 8,
-                 queue_size: int = 32):
+                 queue_size: int = 32, continuations: ContinuationQueue | ContinuationEngine | None = None):
         """`max_batch`: continuations generated together at most; `queue_size`: requests waiting at
-        most (all tabs), beyond which a visitor is told the page is busy."""
+        most (all tabs), beyond which a visitor is told the page is busy; `continuations`: what
+        generates the continue tab's (continuations asked for together run as one batch; `serve`
+        gives a `ContinuationEngine`, default a `ContinuationQueue` in this process)."""
         self.model, self.name, self.examples = model, name, examples or []
-        self.queue = ContinuationQueue(model, max_batch)  # continuations asked for together run as one batch
+        self.queue = continuations or ContinuationQueue(model, max_batch)
         self.max_batch, self.queue_size = max_batch, queue_size
         self.streaming = ffmpeg_on_path()  # gradio encodes the streamed player's audio with ffmpeg
         self._outputs = tempfile.TemporaryDirectory(prefix="audiolm-serve-")  # removed with the page
@@ -255,15 +258,28 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 7860, revision: str |
     return once the server is up (tests)."""
     local = Path(model).exists()
     examples = run_examples(Path(model)) if local else []
-    page = Page(AudioLM.from_pretrained(model, revision=revision), Path(model).name if local else model, examples,
-                max_batch, queue_size)
+    # One intra-op thread here and one in the engine process: on a small machine two processes of 2
+    # OpenMP threads each stall every parallel region on whichever thread is descheduled (measured:
+    # the load test's whole run 39 s with 2 threads in the engine, 24 s with 1).
+    torch.set_num_threads(1)
+    lm = AudioLM.from_pretrained(model, revision=revision)
+    engine = ContinuationEngine(lm, model, revision, max_batch)  # continuations in a process of their own
+    page = Page(lm, Path(model).name if local else model, examples, max_batch, queue_size, engine)
     blocks = page.blocks()
     blocks.page = page  # the temporary folder of results lives as long as the server
+    close = blocks.close
+
+    def close_all(*args, **kwargs):  # the engine process goes with the server
+        close(*args, **kwargs)
+        engine.close()
+
+    blocks.close = close_all
     try:
         blocks.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, ssr_mode=False,
                       quiet=True, footer_links=["api"], prevent_thread_lock=True, show_error=False, pwa=False,
                       mcp_server=False, allowed_paths=sorted({str(Path(wav).parent) for _, wav in examples}))
     except OSError as err:
+        engine.close()
         raise OSError(f"cannot serve on {host}:{port} ({str(err).split('.')[0]}); choose another with --port") from None
     print(f"audiolm serve: {page.name} ({', '.join(page.tasks)}) on {blocks.local_url} "
           f"({'this machine only' if host in ('127.0.0.1', 'localhost') else 'open to the network'}; Ctrl+C stops)", flush=True)
