@@ -110,7 +110,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         """`models`: the three LMs of TASKS, and any of the text tasks' (TEXT_TASKS, with `text`)."""
         self.tokenizer, self.codec, self.text = tokenizer, codec.to(device).eval(), text
         tasks = [t for t in TASKS + TEXT_TASKS if t in models]
-        self.models = {t: models[t].to(device).eval().prepare_generation() for t in tasks}  # fp16 copies for batch 1
+        self.models = {t: models[t].to(device).eval().prepare_generation() for t in tasks}  # int8 copies for small batches
         self.specs = {t: TaskSpec.from_dict(self.models[t].task) for t in tasks}
         defaults = ContinuationConfig()
         self.sampling = {t: (sampling or {}).get(t, getattr(defaults, t)) for t in tasks}  # defaults of continue_* etc.

@@ -69,30 +69,62 @@ class KVCache:
         self.voice: torch.Tensor | None = None  # the voice vector of the first call (voice_pool)
 
 
-MATVEC_ROWS = 4  # batches of up to this many rows (batch x new tokens) use the fp16 copies (prepare_generation)
+# batches of up to this many rows (batch x new tokens) use the low-precision copies (prepare_generation):
+# measured on 2 cores (16.8M model), fp16 copies are slower than fp32 beyond a few rows, int8 ones are
+# faster up to 16 (1.2-1.3x at batch 8-16, even at 32)
+MATVEC_ROWS = {"fp16": 4, "int8": 16}
 
 
-def _use_low(low: torch.Tensor | None, x: torch.Tensor) -> bool:
-    return low is not None and not torch.is_grad_enabled() and x.numel() <= MATVEC_ROWS * x.shape[-1]
+class MatVecWeight:
+    """A low-precision copy of a weight [out, in] for small batches without gradients: at batch 1 on
+    a CPU, generating a token is reading every weight, so fewer bytes per weight is more tokens/s.
+    "fp16": the weight in half precision. "int8": one int8 per weight and a scale per output row
+    (symmetric, weight-only), multiplied by torch's int8 weight-only kernel with bf16 activations
+    (`aten._weight_int8pack_mm`, a CPU kernel: on other devices the copy is fp16)."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None, max_rows: int):
+        self.weight, self.scale, self.max_rows = weight, scale, max_rows  # max_rows: the largest batch it serves
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, weight: torch.Tensor, kind: str, max_rows: int | None = None) -> MatVecWeight:
+        if kind not in MATVEC_ROWS:
+            raise ValueError(f"low-precision weights: {kind!r}, expected one of {', '.join(MATVEC_ROWS)}")
+        max_rows = max_rows or MATVEC_ROWS[kind]
+        if kind == "int8" and weight.device.type == "cpu":
+            amax = weight.float().abs().amax(1).clamp_min(1e-12)
+            return cls((weight.float() * (127 / amax)[:, None]).round().to(torch.int8), (amax / 127).to(torch.bfloat16),
+                       max_rows)
+        return cls(weight.to(torch.float16), None, max_rows)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] -> [..., out] in the copy's activation dtype (fp16 or bf16)."""
+        if self.scale is None:
+            return F.linear(x.to(self.weight.dtype), self.weight)
+        flat = x.reshape(-1, x.shape[-1]).to(self.scale.dtype)
+        return torch._weight_int8pack_mm(flat, self.weight, self.scale).view(*x.shape[:-1], -1)
+
+    def rows(self, lo: int, hi: int) -> MatVecWeight:
+        """The copy of output rows [lo, hi) (a head's id range)."""
+        return MatVecWeight(self.weight[lo:hi], None if self.scale is None else self.scale[lo:hi], self.max_rows)
 
 
-def _linear_low(x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-    return F.linear(x.to(low.dtype), low)
+def _use_low(low: MatVecWeight | None, x: torch.Tensor) -> bool:
+    return low is not None and not torch.is_grad_enabled() and x.numel() <= low.max_rows * x.shape[-1]
 
 
 class Linear(nn.Linear):
     """`nn.Linear` without bias that may also hold a low-precision copy of its weight (`low`, made by
-    `Decoder.prepare_generation`): at batch 1 on a CPU, generating a token is reading every weight
-    from memory, and fp16 halves the bytes. The copy serves small batches without gradients only;
-    training and large batches use the fp32 weight."""
+    `Decoder.prepare_generation`). The copy serves small batches without gradients only; training
+    and large batches use the fp32 weight."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)
-        self.register_buffer("low", None, persistent=False)
+        self.low: MatVecWeight | None = None  # not a buffer: never saved, made again after loading
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_low(self.low, x):
-            return _linear_low(x, self.low).to(x.dtype)
+            return self.low(x).to(x.dtype)
         return F.linear(x, self.weight)
 
 
@@ -108,9 +140,12 @@ class RMSNorm(nn.Module):
         return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)  # in fp32 under autocast
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    a, b = x.chunk(2, dim=-1)
-    return torch.cat((-b, a), dim=-1)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE in LLaMA's half-split layout: x * cos + rotate_half(x) * sin, as x * cos + roll(x) * sin
+    with `sin`'s first half negated (`Decoder.rope_sin`): the same numbers in four ops, not six. (Not
+    `addcmul`: its fused multiply-add rounds differently by shape, and a batch's rows must not
+    depend on how the sequence was cut into calls.)"""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 class Attention(nn.Module):
@@ -121,37 +156,35 @@ class Attention(nn.Module):
         self.k_proj = Linear(c.dim, c.kv_heads * c.head_dim)
         self.v_proj = Linear(c.dim, c.kv_heads * c.head_dim)
         self.o_proj = Linear(c.heads * c.head_dim, c.dim)
-        self.register_buffer("qkv_low", None, persistent=False)  # q, k, v weights in one fp16 matrix
+        self.qkv_low: MatVecWeight | None = None  # q, k, v weights in one low-precision matrix
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
         c = self.c
         if _use_low(self.qkv_low, x):  # one matrix, and one rotation for q and k together
-            qkv = _linear_low(x, self.qkv_low).to(x.dtype).view(b, t, c.heads + 2 * c.kv_heads, c.head_dim).transpose(1, 2)
+            qkv = self.qkv_low(x).to(x.dtype).view(b, t, c.heads + 2 * c.kv_heads, c.head_dim).transpose(1, 2)
             qk = qkv[:, : c.heads + c.kv_heads]
-            qk = qk * cos + _rotate_half(qk) * sin
+            qk = _rotate(qk, cos, sin)
             q, k, v = qk[:, : c.heads], qk[:, c.heads :], qkv[:, c.heads + c.kv_heads :]
         else:
             q = self.q_proj(x).view(b, t, c.heads, c.head_dim).transpose(1, 2)
             k = self.k_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
             v = self.v_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         pos = 0
         if cache is not None:
             pos = cache.pos
             cache.k[layer, :, :, pos : pos + t] = k
             cache.v[layer, :, :, pos : pos + t] = v
             k, v = cache.k[layer, :, :, : pos + t], cache.v[layer, :, :, : pos + t]
-        if c.kv_heads != c.heads:
-            k = k.repeat_interleave(c.heads // c.kv_heads, dim=1)
-            v = v.repeat_interleave(c.heads // c.kv_heads, dim=1)
         mask, causal = None, False
         if t > 1 and pos == 0:
             causal = True
         elif t > 1:  # a block of new tokens after cached ones: causal within the block
             mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
         dropout = c.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout,
+                                             enable_gqa=c.kv_heads != c.heads)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, c.heads * c.head_dim))
 
 
@@ -161,12 +194,12 @@ class MLP(nn.Module):
         self.gate_proj = Linear(c.dim, c.ffn_dim)
         self.up_proj = Linear(c.dim, c.ffn_dim)
         self.down_proj = Linear(c.ffn_dim, c.dim)
-        self.register_buffer("gate_up_low", None, persistent=False)  # gate and up weights in one fp16 matrix
+        self.gate_up_low: MatVecWeight | None = None  # gate and up weights in one low-precision matrix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _use_low(self.gate_up_low, x):
-            gate, up = _linear_low(x, self.gate_up_low).chunk(2, dim=-1)
-            return self.down_proj(F.silu(gate) * up).to(x.dtype)  # fp16 between the two matrices
+            gate, up = self.gate_up_low(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up).to(x.dtype)  # low precision between the two matrices
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -236,7 +269,9 @@ class Decoder(nn.Module, HubMixin):
         angles = torch.outer(torch.arange(config.max_positions).float(), inv_freq)
         angles = torch.cat((angles, angles), dim=-1)
         self.register_buffer("rope_cos", angles.cos(), persistent=False)
-        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        sin = angles.sin()
+        sin[:, : config.head_dim // 2] *= -1  # rotate_half's sign, moved into the table (`_rotate`)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init)
         for block in self.model.layers:  # residual branches scaled down with depth (GPT-2)
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
@@ -297,7 +332,7 @@ class Decoder(nn.Module, HubMixin):
                 x = self._depth_states(x, targets).flatten(0, 1)[targets.reshape(-1) != TokenLayout.PAD]
             x = self.model.norm(x)
             if vocab_ranges is not None:
-                return [F.linear(x[rows], self.lm_head.weight[lo:hi]) for lo, hi, rows in vocab_ranges]
+                return [self._head(x[rows], lo, hi) for lo, hi, rows in vocab_ranges]
             return self.lm_head(x)
         return self.logits(x[:, -1:] if last_only else x, vocab)
 
@@ -338,10 +373,13 @@ class Decoder(nn.Module, HubMixin):
     def logits(self, x: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
         """A `hidden` state [..., dim] -> logits (of ids [lo, hi) only, with `vocab`)."""
         x = self.model.norm(x)
-        if vocab is not None:
-            head = self.lm_head.low if _use_low(self.lm_head.low, x) else self.lm_head.weight
-            return F.linear(x.to(head.dtype), head[vocab[0] : vocab[1]]).to(x.dtype)
-        return self.lm_head(x)
+        return self.lm_head(x) if vocab is None else self._head(x, *vocab)
+
+    def _head(self, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Normed states -> the logits of ids [lo, hi) only."""
+        if _use_low(self.lm_head.low, x):
+            return self.lm_head.low.rows(lo, hi)(x).to(x.dtype)
+        return F.linear(x, self.lm_head.weight[lo:hi])
 
     def _voice(self, x: torch.Tensor, reference: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
         """[b, 1, dim]: the projected mean embedding of the reference positions (zero without any)."""
@@ -357,20 +395,24 @@ class Decoder(nn.Module, HubMixin):
         return voice
 
     @torch.no_grad()
-    def prepare_generation(self, dtype: torch.dtype = torch.float16) -> Decoder:
-        """Keep `dtype` copies of the weights (q/k/v and gate/up fused into one matrix each) for
-        batches of up to `MATVEC_ROWS` rows without gradients: batch-1 generation of the 16.8M model
-        on 2 CPU cores goes from 111 to ~350 tokens/s (benchmarks/run.py), log-probabilities within
-        2e-3 of fp32. The fp32 weights stay the model; call again after changing them."""
-        for block in self.model.layers:
-            a = block.self_attn
-            a.qkv_low = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).to(dtype)
-            a.o_proj.low = a.o_proj.weight.to(dtype)
-        mlps = list(self.depth.mlps) if hasattr(self, "depth") else []
-        for m in [block.mlp for block in self.model.layers] + mlps:
-            m.gate_up_low = torch.cat([m.gate_proj.weight, m.up_proj.weight]).to(dtype)
-            m.down_proj.low = m.down_proj.weight.to(dtype)
-        self.lm_head.low = self.lm_head.weight.to(dtype)
+    def prepare_generation(self, kind: str = "int8", max_rows: int | None = None) -> Decoder:
+        """Keep low-precision copies of the weights (`MatVecWeight`: "int8" or "fp16"; q/k/v and
+        gate/up fused into one matrix each) for batches of up to `max_rows` rows (default
+        `MATVEC_ROWS[kind]`) without gradients. Batch-1 generation of the 16.8M model on 2 CPU
+        cores (benchmarks/run.py, docs/performance.md): 250-280 tokens/s with fp32 weights,
+        190-300 with fp16 copies, 375-430 with int8 ones; the demo's held-out perplexities move by
+        under 0.05% (benchmarks/generation_precision.py). The fp32 weights stay the model; call
+        again after changing them."""
+        with torch.no_grad():
+            for block in self.model.layers:
+                a = block.self_attn
+                a.qkv_low = MatVecWeight.of(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), kind, max_rows)
+                a.o_proj.low = MatVecWeight.of(a.o_proj.weight, kind, max_rows)
+            mlps = list(self.depth.mlps) if hasattr(self, "depth") else []
+            for m in [block.mlp for block in self.model.layers] + mlps:
+                m.gate_up_low = MatVecWeight.of(torch.cat([m.gate_proj.weight, m.up_proj.weight]), kind, max_rows)
+                m.down_proj.low = MatVecWeight.of(m.down_proj.weight, kind, max_rows)
+            self.lm_head.low = MatVecWeight.of(self.lm_head.weight, kind, max_rows)
         return self
 
     def num_parameters(self) -> int:

@@ -3,6 +3,7 @@ changes nothing, positions that matter, and a save/load round trip."""
 
 import copy
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -74,26 +75,31 @@ def test_save_and_load(tmp_path):
     assert loaded.task == {"task": "coarse"} and loaded.config == model.config
 
 
-def test_fp16_generation_copies_serve_small_batches_only_and_stay_close():
-    """prepare_generation: decoding one token at a time with the fp16 copies stays within 1e-2 of
-    fp32 log-probabilities; batches above MATVEC_ROWS rows, and anything with gradients, use the
-    fp32 weights bit for bit; saving never includes the copies."""
+@pytest.mark.parametrize("kind, tolerance", [("fp16", 1e-2), ("int8", 5e-2)])
+def test_generation_copies_serve_small_batches_only_and_stay_close(kind, tolerance):
+    """prepare_generation: decoding one token at a time with the fp16 or int8 copies stays close to
+    fp32 log-probabilities (the int8 copies hold one byte per weight); batches above the copies'
+    rows, and anything with gradients, use the fp32 weights bit for bit; saving never includes the
+    copies."""
     from audiolm.lm.model import MATVEC_ROWS
 
     model = _tiny(kv_heads=2).eval()
     reference = copy.deepcopy(model)
-    model.prepare_generation()
+    model.prepare_generation(kind)
+    assert model.lm_head.low.weight.element_size() == {"fp16": 2, "int8": 1}[kind]
     ids = torch.randint(0, model.config.vocab_size, (1, 24))
     with torch.no_grad():
         steps = []
         for fast in (model, reference):
             cache = fast.new_cache(1, 24)
             steps.append(torch.cat([fast(ids[:, i : i + 1], cache=cache) for i in range(24)], 1).log_softmax(-1))
-        assert 0 < (steps[0] - steps[1]).abs().max() < 1e-2  # the copies are used, and are close
-        wide = torch.randint(0, model.config.vocab_size, (MATVEC_ROWS + 1, 1))
+        assert 0 < (steps[0] - steps[1]).abs().max() < tolerance  # the copies are used, and are close
+        wide = torch.randint(0, model.config.vocab_size, (MATVEC_ROWS[kind] + 1, 1))
         assert torch.equal(model(wide), reference(wide))
     assert torch.equal(model(ids), reference(ids))  # gradients on: fp32
     assert not any(name.endswith("low") for name in model.state_dict())
+    with pytest.raises(ValueError, match="'int4', expected one of fp16, int8"):
+        model.prepare_generation("int4")
 
 
 def test_ordinal_init_makes_neighbouring_steps_alike_and_leaves_other_ids():
