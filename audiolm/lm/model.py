@@ -141,11 +141,9 @@ class RMSNorm(nn.Module):
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE in LLaMA's half-split layout: x * cos + rotate_half(x) * sin, as x * cos + roll(x) * sin
-    with `sin`'s first half negated (`Decoder.rope_sin`): the same numbers in four ops, not six. (Not
-    `addcmul`: its fused multiply-add rounds differently by shape, and a batch's rows must not
-    depend on how the sequence was cut into calls.)"""
-    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
+    """RoPE in LLaMA's half-split layout: x * cos + rotate_half(x) * sin."""
+    a, b = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-b, a), dim=-1) * sin
 
 
 class Attention(nn.Module):
@@ -269,9 +267,7 @@ class Decoder(nn.Module, HubMixin):
         angles = torch.outer(torch.arange(config.max_positions).float(), inv_freq)
         angles = torch.cat((angles, angles), dim=-1)
         self.register_buffer("rope_cos", angles.cos(), persistent=False)
-        sin = angles.sin()
-        sin[:, : config.head_dim // 2] *= -1  # rotate_half's sign, moved into the table (`_rotate`)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
         self.apply(self._init)
         for block in self.model.layers:  # residual branches scaled down with depth (GPT-2)
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
