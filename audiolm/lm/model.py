@@ -396,7 +396,7 @@ class Decoder(nn.Module, HubMixin):
         gate/up fused into one matrix each) for batches of up to `max_rows` rows (default
         `MATVEC_ROWS[kind]`) without gradients. Batch-1 generation of the 16.8M model on 2 CPU
         cores (benchmarks/run.py, docs/performance.md): 250-280 tokens/s with fp32 weights,
-        190-300 with fp16 copies, 375-430 with int8 ones; the demo's held-out perplexities move by
+        190-310 with fp16 copies, 440-460 with int8 ones; the demo's held-out perplexities move by
         under 0.05% (benchmarks/generation_precision.py). The fp32 weights stay the model; call
         again after changing them."""
         with torch.no_grad():
