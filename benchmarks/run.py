@@ -91,11 +91,16 @@ def lm_16m(quick: bool, run: Path) -> list[Figure]:
     half = generation_speed(model.prepare_generation("fp16"), 1, 50, new, True)
     model.prepare_generation()  # int8, as AudioLM generates
     cached = generation_speed(model, 1, 50, new, True)
+    compiled, compile_seconds = _compiled_generation(model, new, cached)
     uncached = generation_speed(model, 1, 50, new, False)
     batch16 = generation_speed(model, 16, 50, new // 2, True)
     return figures + [
         figure("lm_generate_cached_tokens_per_s_16m", cached, f"tokens/s, batch 1, {new} new, int8 weight copies, "
                "vs fp32 weights read at memory bandwidth", weights_bound),
+        figure("lm_generate_compiled_tokens_per_s_16m", compiled, f"tokens/s, batch 1, {new} new, int8 copies, the "
+               "decode step compiled (audiolm.lm.decode_step), vs eager", cached),
+        figure("lm_generate_compile_seconds_16m", compile_seconds, "s to compile the decode step (once per process and "
+               "shape; inductor's disk cache makes later processes faster), vs one eager generation", new / cached),
         figure("lm_generate_cached_fp16_tokens_per_s_16m", half, f"tokens/s, batch 1, {new} new, fp16 weight copies",
                cached),
         figure("lm_generate_cached_fp32_tokens_per_s_16m", plain, f"tokens/s, batch 1, {new} new, fp32 weights", cached),
@@ -103,6 +108,24 @@ def lm_16m(quick: bool, run: Path) -> list[Figure]:
         figure("lm_generate_cached_batch16_tokens_per_s_16m", batch16, f"tokens/s, batch 16, {new // 2} new", cached),
         figure("parameters_16m", model.num_parameters() / 1e6, "M parameters", 16.8),
     ]
+
+
+def _compiled_generation(model, new: int, eager_speed: float) -> tuple[float, float]:
+    """Tokens/s of `generation_speed` with the compiled decode step, and the seconds its first call
+    took beyond an eager one's (`eager_speed`: compiling). The model goes back to eager steps after."""
+    from audiolm.config import SamplingConfig
+    from audiolm.lm.decode_step import compile_generation
+    from audiolm.lm.generate import generate
+    from benchmarks.lm_speed import generation_speed
+
+    compile_generation(model)
+    ids = torch.randint(4, model.config.vocab_size, (1, 50))
+    start = time.perf_counter()  # the first call compiles for the shape generation_speed uses below
+    generate(model, ids, new, lambda i: (4, model.config.vocab_size), SamplingConfig(temperature=0.0))
+    seconds = time.perf_counter() - start - new / eager_speed
+    speed = generation_speed(model, 1, 50, new, True)
+    model.compiled_step = None
+    return speed, seconds
 
 
 def lm_demo(quick: bool, run: Path) -> list[Figure]:

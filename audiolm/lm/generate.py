@@ -96,7 +96,7 @@ def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Ca
                 earlier = new if j == 0 else earlier + new
             continue
         if use_cache:
-            state = model.hidden(_positions(out[:, i + 1 - k : i + 1], prefix, k), cache)[:, -1]
+            state = model.step(_positions(out[:, i + 1 - k : i + 1], prefix, k), cache)[:, -1]
         else:  # the whole sequence again: the reference the cache is tested against
             state = model.hidden(torch.cat([prefix, _positions(out[:, : i + 1], prefix, k)], dim=1), reference=reference)[:, -1]
 

@@ -59,13 +59,18 @@ class DecoderConfig:
 
 
 class KVCache:
-    """Keys and values of every layer, allocated once for `length` positions."""
+    """Keys and values of every layer ([batch, kv heads, length, head dim] each), allocated once for
+    `length` positions. `static`: made for the compiled decode step (`audiolm.lm.decode_step`), which
+    attends over all `length` positions with those past `pos` masked."""
 
-    def __init__(self, config: DecoderConfig, batch: int, length: int, device: torch.device, dtype: torch.dtype):
-        shape = (config.layers, batch, config.kv_heads, length, config.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.pos = 0
+    def __init__(self, config: DecoderConfig, batch: int, length: int, device: torch.device, dtype: torch.dtype,
+                 static: bool = False):
+        shape = (batch, config.kv_heads, length, config.head_dim)
+        # a tensor per layer, not views of one: the compiled step updates them in place
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.layers)]
+        self.pos, self.length, self.static = 0, length, static
+        self.position = torch.zeros(1, dtype=torch.long, device=device)  # `pos` as the compiled step reads it
         self.voice: torch.Tensor | None = None  # the voice vector of the first call (voice_pool)
 
 
@@ -156,25 +161,40 @@ class Attention(nn.Module):
         self.o_proj = Linear(c.heads * c.head_dim, c.dim)
         self.qkv_low: MatVecWeight | None = None  # q, k, v weights in one low-precision matrix
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x [b, t, dim] -> q, k (rotated) and v, [b, heads, t, head dim] each."""
         b, t, _ = x.shape
         c = self.c
         if _use_low(self.qkv_low, x):  # one matrix, and one rotation for q and k together
             qkv = self.qkv_low(x).to(x.dtype).view(b, t, c.heads + 2 * c.kv_heads, c.head_dim).transpose(1, 2)
-            qk = qkv[:, : c.heads + c.kv_heads]
-            qk = _rotate(qk, cos, sin)
-            q, k, v = qk[:, : c.heads], qk[:, c.heads :], qkv[:, c.heads + c.kv_heads :]
-        else:
-            q = self.q_proj(x).view(b, t, c.heads, c.head_dim).transpose(1, 2)
-            k = self.k_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
-            v = self.v_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            qk = _rotate(qkv[:, : c.heads + c.kv_heads], cos, sin)
+            return qk[:, : c.heads], qk[:, c.heads :], qkv[:, c.heads + c.kv_heads :]
+        q = self.q_proj(x).view(b, t, c.heads, c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin), v
+
+    def step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
+             v_cache: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """`forward` of one new position per row (x [b, 1, dim]) with a static-shape cache (the compiled
+        decode step): its keys and values go in at `pos` (a tensor), and it attends over the whole
+        cache where `valid` (bool [1, 1, 1, length]) holds."""
+        q, k, v = self._qkv(x, cos, sin)
+        k_cache.index_copy_(2, pos, k)
+        v_cache.index_copy_(2, pos, v)
+        out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=valid, enable_gqa=self.c.kv_heads != self.c.heads)
+        return self.o_proj(out.transpose(1, 2).reshape(x.shape[0], 1, -1))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        c = self.c
+        q, k, v = self._qkv(x, cos, sin)
         pos = 0
         if cache is not None:
             pos = cache.pos
-            cache.k[layer, :, :, pos : pos + t] = k
-            cache.v[layer, :, :, pos : pos + t] = v
-            k, v = cache.k[layer, :, :, : pos + t], cache.v[layer, :, :, : pos + t]
+            cache.k[layer][:, :, pos : pos + t] = k
+            cache.v[layer][:, :, pos : pos + t] = v
+            k, v = cache.k[layer][:, :, : pos + t], cache.v[layer][:, :, : pos + t]
         mask, causal = None, False
         if t > 1 and pos == 0:
             causal = True
@@ -257,6 +277,7 @@ class Decoder(nn.Module, HubMixin):
         super().__init__()
         self.config = config
         self.task = task or {}  # what the ids mean (saved with the weights; see audiolm.lm.sequences)
+        self.compiled_step = None  # the compiled decode step (audiolm.lm.decode_step), when made
         self.model = Body(config)
         self.lm_head = Linear(config.dim, config.vocab_size)
         if config.voice_pool:
@@ -302,7 +323,22 @@ class Decoder(nn.Module, HubMixin):
             raise ValueError(f"a sequence of {length} tokens is longer than the model's {self.config.max_positions} positions")
         activations = self.model.embed_tokens.weight.dtype
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else activations
-        return KVCache(self.config, batch, length, self.lm_head.weight.device, dtype)
+        static = self.compiled_step is not None
+        if static:  # lengths in steps of 64: a compiled step per batch size and length bucket, not per length
+            length = min(self.config.max_positions, -(-length // 64) * 64)
+        return KVCache(self.config, batch, length, self.lm_head.weight.device, dtype, static)
+
+    def step(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """`hidden` of one new position per row (ids [b, 1] or [b, 1, group]) after those in `cache`:
+        through the compiled decode step when `audiolm.lm.decode_step.compile_generation` made one
+        (and the cache is one of its static ones), else `hidden` itself."""
+        if self.compiled_step is None or not cache.static or ids.shape[1] != 1:
+            return self.hidden(ids, cache)
+        if cache.pos >= cache.length:
+            raise ValueError(f"position {cache.pos + 1} is beyond the cache's {cache.length}")
+        x = self.compiled_step(ids, cache.position.fill_(cache.pos), cache.k, cache.v, cache.voice)
+        cache.pos += 1
+        return x
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, select: torch.Tensor | None = None,
                 last_only: bool = False, vocab_ranges: list[tuple[int, int, torch.Tensor]] | None = None,
