@@ -1,7 +1,6 @@
 """What the low-precision generation copies (`Decoder.prepare_generation`: fp16 or int8 weights) cost
 in quality: each of a trained run's audio LMs' held-out perplexity (stage 3's windows and loss)
-with its fp32 weights, then computed through each kind of copy, next to its generation speed at
-batch 1 on this machine.
+with its fp32 weights, then computed through each kind of copy (their speed: `make bench`).
 
 The copies serve only batches of up to `MATVEC_ROWS` rows (generation); for this measurement the
 limit is lifted: the held-out windows then go through the copies in one forward each, which is

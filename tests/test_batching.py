@@ -19,7 +19,7 @@ def model(tiny_continuations):
 
 def test_requests_spread_over_the_quiet_time_share_a_batch(model, speech):
     """Three presses 0.1 s apart (each less than `quiet_seconds` after the one before) go into one
-    batch; a press after the batch started waits for the next."""
+    batch, which starts only once the quiet time after the last has passed."""
     wav, rate = speech
     queue = ContinuationQueue(model, quiet_seconds=0.3, gather_seconds=2.0, log=False)
     results = {}

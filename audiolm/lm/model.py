@@ -91,16 +91,15 @@ class MatVecWeight:
         self.weight, self.scale, self.max_rows = weight, scale, max_rows  # max_rows: the largest batch it serves
 
     @classmethod
-    @torch.no_grad()
     def of(cls, weight: torch.Tensor, kind: str, max_rows: int | None = None) -> MatVecWeight:
         if kind not in MATVEC_ROWS:
             raise ValueError(f"low-precision weights: {kind!r}, expected one of {', '.join(MATVEC_ROWS)}")
         max_rows = max_rows or MATVEC_ROWS[kind]
         if kind == "int8" and weight.device.type == "cpu":
-            amax = weight.float().abs().amax(1).clamp_min(1e-12)
-            return cls((weight.float() * (127 / amax)[:, None]).round().to(torch.int8), (amax / 127).to(torch.bfloat16),
-                       max_rows)
-        return cls(weight.to(torch.float16), None, max_rows)
+            weight = weight.detach().float()
+            amax = weight.abs().amax(1).clamp_min(1e-12)
+            return cls((weight * (127 / amax)[:, None]).round().to(torch.int8), (amax / 127).to(torch.bfloat16), max_rows)
+        return cls(weight.detach().to(torch.float16), None, max_rows)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out] in the copy's activation dtype (fp16 or bf16)."""
@@ -435,16 +434,15 @@ class Decoder(nn.Module, HubMixin):
         190-310 with fp16 copies, 440-460 with int8 ones; the demo's held-out perplexities move by
         under 0.05% (benchmarks/generation_precision.py). The fp32 weights stay the model; call
         again after changing them."""
-        with torch.no_grad():
-            for block in self.model.layers:
-                a = block.self_attn
-                a.qkv_low = MatVecWeight.of(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), kind, max_rows)
-                a.o_proj.low = MatVecWeight.of(a.o_proj.weight, kind, max_rows)
-            mlps = list(self.depth.mlps) if hasattr(self, "depth") else []
-            for m in [block.mlp for block in self.model.layers] + mlps:
-                m.gate_up_low = MatVecWeight.of(torch.cat([m.gate_proj.weight, m.up_proj.weight]), kind, max_rows)
-                m.down_proj.low = MatVecWeight.of(m.down_proj.weight, kind, max_rows)
-            self.lm_head.low = MatVecWeight.of(self.lm_head.weight, kind, max_rows)
+        for block in self.model.layers:
+            a = block.self_attn
+            a.qkv_low = MatVecWeight.of(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), kind, max_rows)
+            a.o_proj.low = MatVecWeight.of(a.o_proj.weight, kind, max_rows)
+        mlps = list(self.depth.mlps) if hasattr(self, "depth") else []
+        for m in [block.mlp for block in self.model.layers] + mlps:
+            m.gate_up_low = MatVecWeight.of(torch.cat([m.gate_proj.weight, m.up_proj.weight]), kind, max_rows)
+            m.down_proj.low = MatVecWeight.of(m.down_proj.weight, kind, max_rows)
+        self.lm_head.low = MatVecWeight.of(self.lm_head.weight, kind, max_rows)
         return self
 
     def num_parameters(self) -> int:
