@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 
 T = TypeVar("T")
 
@@ -83,3 +83,9 @@ def agree(value: T) -> T:
     decided = [value]
     broadcast_object_list(decided, from_process=0)
     return decided[0]
+
+
+def gather_rng_states(mine: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every process' RNG states keyed `rank<r>.<name>` (in every process; in one, this one's as rank 0's)."""
+    everyone = gather_object([mine]) if world_size() > 1 else [mine]
+    return {f"rank{r}.{name}": state for r, states in enumerate(everyone) for name, state in states.items()}

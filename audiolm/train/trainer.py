@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from audiolm.config import TrainConfig
 from audiolm.files import atomic_write_text
 from audiolm.train import distributed
-from audiolm.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from audiolm.train.checkpoint import latest_checkpoint, load_checkpoint, process_rng_state, save_checkpoint
 
 Update = Callable[[str, torch.Tensor], None]
 
@@ -145,7 +145,8 @@ class Trainer:
         path = latest_checkpoint(self.out_dir / "checkpoints")
         if path is None:
             return False
-        meta = load_checkpoint(path, self._unwrapped(), self.optimizers, self.ema if self.cfg.ema_decay else None)
+        meta = load_checkpoint(path, self._unwrapped(), self.optimizers, self.ema if self.cfg.ema_decay else None,
+                               rank=self.rank)
         self.step = meta["step"]
         distributed.on_main(self._truncate_log)
         return True
@@ -160,9 +161,10 @@ class Trainer:
                 atomic_write_text(log, "".join(line + "\n" for line in kept))
 
     def save(self) -> Path:
+        rng = distributed.gather_rng_states(process_rng_state())  # every process': written by the main one
         return distributed.on_main(save_checkpoint, self.out_dir / "checkpoints", self.step, self._unwrapped(),
                                    self.optimizers, self.ema if self.cfg.ema_decay else None,
-                                   keep=self.cfg.keep_checkpoints)
+                                   keep=self.cfg.keep_checkpoints, rng_states=rng)
 
     def _evaluate(self) -> dict[str, float]:
         """The task's evaluation on the unwrapped models, in the main process (the others wait): a
@@ -214,9 +216,12 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def _update(self, name: str, loss: torch.Tensor) -> None:
         model, opt = self.task.models[name], self.optimizers[name]
-        # gradients are exchanged between processes once per optimizer step, not per micro-batch
+        # gradients are exchanged between processes once per optimizer step, not per micro-batch.
+        # `Accelerator.backward` divides the loss by `gradient_accumulation_steps` itself: the sum of
+        # the micro-batches' gradients is then the mean over the step's batch (dividing here as well
+        # made them 1/grad_accum^2 and the clip grad_accum times looser).
         with nullcontext() if self._last_micro else self.accelerator.no_sync(model):
-            self.accelerator.backward(loss / self.cfg.grad_accum)
+            self.accelerator.backward(loss)
         if not self._last_micro:
             return
         if self.cfg.grad_clip:
