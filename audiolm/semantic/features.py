@@ -160,19 +160,60 @@ class EncoderFeatures:
         self.model(**inputs)
         return self._captured
 
+    @property
+    def pads_safely(self) -> bool:
+        """Whether a padded batch gives each utterance the frames it gets alone: a front end that
+        normalizes each frame on its own (layer norm) and an encoder that takes an attention mask.
+        HuBERT-base and WavLM-base(-plus) have a group-norm front end, which normalizes every channel
+        over the whole (padded) input, and no mask: padding changes every frame's features (fairseq
+        dumps their features one utterance at a time for this reason)."""
+        config = self.model.config
+        return getattr(config, "feat_extract_norm", "layer") != "group"
+
+    def _inputs(self, wavs: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """The processor's inputs of each wav computed alone (its per-utterance normalization sees that
+        utterance only), then padded on the right into one batch, with the mask."""
+        parts = [self.processor(np.asarray(w, dtype=np.float32), sampling_rate=self.sample_rate, return_tensors="pt")
+                 for w in wavs]
+        key = "input_values" if "input_values" in parts[0] else "input_features"
+        longest = max(p[key].shape[1] for p in parts)
+        batch = {}
+        for name in parts[0].keys():
+            pad = 0 if name == "attention_mask" else getattr(self.processor, "padding_value", 0.0)
+            first = parts[0][name]
+            batch[name] = torch.full((len(parts), longest, *first.shape[2:]), pad, dtype=first.dtype)
+            for i, p in enumerate(parts):
+                batch[name][i, : p[name].shape[1]] = p[name][0]
+        if "attention_mask" not in batch and len({p[key].shape[1] for p in parts}) > 1:
+            batch["attention_mask"] = torch.zeros(len(parts), longest, dtype=torch.long)
+            for i, p in enumerate(parts):
+                batch["attention_mask"][i, : p[key].shape[1]] = 1
+        return batch
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """The groups of utterances (indices, by sample count) computed together: all of them where
+        padding is safe, else those of one length (no padding at all)."""
+        if self.pads_safely:
+            return [list(range(len(lengths)))] if len(lengths) else []
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            groups.setdefault(n, []).append(i)
+        return list(groups.values())
+
     @torch.inference_mode()
     def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        inputs = self.processor(
-            [np.asarray(w, dtype=np.float32) for w in wavs], sampling_rate=self.sample_rate,
-            return_tensors="pt", padding=True,
-        )
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        frames = self._frames(inputs).float().cpu()  # [b, t, d]
-        if "input_values" in inputs:
-            lengths = self.model._get_feat_extract_output_lengths(torch.tensor([len(w) for w in wavs]))
-        else:
-            lengths = inputs["attention_mask"].sum(-1).cpu()
-        return [frames[i, : int(n)] for i, n in enumerate(lengths)]
+        """One [t, dim] tensor per wav, the same whatever else is in the call (up to float rounding)."""
+        out: list[torch.Tensor] = [torch.zeros(0)] * len(wavs)
+        for rows in self.batches([len(w) for w in wavs]):
+            inputs = {k: v.to(self.device) for k, v in self._inputs([wavs[i] for i in rows]).items()}
+            frames = self._frames(inputs).float().cpu()  # [b, t, d]
+            if "input_values" in inputs:
+                lengths = self.model._get_feat_extract_output_lengths(torch.tensor([len(wavs[i]) for i in rows]))
+            else:
+                lengths = inputs["attention_mask"].sum(-1).cpu()
+            for j, (i, n) in enumerate(zip(rows, lengths, strict=True)):
+                out[i] = frames[j, : int(n)]
+        return out
 
 
 class ClassifierFeatures(EncoderFeatures):

@@ -171,3 +171,79 @@ def test_hub_whisper_tiny_encoder_loads(speech16k):
     """The real Hub path for the Whisper backend (AUDIOLM_TEST_NETWORK=1 to run it)."""
     (f,) = build_features("ssl", "openai/whisper-tiny", 3)([speech16k])
     assert f.shape == (num_frames(len(speech16k), 16000), 384)
+
+
+def _group_norm_hubert(folder):
+    """HuBERT-base's front end and preprocessor, tiny: group norm in the first convolution, no attention
+    mask, per-utterance waveform normalization."""
+    config = transformers.HubertConfig(**{**_tiny_config("hubert").to_dict(), "feat_extract_norm": "group",
+                                          "do_stable_layer_norm": False})
+    transformers.HubertModel(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(folder)
+
+
+def _group_norm_wavlm(folder):
+    """WavLM-base-plus' layout: group norm, and a preprocessor that does return attention masks."""
+    config = transformers.WavLMConfig(**{**_tiny_config("wavlm").to_dict(), "feat_extract_norm": "group",
+                                         "do_stable_layer_norm": False})
+    transformers.WavLMModel(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=False, return_attention_mask=True).save_pretrained(folder)
+
+
+def _layer_norm_wav2vec2(folder):
+    """A large model's layout (layer norm in the front end, stable layer norm) with a mask-less preprocessor."""
+    transformers.Wav2Vec2Model(_tiny_config("wav2vec2")).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(folder)
+
+
+def _w2v_bert(folder):
+    config = transformers.Wav2Vec2BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                             intermediate_size=64, conv_depthwise_kernel_size=5, add_adapter=False)
+    transformers.Wav2Vec2BertModel(config).save_pretrained(folder)
+    transformers.SeamlessM4TFeatureExtractor().save_pretrained(folder)
+
+
+def _trained_encoder(folder):
+    """Stage 1's own encoder, as it saves it."""
+    from audiolm.config import EncoderConfig
+    from audiolm.semantic.pretrain import feature_extractor, new_encoder
+
+    new_encoder(EncoderConfig(hidden_size=32, layers=3, heads=2, ffn_dim=64, conv_dim=16)).save_pretrained(folder)
+    feature_extractor().save_pretrained(folder)
+
+
+@pytest.mark.parametrize("make", [_group_norm_hubert, _group_norm_wavlm, _layer_norm_wav2vec2, _w2v_bert, _trained_encoder],
+                         ids=["hubert-group-norm", "wavlm-group-norm", "wav2vec2-layer-norm", "w2v-bert", "trained"])
+def test_an_utterance_gets_the_same_ids_alone_in_a_padded_batch_and_in_a_corpus_batch(make, tmp_path, speech16k):
+    """A 1 s utterance alone, beside a 3 s one, and in a batch of four (two of its own length): the same
+    features and the same nearest-centroid ids (stage 1 fits k-means on unsorted batches, tokenizes the
+    corpus in length-sorted ones and a stage-4 prompt alone)."""
+    from audiolm.semantic.kmeans import assign
+
+    torch.manual_seed(0)
+    make(tmp_path)
+    feats = build_features("ssl", str(tmp_path), 2)
+    short, long = speech16k[:16000], np.tile(speech16k, 2)[:48000]
+    other = speech16k[-16000:]
+    (alone,) = feats([short])
+    beside = feats([long, short])[1]
+    corpus = feats([short, long, other, speech16k[:20000]])[0]
+    centroids = alone[torch.randperm(alone.shape[0], generator=torch.Generator().manual_seed(0))[:12]]
+    for f in (beside, corpus):
+        assert f.shape == alone.shape
+        torch.testing.assert_close(f, alone, atol=1e-4, rtol=1e-4)
+        assert torch.equal(assign(f, centroids), assign(alone, centroids))
+
+
+def test_a_naive_padded_batch_through_a_group_norm_encoder_changes_the_features(tmp_path, speech16k):
+    """What the test above guards against: the same utterance padded beside a longer one, through the
+    processor's padding and the model in one call, gets other features (so a batch must not pad it)."""
+    torch.manual_seed(0)
+    _group_norm_hubert(tmp_path)
+    feats = build_features("ssl", str(tmp_path), 2)
+    assert not feats.pads_safely
+    short, long = speech16k[:16000], np.tile(speech16k, 2)[:48000]
+    inputs = feats.processor([long, short], sampling_rate=16000, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        padded = feats._frames(dict(inputs))[1, : feats([short])[0].shape[0]]
+    assert (padded - feats([short])[0]).abs().max() > 1e-2
