@@ -14,7 +14,7 @@ RUN_STAGE = $(if $(PROCS),$(VENV)/bin/accelerate launch --multi_gpu --num_proces
 # RUN: the run `make serve` serves; HOST, PORT: where (default 127.0.0.1:7860)
 RUN ?= runs/demo
 
-.PHONY: install web serve demo demo-text demo-long demo-long-text stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench bench-scale lint clean
+.PHONY: install web serve demo demo-text demo-long demo-long-text stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench bench-scale gpu-check lint clean
 
 install: $(VENV)/.installed
 
@@ -90,6 +90,15 @@ bench: install
 bench-scale: install
 	$(PY) -m benchmarks.scale --json runs/bench-scale.json
 	$(PY) -m benchmarks.lm_scale --json runs/bench-lm-scale.json
+
+# On a machine with a CUDA GPU: the tiny pipeline on the device with every model and batch checked to be
+# there, then the GPU's figures (stages 1-2 hours of audio per second, a GPT-2-small LM step's tokens/s
+# and MFU, the continuation's real-time factor; docs/scale.md). Without a GPU: one line, exit 0.
+# It runs with the python that has CUDA torch (GPU_PY; .venv's torch is the CPU build), the project
+# on its path, no install step (the GPU machine has no network: docs/scale.md says what to carry).
+GPU_PY ?= $(if $(shell python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null && echo y),python3,$(if $(wildcard $(PY)),$(PY),python3))
+gpu-check:
+	@PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(GPU_PY) -m benchmarks.gpu_check --json runs/gpu-check.json
 
 lint: install
 	$(VENV)/bin/ruff check audiolm stages tests benchmarks

@@ -7,8 +7,8 @@
         play(chunk)
 
 One worker takes the first waiting request and every other waiting one it can generate in the same
-batch (a prompt of the same length in codec frames, the same duration and sampling), up to
-`max_batch`, and streams their chunks back. The cascade runs several times faster per second of
+batch (the same duration and sampling; prompts of any lengths, whose sequences are left-padded to the
+longest: `AudioLM.stream_batch`), up to `max_batch`, and streams their chunks back. The cascade runs several times faster per second of
 audio at batch 8 than at batch 1 on a CPU, so eight visitors wait about as long as one does. Each
 request keeps its own seed (`AudioLM.continue_batch`'s per-prompt seeds): the same seed gives the
 same audio whoever else is in the batch, up to float rounding. A request whose reader goes away (a
@@ -75,8 +75,8 @@ def prepare(model: AudioLM, wav: np.ndarray, sample_rate: int, seconds: float, s
     """A request's fields (`_Request`'s first five): the prompt at the codec's rate, cut as the model
     cuts prompts (AudioError here: not one codec frame), and the key of the batches it may join."""
     wav = resample(np.asarray(wav, dtype=np.float32), sample_rate, model.codec.sample_rate)
-    (wav,), (frames,) = model.cut_prompts([wav], model.codec.sample_rate)
-    key = (frames, float(seconds), repr(sorted((sampling or {}).items())))
+    (wav,), _ = model.cut_prompts([wav], model.codec.sample_rate)
+    key = (float(seconds), repr(sorted((sampling or {}).items())))
     return wav, float(seconds), int(seed), sampling, key
 
 

@@ -74,7 +74,7 @@ def _tokenize_features(args: argparse.Namespace) -> int:
     from audiolm.eval.abx import one_hot, write_feature_record
     from audiolm.semantic.tokenizer import SemanticTokenizer
 
-    tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision)
+    tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision, device=args.device)
     config = tokenizer.config
     kind = "units (one-hot)" if args.units else f"features ({config.backend} layer {config.layer}, normalised)"
 
@@ -99,7 +99,7 @@ def _tokenize_features(args: argparse.Namespace) -> int:
 def _tokenize_semantic(args: argparse.Namespace) -> int:
     from audiolm.semantic.tokenizer import SemanticTokenizer
 
-    tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision)
+    tokenizer = SemanticTokenizer.from_pretrained(args.model, revision=args.revision, device=args.device)
 
     def convert(path: str, target: Path) -> str:
         wav, _ = audio.load(path, tokenizer.sample_rate)
@@ -115,7 +115,7 @@ def _tokenize_semantic(args: argparse.Namespace) -> int:
 def _load_codec(args: argparse.Namespace):
     from audiolm.codec import load_codec
 
-    return load_codec(args.codec, args.revision)
+    return load_codec(args.codec, args.revision, device=args.device)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -126,7 +126,7 @@ def _encode(args: argparse.Namespace) -> int:
     def convert(path: str, target: Path) -> str:
         wav, _ = audio.load(path, codec.sample_rate)
         codes = codec.encode_long(torch.from_numpy(wav)[None], args.num_codebooks)[0]
-        _save_npy(target, codes.numpy().astype(np.int64))
+        _save_npy(target, codes.cpu().numpy().astype(np.int64))
         return f"{codes.shape[0]} x {codes.shape[1]} codes at {codec.frame_rate:g} Hz"
 
     return _each_file(args.inputs, args.output, ".npy", convert)
@@ -142,7 +142,7 @@ def _decode(args: argparse.Namespace) -> int:
             codes = np.load(path, allow_pickle=False)
             if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
                 raise ValueError(f"expected an integer array [k, t], got {codes.dtype} {codes.shape}")
-            wav = codec.decode_long(torch.from_numpy(codes.astype(np.int64)).unsqueeze(0))[0].numpy()
+            wav = codec.decode_long(torch.from_numpy(codes.astype(np.int64)).unsqueeze(0))[0].float().cpu().numpy()
         except (OSError, ValueError) as err:
             raise audio.AudioError(path, str(err).splitlines()[0] or type(err).__name__) from None
         audio.save(target, wav, codec.sample_rate)
@@ -167,7 +167,7 @@ def _continue_stream(args: argparse.Namespace, wav: np.ndarray, rate: int) -> in
 
     from audiolm.continuation import AudioLM
 
-    model = AudioLM.from_pretrained(args.model, revision=args.revision)
+    model = AudioLM.from_pretrained(args.model, revision=args.revision, device=args.device)
     sampling = model.sampling_with(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     start, first = time.perf_counter(), []
 
@@ -193,7 +193,7 @@ def _generate_wav(args: argparse.Namespace, generate, source_of, what: str, note
     re-raised naming the file it came from (`source_of(err)`)."""
     from audiolm.continuation import AudioLM
 
-    model = AudioLM.from_pretrained(args.model, revision=args.revision)
+    model = AudioLM.from_pretrained(args.model, revision=args.revision, device=args.device)
     try:
         out = generate(model, model.sampling_with(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p))
     except audio.AudioError as err:
@@ -219,7 +219,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     from audiolm.continuation import AudioLM
 
-    model = AudioLM.from_pretrained(args.model, revision=args.revision)
+    model = AudioLM.from_pretrained(args.model, revision=args.revision, device=args.device)
     model._text_model("transcription")
     rows, failed = [], 0
     for path in args.inputs:
@@ -275,8 +275,14 @@ def _serve(args: argparse.Namespace) -> int:
         if err.name != "gradio":
             raise
         raise OSError("the web page needs gradio: pip install -e '.[web]' (or `make serve`)") from None
-    web.serve(args.model, args.host, args.port, args.revision, max_batch=args.max_batch, queue_size=args.queue_size)
+    web.serve(args.model, args.host, args.port, args.revision, max_batch=args.max_batch, queue_size=args.queue_size,
+              device=args.device)
     return 0
+
+
+def device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="where the models run: auto (a CUDA GPU where there is one, else the CPU), cpu, cuda, cuda:N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     semantic = kinds.add_parser("semantic", help="semantic token ids, one int64 row per file")
     semantic.add_argument("--model", required=True, help="semantic tokenizer folder (runs/demo/semantic) or Hub id")
     semantic.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    device_arg(semantic)
     semantic.add_argument("inputs", nargs="+", metavar="IN.wav")
     semantic.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     semantic.set_defaults(func=_tokenize_semantic)
@@ -294,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "[frames, dim] per file, the frame shift in OUTDIR/features.json")
     features.add_argument("--model", required=True, help="semantic tokenizer folder (runs/demo/semantic) or Hub id")
     features.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    device_arg(features)
     features.add_argument("--units", action="store_true", help="the units, one-hot, instead of the features k-means sees")
     features.add_argument("--format", choices=["npy", "txt"], default="npy", help="txt: as ZeroSpeech 2021 submissions")
     features.add_argument("inputs", nargs="+", metavar="IN.wav")
@@ -303,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     def codec_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--codec", required=True, help="codec folder (runs/demo/codec) or Hub id (facebook/encodec_24khz)")
         p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+        device_arg(p)
 
     encode = commands.add_parser("encode", help="audio files -> acoustic codes (.npy, int64 [k, t])")
     codec_args(encode)
@@ -315,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("inputs", nargs="+", metavar="CODES.npy")
     decode.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     decode.set_defaults(func=_decode)
-    cli_eval.add_commands(commands, codec_args)
+    cli_eval.add_commands(commands, codec_args, device_arg)
     cont = commands.add_parser("continue", help="continue speech from a prompt (semantic -> coarse -> fine -> codec)")
     cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
     cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")
@@ -323,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
         p.add_argument("--model", required=True, help="a run folder (runs/demo) or a Hub id with the same layout")
         p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+        device_arg(p)
         if sampling:
             p.add_argument("--temperature", type=float, default=None, help="every stage (default: the run's config)")
             p.add_argument("--top-k", type=int, default=None)

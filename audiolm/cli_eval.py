@@ -13,7 +13,7 @@ def _codec_eval(args: argparse.Namespace) -> int:
     from audiolm.codec import load_codec
     from audiolm.pipeline import codec_eval
 
-    codec = load_codec(args.codec, args.revision)
+    codec = load_codec(args.codec, args.revision, device=args.device)
     codebooks = [k for k in args.num_codebooks if k <= codec.num_codebooks] or [codec.num_codebooks]
     opus = codec_eval.opus_available()
     opus_kbps = sorted({max(codec_eval.OPUS_MIN_KBPS, round(codec.bitrate(k) / 1000)) for k in codebooks})
@@ -79,7 +79,7 @@ def _semantic_eval(args: argparse.Namespace) -> int:
     rows = []
     probe_on = corpus["train"] if args.split != "train" and "train" in corpus else None
     for spec in args.model:
-        name, tokenizer = semantic_eval.load_tokenizer(spec, corpus, rate, args.context)
+        name, tokenizer = semantic_eval.load_tokenizer(spec, corpus, rate, args.context, args.device)
         # the histogram probe names training speakers only: no row for voices it cannot name
         rows += [semantic_eval.evaluate(name + suffix, tokenizer, part, rate, None if "unseen" in suffix else probe_on)
                  for suffix, part in parts.items()]
@@ -126,7 +126,8 @@ def _abx(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction, codec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_commands(commands: argparse._SubParsersAction, codec_args: Callable[[argparse.ArgumentParser], None],
+                 device_arg: Callable[[argparse.ArgumentParser], None]) -> None:
     evaluate = commands.add_parser("codec-eval", help="SI-SNR, mel distance, PESQ, STOI, F0 and voicing errors "
                                                       "per number of codebooks, vs Opus")
     codec_args(evaluate)
@@ -148,6 +149,7 @@ def add_commands(commands: argparse._SubParsersAction, codec_args: Callable[[arg
     sem_eval.add_argument("--speakers", nargs="+", default=None, help="only these speakers (e.g. voices the encoder never heard)")
     sem_eval.add_argument("--context", type=int, default=4, help="spectral baselines: +-N stacked frames (default: %(default)s)")
     sem_eval.add_argument("--json", default=None, metavar="OUT.json")
+    device_arg(sem_eval)
     sem_eval.set_defaults(func=_semantic_eval)
     score = commands.add_parser("score-lm", help="sWUGGY, sBLIMP, StoryCloze: the semantic LM's score of each wav, "
                                                  "as a ZeroSpeech 2021 submission, with accuracies where answers are known")
@@ -159,7 +161,7 @@ def add_commands(commands: argparse._SubParsersAction, codec_args: Callable[[arg
     score.add_argument("--score", choices=["mean", "sum"], default="mean",
                        help="log-likelihood per unit (mean, default: slamkit's) or summed (ZeroSpeech 2021's baselines)")
     score.add_argument("--batch-size", type=int, default=32)
-    score.add_argument("--device", default="cpu")
+    device_arg(score)
     score.set_defaults(func=_score_lm)
     abx = commands.add_parser("abx", help="ABX error (%) of feature files on a Libri-light item file, within and across speakers")
     abx.add_argument("features", metavar="FEATURES_DIR", help="<stem>.npy or .txt per wav (audiolm tokenize features)")

@@ -296,6 +296,9 @@ class ContinuationConfig:
     batch_size: int = 16  # prompts generated together
     seed: int = 0
     report_examples: int = 4  # spectrogram figures in the report
+    # where stage 4 and the scoreboard run the models: auto = the GPU where there is one (not hashed:
+    # it changes the speed, not the results beyond float rounding)
+    device: str = "auto"
     judge_utterances: int = 1000  # train-split utterances the speaker judges learn from (spread over it)
     semantic: SamplingConfig = field(default_factory=SamplingConfig)
     coarse: SamplingConfig = field(default_factory=SamplingConfig)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ from audiolm.audio import AudioError, resample
 from audiolm.card import bundle_card
 from audiolm.codec import Codec
 from audiolm.config import ContinuationConfig, SamplingConfig, load_config
+from audiolm.devices import resolve_device
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
-from audiolm.lm.generate import Generators, continue_stream, extend_stream, rows_of
+from audiolm.lm.generate import Generators, continue_stream, extend_stream, per_row
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -107,7 +108,9 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
 
     def __init__(self, tokenizer: SemanticTokenizer, codec: Codec, models: dict[str, Decoder], device: str = "cpu",
                  sampling: dict[str, SamplingConfig] | None = None, text: TextTokenizer | None = None):
-        """`models`: the three LMs of TASKS, and any of the text tasks' (TEXT_TASKS, with `text`)."""
+        """`models`: the three LMs of TASKS, and any of the text tasks' (TEXT_TASKS, with `text`); all on
+        `device` ("auto": the GPU where there is one)."""
+        device = resolve_device(device)
         self.tokenizer, self.codec, self.text = tokenizer, codec.to(device).eval(), text
         tasks = [t for t in TASKS + TEXT_TASKS if t in models]
         self.models = {t: models[t].to(device).eval().prepare_generation() for t in tasks}  # int8 copies for small batches
@@ -230,7 +233,8 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
     def continue_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int | list[int] = 0,
                        sampling: dict[str, SamplingConfig] | None = None,
                        acoustic_prompt: bool = True) -> list[Continuation]:
-        """Several prompts at once; prompts of equal length in codec frames are generated together.
+        """Several prompts at once, of any lengths, generated together (each LM's window sequences
+        left-padded to the longest, `extend_stream`; a row's padding is never seen by its real positions).
         A prompt longer than `max_prompt_seconds` is cut to its end (the `prompt` of the result).
         `seed`: one for the batch, or one per prompt (each row then samples from its own generator:
         what it gets does not depend on the other prompts, up to float rounding of the batch's sums).
@@ -238,15 +242,8 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         fine LMs (AudioLM's semantic-only condition: the voice cannot be carried over)."""
         sampling = {**self.sampling, **(sampling or {})}
         wavs, frames = self.cut_prompts(wavs, sample_rate)
-        results: list[Continuation | None] = [None] * len(wavs)
-        generator = self._generators(seed, len(wavs))
-        for length in sorted(set(frames)):
-            rows = [i for i, n in enumerate(frames) if n == length]
-            for i, result in zip(rows, self._continue_group([wavs[i] for i in rows], sample_rate, length, seconds,
-                                                             sampling, acoustic_prompt, rows_of(generator, rows)),
-                                 strict=True):
-                results[i] = result
-        return results
+        return self._continue_group(wavs, sample_rate, np.array(frames), seconds, sampling, acoustic_prompt,
+                                    self._generators(seed, len(wavs)))
 
     def continue_speech_stream(self, wav: np.ndarray, sample_rate: int, seconds: float = 4.0, seed: int = 0,
                                sampling: dict[str, SamplingConfig] | None = None, acoustic_prompt: bool = True,
@@ -263,15 +260,12 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
     def stream_batch(self, wavs: list[np.ndarray], sample_rate: int, seconds: float, seed: int | list[int] = 0,
                      sampling: dict[str, SamplingConfig] | None = None, acoustic_prompt: bool = True,
                      chunk_seconds: float = 0.5, include_prompt: bool = False) -> Iterator[list[np.ndarray]]:
-        """`continue_speech_stream` for prompts of equal length in codec frames (after the cut of
-        `continue_batch`), generated together: yields a chunk per prompt, all of one length. The
-        same seed gives what `continue_batch` gives them."""
+        """`continue_speech_stream` for several prompts of any lengths, generated together (as
+        `continue_batch`): yields a chunk per prompt, all of one length (the same span of new audio in
+        each). The same seed gives what `continue_batch` gives them."""
         sampling = {**self.sampling, **(sampling or {})}
         wavs, frames = self.cut_prompts(wavs, sample_rate)
-        if len(set(frames)) > 1:
-            raise ValueError(f"stream_batch needs prompts of one length in codec frames, got {sorted(set(frames))}; "
-                             "continue_batch takes any")
-        known = frames[0]
+        known = np.array(frames)
         generator = self._generators(seed, len(wavs))
         with torch.no_grad():
             prompts, total, codes, progress = self._group_frames(wavs, sample_rate, known, seconds, sampling,
@@ -279,13 +273,15 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         if include_prompt:
             yield prompts
         hold, step = self.codec.lookahead_frames, max(1, round(chunk_seconds * self.codec.frame_rate))
-        emitted = known  # frames of audio given out
+        new = int(total[0] - known[0])  # every row's new frames
+        emitted = 0  # new frames of audio given out, in every row
         for done in progress:
-            final = done if done == total else done - hold  # the codec's last frames may change with more codes
-            if final <= emitted or (emitted > known and final - emitted < step and done < total):
+            made = int((done - known).min())
+            final = made if made >= new else made - hold  # the codec's last frames may change with more codes
+            if final <= emitted or (emitted > 0 and final - emitted < step and made < new):
                 continue
-            audio = self._decode_batch(codes[:, :, :done])
-            yield list(audio[:, self._samples(emitted) : self._samples(final)])
+            audio = self._decode_rows(codes, known + made)
+            yield [a[self._samples(int(n) + emitted) : self._samples(int(n) + final)] for a, n in zip(audio, known, strict=True)]
             emitted = final
 
     @torch.no_grad()
@@ -304,33 +300,45 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         return round(frames * self.codec.sample_rate / self.codec.frame_rate)
 
     @torch.no_grad()
-    def _prompt_tokens(self, wavs: list[np.ndarray], sample_rate: int, known: int,
-                       source: str = "prompt") -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """The first `known` codec frames of each prompt: (audio at the codec's rate, semantic ids up
-        to the same time, codes [b, k, known])."""
-        at_codec = [resample(w, sample_rate, self.codec.sample_rate)[: self._samples(known)] for w in wavs]
+    def _prompt_tokens(self, wavs: list[np.ndarray], sample_rate: int, known: int | Sequence[int],
+                       source: str = "prompt") -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """The first `known` codec frames of each prompt (one count, or one per prompt): (audio at the
+        codec's rate, semantic ids up to the same time, codes [k, known] of each). The codec encodes the
+        prompts of one length together (no padding enters a prompt's codes)."""
+        known = per_row(known, len(wavs))
+        at_codec = [resample(w, sample_rate, self.codec.sample_rate)[: self._samples(int(n))]
+                    for w, n in zip(wavs, known, strict=True)]
         at_tokenizer = [resample(w, sample_rate, self.tokenizer.sample_rate) for w in wavs]
-        known_s = frames_at(known, self.codec.frame_rate, self.tokenizer.frame_rate)
-        semantic = [ids[:known_s] for ids in self.tokenizer.encode(at_tokenizer)]
+        semantic = [ids[: frames_at(int(n), self.codec.frame_rate, self.tokenizer.frame_rate)]
+                    for ids, n in zip(self.tokenizer.encode(at_tokenizer), known, strict=True)]
         if min(len(s) for s in semantic) < 1:
             raise AudioError(source, "too short for the semantic tokenizer (not one frame)")
-        batch = torch.from_numpy(np.stack(at_codec)).float().to(self.device)
-        return at_codec, semantic, self.codec.encode(batch)[:, :, :known].cpu().numpy()
+        codes: list[np.ndarray] = [np.zeros(0)] * len(wavs)
+        for length in set(len(a) for a in at_codec):
+            rows = [i for i, a in enumerate(at_codec) if len(a) == length]
+            batch = torch.from_numpy(np.stack([at_codec[i] for i in rows])).float().to(self.device)
+            encoded = self.codec.encode(batch).cpu().numpy()
+            for j, i in enumerate(rows):
+                codes[i] = encoded[j, :, : known[i]]
+        return at_codec, semantic, codes
 
-    def _acoustic_frames(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
-                         sampling: dict[str, SamplingConfig], generator: Generators,
-                         acoustic_prompt: bool = True, semantic_lm: Iterator[int] | None = None
-                         ) -> tuple[np.ndarray, Iterator[int]]:
-        """Semantic ids covering `total` codec frames and the codes of the first `known` (prompt_codes
-        [b, k, known], known may be 0) -> (codes [b, k, total], an iterator that fills them frame by
-        frame and yields the frames done in every codebook): the coarse LM and the fine LM, interleaved,
-        and with `semantic_lm` (an `extend_stream` filling `semantic` in place) the semantic LM too.
-        Each LM samples from its own generator, seeded from `generator`, so what they draw does not
-        depend on the order they run in."""
-        known = prompt_codes.shape[-1]
-        codes = np.zeros((len(semantic), self.codec.num_codebooks, total), dtype=np.int64)
-        codes[:, :, :known] = prompt_codes
-        first = known if acoustic_prompt else 0
+    def _acoustic_frames(self, semantic: list[np.ndarray], prompt_codes: Sequence[np.ndarray] | np.ndarray,
+                         total: int | Sequence[int], sampling: dict[str, SamplingConfig], generator: Generators,
+                         acoustic_prompt: bool = True, semantic_lm: Iterator[np.ndarray] | None = None
+                         ) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+        """Semantic ids covering each row's `total` codec frames and the codes of its first `known`
+        (prompt_codes: each row's [k, known], known may be 0 and differ by row) -> (codes [b, k, frames],
+        an iterator that fills them frame by frame and yields each row's frames done in every codebook):
+        the coarse LM and the fine LM, interleaved, and with `semantic_lm` (an `extend_stream` filling
+        `semantic` in place) the semantic LM too. Each LM samples from its own generator, seeded from
+        `generator`, so what they draw does not depend on the order they run in."""
+        b = len(semantic)
+        known = np.array([c.shape[-1] for c in prompt_codes], dtype=np.int64)
+        total = per_row(total, b)
+        codes = np.zeros((b, self.codec.num_codebooks, int((known + (total - known).max()).max())), dtype=np.int64)
+        for i, c in enumerate(prompt_codes):
+            codes[i, :, : known[i]] = c
+        first = known if acoustic_prompt else np.zeros(b, dtype=np.int64)
 
         def seeds(g: torch.Generator) -> list[torch.Generator]:  # the coarse LM's and the fine LM's
             drawn = torch.randint(2**62, (2,), generator=g, device=g.device).tolist()
@@ -345,37 +353,49 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         return codes, extend_stream(*lms["fine"], upstream=extend_stream(*lms["coarse"], upstream=semantic_lm))
 
     @torch.no_grad()
-    def _acoustic(self, semantic: list[np.ndarray], prompt_codes: np.ndarray, total: int,
+    def _acoustic(self, semantic: list[np.ndarray], prompt_codes: Sequence[np.ndarray] | np.ndarray, total: int,
                   sampling: dict[str, SamplingConfig], generator: Generators, acoustic_prompt: bool = True) -> np.ndarray:
-        """`_acoustic_frames` run to the end, then the codec -> audio [b, samples] of the whole span."""
-        return self._decode_batch(*self._acoustic_frames(semantic, prompt_codes, total, sampling, generator,
-                                                          acoustic_prompt))
+        """`_acoustic_frames` run to the end (one `total` for every row), then the codec -> audio [b,
+        samples] of the whole span."""
+        codes, frames = self._acoustic_frames(semantic, prompt_codes, total, sampling, generator, acoustic_prompt)
+        return self._decode_batch(codes[:, :, :total], frames)
 
     @torch.no_grad()
-    def _decode_batch(self, codes: np.ndarray, frames: Iterator[int] | None = None) -> np.ndarray:
+    def _decode_batch(self, codes: np.ndarray, frames: Iterator[np.ndarray] | None = None) -> np.ndarray:
         """Codes [b, k, t] -> audio [b, samples], once `frames` (the iterator that fills the codes) has
         run out."""
         for _ in frames or ():
             pass
         return self.codec.decode(torch.from_numpy(codes).to(self.device)).float().cpu().numpy()
 
-    def _group_frames(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
+    def _decode_rows(self, codes: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
+        """The first `lengths[i]` frames of each row's codes -> its audio; rows of one length decode
+        together (no padding enters a row's audio: the codec's decoder sees past a frame's end)."""
+        audio: list[np.ndarray] = [np.zeros(0, np.float32)] * len(codes)
+        for length in set(int(n) for n in lengths):
+            rows = [i for i, n in enumerate(lengths) if int(n) == length]
+            for i, wav in zip(rows, self._decode_batch(np.ascontiguousarray(codes[rows, :, :length])), strict=True):
+                audio[i] = wav
+        return audio
+
+    def _group_frames(self, wavs: list[np.ndarray], sample_rate: int, known: np.ndarray, seconds: float,
                       sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
-                      generator: Generators) -> tuple[list[np.ndarray], int, np.ndarray, Iterator[int]]:
-        """Prompts of `known` codec frames -> (their audio at the codec's rate, total frames, and
-        `_acoustic_frames`' codes and iterator): the semantic LM has run, the acoustic LMs run as the
-        iterator is advanced."""
+                      generator: Generators) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, Iterator[np.ndarray]]:
+        """Prompts of `known` codec frames each -> (their audio at the codec's rate, each row's total
+        frames, and `_acoustic_frames`' codes and iterator): the semantic LM runs as the iterator is
+        advanced (or has run, over deduplicated ids), the acoustic LMs too."""
         rate_s, rate_a = self.tokenizer.frame_rate, self.codec.frame_rate
         at_codec, semantic, prompt_codes = self._prompt_tokens(wavs, sample_rate, known)
         total = known + max(1, round(seconds * rate_a))
-        total_s, spec = frames_at(total, rate_a, rate_s), self.specs["semantic"]
+        total_s, spec = np.array([frames_at(int(t), rate_a, rate_s) for t in total]), self.specs["semantic"]
         semantic_lm = None
         if spec.dedup:  # the whole continuation first: the ids are re-expanded by their runs at the end
             semantic = self._continue_semantic(semantic, total_s, sampling["semantic"], generator)
         else:  # frame by frame, as far as the coarse LM's windows need
-            known_s = min(len(p) for p in semantic)
-            stream = np.zeros((len(semantic), total_s), dtype=np.int64)
-            stream[:, :known_s] = [p[:known_s] for p in semantic]
+            known_s = np.array([len(p) for p in semantic])
+            stream = np.zeros((len(semantic), int((known_s + (total_s - known_s).max()).max())), dtype=np.int64)
+            for i, p in enumerate(semantic):
+                stream[i, : len(p)] = p
             semantic = list(stream)  # rows that the semantic LM fills in place
             semantic_lm = extend_stream(self.models["semantic"], spec, semantic, stream, known_s, total_s,
                                         sampling["semantic"], generator)
@@ -383,26 +403,26 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                                                         semantic_lm))
 
     @torch.no_grad()
-    def _continue_group(self, wavs: list[np.ndarray], sample_rate: int, known: int, seconds: float,
+    def _continue_group(self, wavs: list[np.ndarray], sample_rate: int, known: np.ndarray, seconds: float,
                         sampling: dict[str, SamplingConfig], acoustic_prompt: bool,
                         generator: Generators) -> list[Continuation]:
         at_codec, total, codes, frames = self._group_frames(wavs, sample_rate, known, seconds, sampling, acoustic_prompt,
                                                             generator)
-        audio = self._decode_batch(codes, frames)
-        start, end = self._samples(known), self._samples(total)
-        return [Continuation(prompt=p, continuation=audio[i, start:end], sample_rate=self.codec.sample_rate)
-                for i, p in enumerate(at_codec)]
+        for _ in frames:
+            pass
+        audio = self._decode_rows(codes, total)
+        return [Continuation(prompt=p, continuation=a[self._samples(int(k)) : self._samples(int(t))],
+                             sample_rate=self.codec.sample_rate)
+                for p, a, k, t in zip(at_codec, audio, known, total, strict=True)]
 
-    def _continue_semantic(self, prompts: list[np.ndarray], total: int, sampling: SamplingConfig,
+    def _continue_semantic(self, prompts: list[np.ndarray], total: np.ndarray, sampling: SamplingConfig,
                            generator: Generators) -> list[np.ndarray]:
-        """A semantic LM over ids without repeats: each prompt continued on its own (their deduplicated
-        lengths differ), the new ids re-expanded by the mean run length to `total` frames."""
+        """A semantic LM over ids without repeats: the prompts' deduplicated ids (of different lengths)
+        continued together, the new ids re-expanded by the mean run length to each row's `total` frames."""
         spec, model = self.specs["semantic"], self.models["semantic"]
-        out = []
-        for i, p in enumerate(prompts):
-            d = dedup(p)
-            new = max(1, round((total - len(p)) / spec.mean_run))
-            stream = continue_stream(model, replace(spec, dedup=False), [d], None, len(d), len(d) + new, sampling,
-                                     rows_of(generator, [i]))[0]
-            out.append(np.concatenate([p, expand_runs(stream[len(d):], spec.mean_run, total - len(p))]))
-        return out
+        deduped = [dedup(p) for p in prompts]
+        known = np.array([len(d) for d in deduped])
+        new = np.array([max(1, round((int(t) - len(p)) / spec.mean_run)) for p, t in zip(prompts, total, strict=True)])
+        stream = continue_stream(model, replace(spec, dedup=False), deduped, None, known, known + new, sampling, generator)
+        return [np.concatenate([p, expand_runs(stream[i, known[i] : known[i] + new[i]], spec.mean_run, int(t) - len(p))])
+                for i, (p, t) in enumerate(zip(prompts, total, strict=True))]

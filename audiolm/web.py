@@ -253,16 +253,16 @@ class Page:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 7860, revision: str | None = None,
-          block: bool = True, max_batch: int = 8, queue_size: int = 32) -> gr.Blocks:
-    """Load `model` (a run folder, a bundle or a Hub id) and serve its page; with `block=False`
-    return once the server is up (tests)."""
+          block: bool = True, max_batch: int = 8, queue_size: int = 32, device: str = "auto") -> gr.Blocks:
+    """Load `model` (a run folder, a bundle or a Hub id) on `device` and serve its page (the engine
+    process generates on the same device); with `block=False` return once the server is up (tests)."""
     local = Path(model).exists()
     examples = run_examples(Path(model)) if local else []
     # One intra-op thread here and one in the engine process: on a small machine two processes of 2
     # OpenMP threads each stall every parallel region on whichever thread is descheduled (measured:
     # the load test's whole run 39 s with 2 threads in the engine, 24 s with 1).
     torch.set_num_threads(1)
-    lm = AudioLM.from_pretrained(model, revision=revision)
+    lm = AudioLM.from_pretrained(model, revision=revision, device=device)
     engine = ContinuationEngine(lm, model, revision, max_batch)  # continuations in a process of their own
     page = Page(lm, Path(model).name if local else model, examples, max_batch, queue_size, engine)
     blocks = page.blocks()

@@ -18,14 +18,16 @@ def model(tiny_continuations):
 
 
 def test_requests_spread_over_the_quiet_time_share_a_batch(model, speech):
-    """Three presses 0.1 s apart (each less than `quiet_seconds` after the one before) go into one
-    batch, which starts only once the quiet time after the last has passed."""
+    """Three presses 0.1 s apart (each less than `quiet_seconds` after the one before), each with a
+    prompt of another length, go into one batch, which starts only once the quiet time after the last
+    has passed."""
     wav, rate = speech
     queue = ContinuationQueue(model, quiet_seconds=0.3, gather_seconds=2.0, log=False)
+    prompts = [wav[: len(wav) - seed * rate // 4] for seed in range(3)]  # 0.25 s shorter each
     results = {}
 
     def press(seed: int) -> None:
-        results[seed] = np.concatenate(list(queue.stream(wav, rate, 0.4, seed=seed)))
+        results[seed] = np.concatenate(list(queue.stream(prompts[seed], rate, 0.4, seed=seed)))
 
     threads = []
     for seed in range(3):
@@ -37,7 +39,7 @@ def test_requests_spread_over_the_quiet_time_share_a_batch(model, speech):
     assert [size for size, _, _ in queue.batches] == [3]
     assert queue.batches[0][1] >= 0.3 + 0.2  # it waited the quiet time after the last press
     for seed, out in results.items():  # each with its own seed, as if alone
-        alone = model.continue_speech(wav, rate, 0.4, seed=seed)
+        alone = model.continue_speech(prompts[seed], rate, 0.4, seed=seed)
         assert np.abs(out - alone).max() <= 1e-3 * np.abs(alone).max()
 
 

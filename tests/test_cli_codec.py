@@ -62,7 +62,7 @@ def test_codec_eval_table(tiny_codec_dir, tiny_run):
     from audiolm.pipeline.codec_eval import opus_available
 
     res = _cli("codec-eval", "--codec", tiny_codec_dir, "--data", tiny_run.run_dir / "corpus", "--num-codebooks", "1", "4",
-               "--max-clips", "3")
+               "--max-clips", "3", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     table = _table(res.stdout)
     assert table["codec, 1 codebook"][0] == "0.30" and table["codec, 4 codebooks"][0] == "1.20"  # 50 Hz x 6 bits x k

@@ -75,7 +75,7 @@ def test_cli_continue(tiny_continuations, speech_wav, tmp_path):
     run = tiny_continuations.run_dir
     out = tmp_path / "out.wav"
     result = run_cli("continue", speech_wav, "-o", out, "--model", run, "--seconds", 0.5, "--temperature", 0.7,
-                     "--top-p", 0.9, "--seed", 3)
+                     "--top-p", 0.9, "--seed", 3, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     wav, rate = sf.read(out)
     assert abs(len(wav) / rate - 0.5) <= 1 / 50
@@ -90,7 +90,7 @@ def test_cli_continue(tiny_continuations, speech_wav, tmp_path):
     np.testing.assert_allclose(sf.read(streamed)[0], sf.read(full)[0], atol=3 / 2**15)
 
 
-@pytest.mark.parametrize("problem", ["short", "corrupt", "missing model"])
+@pytest.mark.parametrize("problem", ["short", "corrupt", "missing model", "no gpu"])
 def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio_files, tmp_path):
     prompt = bad_audio_files[0][0]  # corrupt
     model = tiny_continuations.run_dir
@@ -99,12 +99,15 @@ def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio
         sf.write(prompt, np.random.default_rng(0).normal(0, 0.1, 200).astype(np.float32), 16000)  # 12.5 ms < a frame
     elif problem == "missing model":
         prompt, model = bad_audio_files[0][0].with_name("speech.wav"), tmp_path / "no-such-run"
-    result = run_cli("continue", prompt, "-o", tmp_path / "out.wav", "--model", model)
+    elif problem == "no gpu":
+        prompt = bad_audio_files[0][0].with_name("speech.wav")
+    device = ["--device", "cuda"] if problem == "no gpu" else []
+    result = run_cli("continue", prompt, "-o", tmp_path / "out.wav", "--model", model, *device)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     expected = {"short": ("short.wav", "shorter than one codec frame"), "corrupt": ("corrupt.wav", "not a readable audio file"),
-                "missing model": ("no-such-run", "no such folder")}[problem]
+                "missing model": ("no-such-run", "no such folder"), "no gpu": ("'cuda'", "no CUDA GPU")}[problem]
     assert all(text in lines[0] for text in expected), lines[0]
     assert not (tmp_path / "out.wav").exists()
 
@@ -131,12 +134,13 @@ def test_deduplicated_semantic_ids_are_re_expanded_to_the_asked_length(tiny_cont
     monkeypatch.setattr(continuation, "extend_stream", spy)
     (out,) = model.continue_batch([wav], rate, seconds=0.8, seed=0)
     assert abs(len(out.continuation) / out.sample_rate - 0.8) <= 1 / 50
-    ((deduped,), known_d, _, stream), ((ids,), known_a, total_a, _) = calls[0], calls[1]  # semantic LM, coarse LM
+    ((deduped,), known_d, total_d, stream), ((ids,), known_a, total_a, _) = calls[0], calls[1]  # semantic LM, coarse LM
+    (known_d,), (total_d,), (known_a,), (total_a,) = (np.ravel(n).tolist() for n in (known_d, total_d, known_a, total_a))
     rate_s, rate_a = model.tokenizer.frame_rate, model.codec.frame_rate
     prompt = frames_at(known_a, rate_a, rate_s)
     assert len(ids) == frames_at(total_a, rate_a, rate_s)  # the asked length, not the generated count
     np.testing.assert_array_equal(deduped, dedup(ids[:prompt]))  # the LM saw the prompt without repeats
-    new = stream[0, known_d:]
+    new = stream[0, known_d:total_d]
     assert len(new) == round((len(ids) - prompt) / 2.5)
     held = [new[min(int(j / 2.5), len(new) - 1)] for j in range(len(ids) - prompt)]
     np.testing.assert_array_equal(ids[prompt:], held)  # each new id held for 2-3 frames

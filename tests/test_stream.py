@@ -62,12 +62,16 @@ def test_a_decoded_prefix_is_final_up_to_the_codecs_lookahead(tiny_continuations
 
 def test_a_prompt_with_its_own_seed_gets_the_same_continuation_in_any_batch(tiny_continuations, speech):
     """Per-prompt seeds (the web page batches visitors' requests): a row samples from its own
-    generator, so what it gets does not depend on the prompts beside it."""
+    generator, so what it gets does not depend on the prompts beside it, of other lengths too (each
+    LM's sequences left-padded to the longest row's)."""
     wav, rate = speech
     model = AudioLM.from_pretrained(tiny_continuations.run_dir)
-    other = wav[::-1].copy()
+    other = wav[::-1][: 2 * len(wav) // 3].copy()  # a third shorter
     alone = model.continue_speech(other, rate, 0.6, seed=5)
     together = model.continue_batch([wav, other], rate, 0.6, seed=[3, 5])
+    assert len(together[0].prompt) > len(together[1].prompt)
     _assert_same_audio(together[1].continuation, alone)
+    _assert_same_audio(together[0].continuation, model.continue_speech(wav, rate, 0.6, seed=3))
     streamed = list(model.stream_batch([wav, other], rate, 0.6, seed=[3, 5]))
     _assert_same_audio(np.concatenate([c[0] for c in streamed]), together[0].continuation)
+    _assert_same_audio(np.concatenate([c[1] for c in streamed]), together[1].continuation)

@@ -6,13 +6,20 @@ import json
 import os
 
 from audiolm.codec.base import Codec
+from audiolm.devices import resolve_device
 from audiolm.hub import CONFIG_NAME, refuse_pickles, resolve_folder
 
 
 def load_codec(name_or_dir: str | os.PathLike, revision: str | None = None, num_codebooks: int | None = None,
-               token: str | bool | None = None) -> Codec:
+               token: str | bool | None = None, device: str = "cpu") -> Codec:
     """A codec saved by us (ours, or a reference to a pretrained one), or a transformers codec
-    (EnCodec, DAC, Mimi): a local folder or a Hub id, either way."""
+    (EnCodec, DAC, Mimi): a local folder or a Hub id, either way; on `device` ("auto": the GPU
+    where there is one)."""
+    return _load_codec(name_or_dir, revision, num_codebooks, token).to(resolve_device(device)).eval()
+
+
+def _load_codec(name_or_dir: str | os.PathLike, revision: str | None, num_codebooks: int | None,
+                token: str | bool | None) -> Codec:
     from audiolm.codec.pretrained import TransformersCodec
 
     folder = resolve_folder(name_or_dir, revision=revision, token=token)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from audiolm.devices import module_device
 from audiolm.hub import WEIGHTS_NAME, HubMixin, config_from, weights_file
 
 
@@ -66,6 +67,10 @@ class Codec(nn.Module, HubMixin):
         model.load_state_dict(load_file(weights_file(folder)))
         return model.eval()
 
+    @property
+    def device(self) -> torch.device:
+        return module_device(self)
+
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -93,11 +98,13 @@ class Codec(nn.Module, HubMixin):
     @torch.inference_mode()
     def encode_long(self, wav: torch.Tensor, num_codebooks: int | None = None, chunk_seconds: float = 30.0,
                     margin_seconds: float = 1.0) -> torch.Tensor:
-        """`encode` for audio of any length in bounded memory (a 30-minute file would need GBs of
-        activations at once): chunks encoded with `margin_seconds` of context on either side, whose
-        codes are dropped. Away from the joins the codes are `encode`'s; a recurrent codec (an LSTM
-        in the encoder) differs a little within about a margin of each join."""
+        """`encode` for audio of any length, on any device (the codes are on the codec's), in bounded
+        memory (a 30-minute file would need GBs of activations at once): chunks encoded with
+        `margin_seconds` of context on either side, whose codes are dropped. Away from the joins the
+        codes are `encode`'s; a recurrent codec (an LSTM in the encoder) differs a little within about
+        a margin of each join."""
         frames, hop = self.num_frames(wav.shape[-1]), self.hop_length
+        wav = wav.to(self.device)
         parts = [self.encode(wav[..., a * hop : b * hop], num_codebooks)[..., f0 - a : f1 - a]
                  for f0, f1, a, b in self._chunks(frames, chunk_seconds, margin_seconds)]
         return torch.cat(parts, dim=-1)
@@ -105,7 +112,7 @@ class Codec(nn.Module, HubMixin):
     @torch.inference_mode()
     def decode_long(self, codes: torch.Tensor, chunk_seconds: float = 30.0, margin_seconds: float = 1.0) -> torch.Tensor:
         """`decode` for any number of frames in bounded memory, the same way as `encode_long`."""
-        hop = self.hop_length
+        hop, codes = self.hop_length, codes.to(self.device)
         parts = [self.decode(codes[..., a:b])[..., (f0 - a) * hop : (f1 - a) * hop]
                  for f0, f1, a, b in self._chunks(codes.shape[-1], chunk_seconds, margin_seconds)]
         return torch.cat(parts, dim=-1)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from audiolm.devices import resolve_device
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -25,6 +26,7 @@ REDUCTIONS = ("mean", "sum")
 
 class SpeechLMScorer:
     def __init__(self, tokenizer: SemanticTokenizer, model: Decoder, device: str = "cpu"):
+        device = resolve_device(device)
         self.tokenizer, self.model, self.device = tokenizer, model.to(device).eval(), device
         self.spec = TaskSpec.from_dict(model.task)
         if self.spec.task != "semantic":

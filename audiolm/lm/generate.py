@@ -6,7 +6,7 @@ task's stream in sliding windows, so outputs may be longer than the model's cont
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -61,18 +61,20 @@ def sample_next(logits: torch.Tensor, lo: int, hi: int, sampling: SamplingConfig
 @torch.inference_mode()
 def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
                    sampling: SamplingConfig, generator: Generators = None, use_cache: bool = True,
-                   reference: torch.Tensor | None = None, per_position: int = 1) -> Iterator[torch.Tensor]:
+                   reference: torch.Tensor | None = None, per_position: int = 1,
+                   pad: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """`generate` one id at a time: yields the ids [b] of each new position as it is sampled (the
     next forward runs only when the next id is asked for), so a caller can use them at once.
     `per_position` > 1 (a grouped decoder, prefix [b, t, group]): new positions hold that many ids,
     the first sampled from the transformer's state, the others from its depth head; the transformer
-    runs once per position."""
+    runs once per position. `pad` (long [b]): the prefix's rows are left-padded by that many positions
+    (`left_padded`)."""
     if steps == 0:
         return
     b, k = prefix.shape[0], per_position
     cache = model.new_cache(b, prefix.shape[1] + -(-steps // k)) if use_cache else None
     # Only the logits of the range the next id may come from are computed (`Decoder.logits`).
-    state = model.hidden(prefix, cache, reference)[:, -1]
+    state = model.hidden(prefix, cache, reference, pad)[:, -1]
     out = torch.empty(b, steps, dtype=torch.long, device=prefix.device)
     earlier = None  # the summed embeddings of the position's ids so far (depth head)
     together = k > 1 and not model.config.depth_layers  # a position's ids drawn at once
@@ -98,7 +100,8 @@ def generate_steps(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Ca
         if use_cache:
             state = model.step(_positions(out[:, i + 1 - k : i + 1], prefix, k), cache)[:, -1]
         else:  # the whole sequence again: the reference the cache is tested against
-            state = model.hidden(torch.cat([prefix, _positions(out[:, : i + 1], prefix, k)], dim=1), reference=reference)[:, -1]
+            whole = torch.cat([prefix, _positions(out[:, : i + 1], prefix, k)], dim=1)
+            state = model.hidden(whole, reference=reference, pad=pad)[:, -1]
 
 
 def _repeat(generator: Generators, k: int) -> Generators:
@@ -117,15 +120,16 @@ def _positions(ids: torch.Tensor, prefix: torch.Tensor, k: int) -> torch.Tensor:
 
 def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable[[int], tuple[int, int]],
              sampling: SamplingConfig, generator: Generators = None, use_cache: bool = True,
-             reference: torch.Tensor | None = None, stop: int | None = None, per_position: int = 1) -> torch.Tensor:
+             reference: torch.Tensor | None = None, stop: int | None = None, per_position: int = 1,
+             pad: torch.Tensor | None = None) -> torch.Tensor:
     """prefix [b, t] (or [b, t, group]) -> the next `steps` ids [b, steps]; `allowed(i)` is the id
     range of new id i; `reference` (bool [b, t]) the prefix positions of a voice-pooling decoder's
     voice vector; `per_position` as in `generate_steps`. With `stop`, generation ends early once
-    every row has emitted it (fewer than `steps` columns)."""
+    every row has emitted it (fewer than `steps` columns); `pad` as in `generate_steps`."""
     out = torch.empty(prefix.shape[0], steps, dtype=torch.long, device=prefix.device)
     stopped = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
     for i, ids in enumerate(generate_steps(model, prefix, steps, allowed, sampling, generator, use_cache, reference,
-                                                per_position)):
+                                           per_position, pad)):
         out[:, i] = ids
         if stop is not None:
             stopped |= ids == stop
@@ -134,37 +138,40 @@ def generate(model: Decoder, prefix: torch.Tensor, steps: int, allowed: Callable
     return out
 
 
-def _generate_rows(model: Decoder, prefixes: list[np.ndarray], steps: int, allowed: Callable[[int], tuple[int, int]],
-                   sampling: SamplingConfig, generator: Generators, per_position: int = 1,
-                   spec: TaskSpec | None = None, firsts: list[int] | None = None) -> np.ndarray:
-    """Rows with equal prefix lengths go together in one batch (no padding ever enters a sequence);
-    `spec` and `firsts`: a voice-pooling decoder's reference positions."""
-    out = np.zeros((len(prefixes), steps), dtype=np.int64)
-    device = model.lm_head.weight.device
-    for length in sorted({len(p) for p in prefixes}):
-        rows = [i for i, p in enumerate(prefixes) if len(p) == length]
-        batch = torch.from_numpy(np.stack([prefixes[i] for i in rows])).to(device)
-        reference = None
-        if spec is not None:  # a voice-pooling decoder: its reference positions
-            reference = spec.reference_mask([(firsts[i], length) for i in rows], length).to(device)
-        out[rows] = generate(model, batch, steps, allowed, sampling, rows_of(generator, rows),
-                             reference=reference, per_position=per_position).cpu().numpy()
-    return out
+def left_padded(prefixes: list[np.ndarray], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sequences of any lengths (ids [t] or [t, group]) -> one batch [b, longest(, group)], each row
+    padded on the left with PAD, and each row's padding as `Decoder.hidden` takes it (None when all
+    have one length: then there is none)."""
+    longest = max(len(p) for p in prefixes)
+    pad = np.array([longest - len(p) for p in prefixes], dtype=np.int64)
+    batch = np.full((len(prefixes), longest, *prefixes[0].shape[1:]), TokenLayout.PAD, dtype=np.int64)
+    for row, p in enumerate(prefixes):
+        batch[row, pad[row] :] = p
+    return torch.from_numpy(batch).to(device), (torch.from_numpy(pad).to(device) if pad.any() else None)
 
 
-def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], codes: np.ndarray | None, known: int,
-                    total: int, sampling: SamplingConfig, generator: Generators) -> np.ndarray:
-    """Extend a batch from `known` to `total` frames of the task's stream.
+def per_row(frames: int | Sequence[int] | np.ndarray, rows: int) -> np.ndarray:
+    """A frame count for every row, or one per row, as an int64 array [rows]."""
+    return np.full(rows, int(frames), dtype=np.int64) if np.ndim(frames) == 0 else np.asarray(frames, dtype=np.int64)
+
+
+def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], codes: np.ndarray | None,
+                    known: int | Sequence[int], total: int | Sequence[int], sampling: SamplingConfig,
+                    generator: Generators) -> np.ndarray:
+    """Extend a batch from `known` to `total` frames of the task's stream (one count for all rows, or
+    one per row: `extend_stream`).
 
     semantic: per row, semantic ids covering `total` (acoustic tasks) or the first `known` frames
-    (semantic task); codes: [b, all codebooks, total] with this task's codebooks valid up to `known`
-    (acoustic tasks). Returns the semantic ids [b, total] or a copy of the codes with the task's
-    codebooks filled in (`extend_stream`, run to its end).
+    (semantic task); codes: [b, all codebooks, frames] with this task's codebooks valid up to `known`
+    (acoustic tasks). Returns the semantic ids [b, frames] (row i valid up to its `total`) or a copy of
+    the codes with the task's codebooks filled in (`extend_stream`, run to its end).
     """
     if spec.task == "semantic":
-        stream = np.zeros((len(semantic), total), dtype=np.int64)
+        known_rows, total_rows = per_row(known, len(semantic)), per_row(total, len(semantic))
+        width = int((known_rows + (total_rows - known_rows).max()).max()) if len(semantic) else 0
+        stream = np.zeros((len(semantic), width), dtype=np.int64)
         for i, s in enumerate(semantic):
-            stream[i, :known] = s[:known]
+            stream[i, : known_rows[i]] = s[: known_rows[i]]
     else:
         stream = np.array(codes, dtype=np.int64, copy=True)
     for _ in extend_stream(model, spec, semantic, stream, known, total, sampling, generator):
@@ -172,73 +179,86 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
     return stream
 
 
-def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], stream: np.ndarray, known: int, total: int,
-                  sampling: SamplingConfig, generator: Generators,
-                  upstream: Iterator[int] | None = None) -> Iterator[int]:
-    """Fill `stream` in place from frame `known` to `total`, yielding the number of frames done after
-    every frame (the semantic ids [b, total], or the codes [b, all codebooks, total] whose task's
-    codebooks this fills; `semantic` as in `continue_stream`).
+def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], stream: np.ndarray,
+                  known: int | Sequence[int], total: int | Sequence[int], sampling: SamplingConfig, generator: Generators,
+                  upstream: Iterator[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Fill `stream` in place from frame `known` to `total`, yielding each row's frames done (an array
+    [b]) after every frame (the semantic ids [b, frames], or the codes [b, all codebooks, frames] whose
+    task's codebooks this fills; `semantic` as in `continue_stream`).
+
+    `known` and `total` are one frame count for every row, or one per row: prompts of different lengths
+    generated together. Every row gets the same number of new frames per window (the most any row
+    needs: a row with fewer to make gets some beyond its `total`, which the stream must have room for),
+    its sequence left-padded to the longest (`Decoder.hidden`'s `pad`), so a row's ids are those it
+    gets alone, up to float rounding and the shared generator's draws.
 
     The first window runs from frame 0; later ones slide by half a window, keeping the last half as
-    context. `upstream` (frames done, as this yields) fills the stream this task's windows condition
-    on while it runs: the semantic LM's ids (`semantic`, for the coarse LM) or the coarse codes in
-    `stream` (for the fine LM). It is advanced until it covers a window (`TaskSpec.condition_frames`)
-    before the window is built, so the LMs run interleaved and the first frames of sound are ready
-    long before the earlier LMs are through.
+    context. `upstream` (each row's frames done, as this yields) fills the stream this task's windows
+    condition on while it runs: the semantic LM's ids (`semantic`, for the coarse LM) or the coarse codes
+    in `stream` (for the fine LM). It is advanced until it covers a window in every row
+    (`TaskSpec.condition_frames`) before the window is built, so the LMs run interleaved and the first
+    frames of sound are ready long before the earlier LMs are through.
     """
-    w, k, b = spec.window, spec.tokens_per_frame, len(semantic)
+    b = len(semantic)
+    known, total = per_row(known, b), per_row(total, b)
+    w, k = spec.window, spec.tokens_per_frame
     per_frame = k // spec.steps_per_frame  # ids per new position (a frame's, with frame positions)
-    ready = 0
-    done = known
+    new = int((total - known).max()) if b else 0
+    if b and int((known + new).max()) > stream.shape[-1]:
+        raise ValueError(f"a stream of {stream.shape[-1]} frames has no room for {int((known + new).max())}")
+    device = model.lm_head.weight.device
+    ready = None
+    progress = 0
     # shown in a terminal only (disable=None), and as the web page's progress bar (gradio tracks tqdm)
-    bar = tqdm(total=total - known, desc=f"{spec.task} LM", unit="frame", leave=False, disable=None)
-    while done < total:
-        end = min(total, max(w, done + w // 2))
-        start = max(0, end - w)
-        while upstream is not None and ready < spec.condition_frames(end):
-            ready = next(upstream)
+    bar = tqdm(total=new, desc=f"{spec.task} LM", unit="frame", leave=False, disable=None)
+    while progress < new:
+        done = known + progress
+        advance = min(new - progress, max(w // 2, w - int(done.max())))
+        end = done + advance
+        start = np.maximum(0, end - w)
+        need = np.array([spec.condition_frames(int(e)) for e in end])
+        while upstream is not None and (ready is None or (ready < need).any()):
+            ready = next(upstream, None)
+            if ready is None:  # run out: what it made is all there is (rows past their own `total`)
+                upstream = None
         prefixes, firsts = [], []
         for i in range(b):
             src = stream[i] if spec.task == "semantic" else semantic[i]
-            ids, first = spec.build(src, None if spec.task == "semantic" else stream[i], start, end, known=done - start)
+            ids, first = spec.build(src, None if spec.task == "semantic" else stream[i], int(start[i]), int(end[i]),
+                                    known=int(done[i] - start[i]))
             prefixes.append(ids)
             firsts.append(first)
-        steps = (end - done) * k
-
-        if len({len(p) for p in prefixes}) > 1:  # rows in several batches: the window at once
-            new = _generate_rows(model, prefixes, steps, spec.allowed, sampling, generator, per_frame,
-                                 *((spec, firsts) if model.config.voice_pool else ()))
-            _write_frames(spec, stream, new, slice(done, end), start, done - start)
-            bar.update(end - done)
-            done = end
-            yield done
-            continue
-        device = model.lm_head.weight.device
-        batch = torch.from_numpy(np.stack(prefixes)).to(device)
-        reference = spec.reference_mask([(f, batch.shape[1]) for f in firsts], batch.shape[1]).to(device) \
-            if model.config.voice_pool else None
-        new = np.zeros((b, steps), dtype=np.int64)
+        batch, pad = left_padded(prefixes, device)
+        reference = None
+        if model.config.voice_pool:  # each row's reference positions, shifted by its padding
+            length = batch.shape[1]
+            reference = spec.reference_mask([(f + length - len(p), length) for f, p in zip(firsts, prefixes, strict=True)],
+                                            length).to(device)
+        steps = advance * k
+        new_ids = np.zeros((b, steps), dtype=np.int64)
         for i, ids in enumerate(generate_steps(model, batch, steps, spec.allowed, sampling, generator, reference=reference,
-                                               per_position=per_frame)):
-            new[:, i] = ids.cpu().numpy()
+                                               per_position=per_frame, pad=pad)):
+            new_ids[:, i] = ids.cpu().numpy()
             if (i + 1) % k == 0:  # a whole frame
                 frame = done + (i + 1) // k
-                _write_frames(spec, stream, new[:, i + 1 - k : i + 1], slice(frame - 1, frame), start, done - start)
+                _write_frame(spec, stream, new_ids[:, i + 1 - k : i + 1], frame - 1, start, done - start)
                 bar.update(1)
                 yield frame
-        done = end
+        progress += advance
     bar.close()
 
 
-def _write_frames(spec: TaskSpec, stream: np.ndarray, new: np.ndarray, frames: slice, start: int, known: int) -> None:
-    """Generated ids [b, frames * tokens per frame] of a window from `start` with `known` frames
-    given -> the stream's frames."""
+def _write_frame(spec: TaskSpec, stream: np.ndarray, new: np.ndarray, frame: np.ndarray, start: np.ndarray,
+                 known: np.ndarray) -> None:
+    """Generated ids [b, tokens per frame] of one frame -> frame `frame[i]` of each row's stream (row
+    i's window from `start[i]`, with `known[i]` frames given)."""
+    rows = np.arange(len(new))
     if spec.task == "semantic":
-        stream[:, frames] = spec.layout.from_semantic_ids(new)
+        stream[rows, frame] = spec.layout.from_semantic_ids(new)[:, 0]
         return
     q = spec.codebooks
-    for i in range(len(new)):
-        stream[i, q.start : q.stop, frames] = spec.target_codes(new[i], stream[i], start, known)
+    for i in rows:
+        stream[i, q.start : q.stop, frame[i] : frame[i] + 1] = spec.target_codes(new[i], stream[i], int(start[i]), int(known[i]))
 
 
 def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray, tuple]], sampling: SamplingConfig,

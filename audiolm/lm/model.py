@@ -72,6 +72,7 @@ class KVCache:
         self.pos, self.length, self.static = 0, length, static
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # `pos` as the compiled step reads it
         self.voice: torch.Tensor | None = None  # the voice vector of the first call (voice_pool)
+        self.pad: torch.Tensor | None = None  # each row's left padding (`Decoder.hidden`'s `pad`) of the first call
 
 
 # batches of up to this many rows (batch x new tokens) use the low-precision copies (prepare_generation):
@@ -184,7 +185,9 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=valid, enable_gqa=self.c.kv_heads != self.c.heads)
         return self.o_proj(out.transpose(1, 2).reshape(x.shape[0], 1, -1))
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, cache: KVCache | None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (bool [b, 1, t, keys]): which keys each query sees, for left-padded rows; None: causal."""
         b, t, _ = x.shape
         c = self.c
         q, k, v = self._qkv(x, cos, sin)
@@ -194,10 +197,8 @@ class Attention(nn.Module):
             cache.k[layer][:, :, pos : pos + t] = k
             cache.v[layer][:, :, pos : pos + t] = v
             k, v = cache.k[layer][:, :, : pos + t], cache.v[layer][:, :, : pos + t]
-        mask, causal = None, False
-        if t > 1 and pos == 0:
-            causal = True
-        elif t > 1:  # a block of new tokens after cached ones: causal within the block
+        causal = mask is None and t > 1 and pos == 0
+        if mask is None and t > 1 and pos > 0:  # a block of new tokens after cached ones: causal within the block
             mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
         dropout = c.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout,
@@ -228,11 +229,11 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.dim, c.norm_eps)
         self.dropout = nn.Dropout(c.dropout)
 
-    def forward(self, x, cos, sin, layer, cache):
+    def forward(self, x, cos, sin, layer, cache, mask=None):
         if not (self.training and self.dropout.p):  # a module call per branch is measurable at batch 1
-            x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache)
+            x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, mask)
             return x + self.mlp(self.post_attention_layernorm(x))
-        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin, layer, cache))
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, mask))
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -331,7 +332,7 @@ class Decoder(nn.Module, HubMixin):
         """`hidden` of one new position per row (ids [b, 1] or [b, 1, group]) after those in `cache`:
         through the compiled decode step when `audiolm.lm.decode_step.compile_generation` made one
         (and the cache is one of its static ones), else `hidden` itself."""
-        if self.compiled_step is None or not cache.static or ids.shape[1] != 1:
+        if self.compiled_step is None or not cache.static or ids.shape[1] != 1 or cache.pad is not None:
             return self.hidden(ids, cache)
         if cache.pos >= cache.length:
             raise ValueError(f"position {cache.pos + 1} is beyond the cache's {cache.length}")
@@ -367,19 +368,38 @@ class Decoder(nn.Module, HubMixin):
             return self.lm_head(x)
         return self.logits(x[:, -1:] if last_only else x, vocab)
 
-    def hidden(self, ids: torch.Tensor, cache: KVCache | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden(self, ids: torch.Tensor, cache: KVCache | None = None, reference: torch.Tensor | None = None,
+               pad: torch.Tensor | None = None) -> torch.Tensor:
         """ids [b, t] (or [b, t, group], PAD where a position holds fewer) -> the last block's output
-        [b, t, dim], before the final norm (`forward`'s `cache` and `reference`)."""
+        [b, t, dim], before the final norm (`forward`'s `cache` and `reference`).
+        `pad` (long [b]): rows left-padded by that many positions (sequences of different lengths in one
+        batch): a row's positions count from its first real one, and no real position sees a padded one,
+        so each row's states are those it has alone (up to float rounding). With a cache, given on the
+        first call and kept for the later ones."""
         b, t = ids.shape[:2]
         pos = cache.pos if cache is not None else 0
+        if cache is not None:
+            cache.pad = pad if pos == 0 else cache.pad
+            pad = cache.pad
         if pos + t > self.config.max_positions:
             raise ValueError(f"position {pos + t} is beyond the model's {self.config.max_positions} positions")
         x = self.embed(ids)
         if self.config.voice_pool:
             x = x + self._voice(x, reference, cache)
-        cos, sin = self.rope_cos[pos : pos + t].to(x.dtype), self.rope_sin[pos : pos + t].to(x.dtype)
+        mask = None
+        if pad is None:
+            cos, sin = self.rope_cos[pos : pos + t].to(x.dtype), self.rope_sin[pos : pos + t].to(x.dtype)
+        else:
+            queries = torch.arange(pos, pos + t, device=x.device)
+            positions = (queries[None] - pad[:, None]).clamp_min(0)  # [b, t]
+            cos, sin = (table[positions].to(x.dtype)[:, None] for table in (self.rope_cos, self.rope_sin))
+            keys = torch.arange(pos + t, device=x.device)
+            # causal, and never a padded key; a padded query sees itself (a row of nothing would be NaN)
+            mask = ((keys[None] <= queries[:, None]) & (keys[None, None] >= pad[:, None, None])) | \
+                (keys[None] == queries[:, None])
+            mask = mask[:, None]  # [b, 1, t, keys]
         for i, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, i, cache)
+            x = block(x, cos, sin, i, cache, mask)
         if cache is not None:
             cache.pos += t
         return x

@@ -93,8 +93,8 @@ def _row(name: str, kbps: float, pairs: list[tuple[np.ndarray, np.ndarray]]) -> 
 
 def resynthesize(codec: Codec, clip: np.ndarray, k: int) -> np.ndarray:
     """A 16 kHz clip through the codec with k codebooks, back at 16 kHz and the clip's length."""
-    x = torch.from_numpy(audio.resample(clip, EVAL_RATE, codec.sample_rate)).unsqueeze(0)
-    y = codec.decode(codec.encode(x, k))[0].numpy()
+    x = torch.from_numpy(audio.resample(clip, EVAL_RATE, codec.sample_rate)).unsqueeze(0).to(codec.device)
+    y = codec.decode(codec.encode(x, k))[0].float().cpu().numpy()
     return audio.resample(y, codec.sample_rate, EVAL_RATE)[: len(clip)]
 
 

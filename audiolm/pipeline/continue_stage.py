@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiolm import audio
-from audiolm.config import PipelineConfig, config_hash
+from audiolm.config import PipelineConfig, config_hash, to_dict
 from audiolm.continuation import PARTS, TEXT_PARTS, AudioLM
 from audiolm.data.corpus import read_wavs, voice_groups
 from audiolm.files import atomic_write_text
@@ -53,7 +53,8 @@ def choose_prompts(heldout: datasets.Dataset, count: int, min_seconds: float) ->
 
 def continuation_hash(cfg: PipelineConfig) -> str:
     parts = [(rundir.read_marker(cfg.run_dir / folder) or {}).get("config_hash") for folder in PARTS]
-    return config_hash("continuations", cfg.continuation, parts, corpus_stage.corpus_hash(cfg))
+    settings = {k: v for k, v in to_dict(cfg.continuation).items() if k != "device"}
+    return config_hash("continuations", settings, parts, corpus_stage.corpus_hash(cfg))
 
 
 def _generate(cfg: PipelineConfig, model: AudioLM, heldout: datasets.Dataset, corpus_rate: int, picks: list[int],
@@ -203,7 +204,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
             report.write(cfg, results)
         print(f"stage 4 (continuation): {out} is up to date; report: {cfg.run_dir / 'report.md'} (and .html)")
         return out
-    model = AudioLM.from_pretrained(cfg.run_dir)
+    model = AudioLM.from_pretrained(cfg.run_dir, device=cfg.continuation.device)
     corpus = corpus_stage.load(cfg)
     corpus_rate = rundir.read_marker(corpus_stage.corpus_dir(cfg))["sample_rate"]
     heldout = corpus["heldout"]

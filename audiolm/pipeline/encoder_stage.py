@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from audiolm.config import EncoderConfig, PipelineConfig, config_hash
 from audiolm.data.corpus import CorpusAudio, has_phones, read_frame_phones, read_wavs
 from audiolm.data.phones import PhoneInventory
+from audiolm.devices import resolve_device
 from audiolm.files import atomic_dir
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.semantic.features import build_features
@@ -87,13 +88,18 @@ def _kmeans_targets(cfg: PipelineConfig, previous: Path | None, wavs: Sequence[n
     else:
         s = dataclasses.replace(cfg.semantic, backend="ssl", model=str(previous), layer=e.target_layer,
                                 num_clusters=e.target_clusters, utterance_norm=False)
-    features = build_features(s.backend, s.model, s.layer, "cpu", cfg.data.sample_rate, s.context_frames)
+    # on this process' GPU where there is one (a spectral front end ignores the device)
+    features = build_features(s.backend, s.model, s.layer, str(resolve_device(s.device)), cfg.data.sample_rate,
+                              s.context_frames)
     order = np.random.default_rng(s.seed).permutation(len(wavs))
     batches = ([wavs[i] for i in order[j : j + 16]] for j in range(0, len(wavs), 16))
     tokenizer = SemanticTokenizer.fit(s, features, tqdm(batches, desc="features for k-means targets", leave=False))
     dtype = id_dtype(e.target_clusters)
-    encode = [tokenizer.encode([w])[0].astype(dtype) for w in tqdm(itertools.chain(wavs, heldout), total=len(wavs) + len(heldout),
-                                                                 desc="k-means targets", leave=False)]
+    # in batches of 16, read as they are needed (the features do not depend on their batch: test_features.py)
+    everything = itertools.chain(wavs, heldout)
+    encode = []
+    for _ in tqdm(range(0, len(wavs) + len(heldout), 16), desc="k-means targets", leave=False):
+        encode += [ids.astype(dtype) for ids in tokenizer.encode(list(itertools.islice(everything, 16)))]
     return encode[: len(wavs)], encode[len(wavs) :]
 
 

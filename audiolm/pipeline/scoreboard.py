@@ -126,7 +126,7 @@ def evaluate(cfg: PipelineConfig, tokens: datasets.DatasetDict, corpus: datasets
         shutil.rmtree(folder, ignore_errors=True)  # made for other models: the submissions would be kept otherwise
         folder.mkdir(parents=True)
         rundir.write_marker(folder, digest, stage="scoreboard")
-    lm = SpeechLMScorer.from_pretrained(str(cfg.run_dir))
+    lm = SpeechLMScorer.from_pretrained(str(cfg.run_dir), device=cfg.continuation.device)
     sets = folder / "dataset"
     if not rundir.is_up_to_date(sets, digest):  # a killed run made part of them: made again
         shutil.rmtree(sets, ignore_errors=True)

@@ -67,10 +67,11 @@ def spectral_baseline(spec: str, corpus: datasets.DatasetDict, rate: int, contex
     return SemanticTokenizer.fit(s, features, batches)
 
 
-def load_tokenizer(spec: str, corpus: datasets.DatasetDict, rate: int, context: int) -> tuple[str, SemanticTokenizer]:
+def load_tokenizer(spec: str, corpus: datasets.DatasetDict, rate: int, context: int,
+                   device: str = "cpu") -> tuple[str, SemanticTokenizer]:
     if spec.partition(":")[0] in SPECTRAL:
         return f"{spec} (+-{context})", spectral_baseline(spec, corpus, rate, context)
-    return spec, SemanticTokenizer.from_pretrained(spec)
+    return spec, SemanticTokenizer.from_pretrained(spec, device=device)
 
 
 def phone_scores(ids: list[np.ndarray], ds: datasets.Dataset, rate: int, frame_rate: float) -> PhoneMetrics | None:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from audiolm.audio import mel_filters
+from audiolm.devices import resolve_device
 
 
 class FrameFeatures(Protocol):
@@ -114,6 +115,7 @@ class EncoderFeatures:
         revision = revision or None
         config = AutoConfig.from_pretrained(model, revision=revision)
         self.name = model
+        device = resolve_device(device)
         self.model = self._load(model, config, revision).eval().to(device)
         try:
             self.processor = AutoFeatureExtractor.from_pretrained(model, revision=revision)

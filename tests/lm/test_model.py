@@ -44,6 +44,42 @@ def test_cache_gives_the_same_logits_as_a_full_pass():
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
+def test_left_padded_rows_get_the_states_and_samples_they_get_alone():
+    """Sequences of 9, 25 and 16 ids in one left-padded batch (`left_padded`, `hidden`'s `pad`): each
+    row's logits over the prefix and through the cache's later steps are those it has alone, and each
+    row's own generator samples the same ids as alone; the padding's ids do not matter."""
+    from audiolm.config import SamplingConfig
+    from audiolm.lm.generate import generate, left_padded
+
+    model = _tiny(2)
+    rows = [torch.randint(4, 97, (n,)).numpy() for n in (9, 25, 16)]
+    batch, pad = left_padded(rows, "cpu")
+    assert pad.tolist() == [16, 0, 9] and batch.shape == (3, 25)
+    noisy = batch.clone()
+    noisy[0, :16], noisy[2, :9] = 5, 6  # other ids in the padding: nothing changes
+    with torch.no_grad():
+        cache = model.new_cache(3, 30)
+        padded = model.hidden(noisy, cache, pad=pad)
+        steps = [model.step(torch.full((3, 1), 7 + i), cache) for i in range(3)]
+        for r, ids in enumerate(rows):
+            alone_cache = model.new_cache(1, 30)
+            alone = model.hidden(torch.from_numpy(ids)[None], alone_cache)
+            torch.testing.assert_close(padded[r, pad[r] :], alone[0], atol=1e-5, rtol=1e-4)
+            for i, step in enumerate(steps):
+                torch.testing.assert_close(step[r], model.step(torch.full((1, 1), 7 + i), alone_cache)[0],
+                                           atol=1e-5, rtol=1e-4)
+    hot = SamplingConfig(temperature=1.0)
+    allowed = lambda i: (4, 97)  # noqa: E731
+    seeds = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    together = generate(model, batch, 12, allowed, hot, seeds, pad=pad)
+    for r, ids in enumerate(rows):
+        alone = generate(model, torch.from_numpy(ids)[None], 12, allowed, hot, [torch.Generator().manual_seed(r + 1)])
+        assert torch.equal(together[r], alone[0])
+    uncached = generate(model, batch, 12, allowed, hot, [torch.Generator().manual_seed(s) for s in (1, 2, 3)], use_cache=False,
+                        pad=pad)
+    assert torch.equal(uncached, together)
+
+
 def test_output_depends_on_token_order():
     model = _tiny()
     ids = torch.arange(1, 21).unsqueeze(0)

@@ -173,13 +173,17 @@ def test_hub_whisper_tiny_encoder_loads(speech16k):
     assert f.shape == (num_frames(len(speech16k), 16000), 384)
 
 
+def _extractor(normalize: bool, mask: bool):
+    return transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=normalize, return_attention_mask=mask)
+
+
 def _group_norm_hubert(folder):
     """HuBERT-base's front end and preprocessor, tiny: group norm in the first convolution, no attention
     mask, per-utterance waveform normalization."""
     config = transformers.HubertConfig(**{**_tiny_config("hubert").to_dict(), "feat_extract_norm": "group",
                                           "do_stable_layer_norm": False})
     transformers.HubertModel(config).save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(folder)
+    _extractor(normalize=True, mask=False).save_pretrained(folder)
 
 
 def _group_norm_wavlm(folder):
@@ -187,13 +191,13 @@ def _group_norm_wavlm(folder):
     config = transformers.WavLMConfig(**{**_tiny_config("wavlm").to_dict(), "feat_extract_norm": "group",
                                          "do_stable_layer_norm": False})
     transformers.WavLMModel(config).save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=False, return_attention_mask=True).save_pretrained(folder)
+    _extractor(normalize=False, mask=True).save_pretrained(folder)
 
 
 def _layer_norm_wav2vec2(folder):
     """A large model's layout (layer norm in the front end, stable layer norm) with a mask-less preprocessor."""
     transformers.Wav2Vec2Model(_tiny_config("wav2vec2")).save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(folder)
+    _extractor(normalize=True, mask=False).save_pretrained(folder)
 
 
 def _w2v_bert(folder):

@@ -90,8 +90,8 @@ from tests.train.test_accumulation import train
 from accelerate import PartialState
 grads, weights = train(int(sys.argv[1]), __import__("pathlib").Path(sys.argv[2]))
 if PartialState().is_main_process:
-    json.dump({{"grads": [[g.tolist() for g in step] for step in grads], "weights": {{k: v.tolist() for k, v in weights.items()}}}},
-              open(sys.argv[3], "w"))
+    out = {{"grads": [[g.tolist() for g in step] for step in grads], "weights": {{k: v.tolist() for k, v in weights.items()}}}}
+    json.dump(out, open(sys.argv[3], "w"))
 """
 
 
@@ -101,9 +101,11 @@ def test_accumulation_in_two_processes_steps_as_one_batch_in_one(tmp_path):
     whole_grads, whole = train(1, tmp_path / "k1")
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER.format(repo=str(REPO)))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1", "--num_processes", "2",
-               "--mixed_precision", "no", "--dynamo_backend", "no", str(worker), "4", str(tmp_path / "k4x2"), str(tmp_path / "out.json")]
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+               "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(worker), "4", str(tmp_path / "k4x2"), str(tmp_path / "out.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     _same(whole_grads, [[torch.tensor(g) for g in step] for step in out["grads"]])
