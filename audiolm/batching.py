@@ -8,8 +8,9 @@
 
 One worker takes the first waiting request and every other waiting one it can generate in the same
 batch (the same duration and sampling; prompts of any lengths, whose sequences are left-padded to the
-longest: `AudioLM.stream_batch`), up to `max_batch`, and streams their chunks back. The cascade runs several times faster per second of
-audio at batch 8 than at batch 1 on a CPU, so eight visitors wait about as long as one does. Each
+longest: `AudioLM.stream_batch`), up to `max_batch`, and streams their chunks back. The cascade
+runs several times faster per second of audio at batch 8 than at batch 1 on a CPU, so eight visitors
+wait about as long as one does. Each
 request keeps its own seed (`AudioLM.continue_batch`'s per-prompt seeds): the same seed gives the
 same audio whoever else is in the batch, up to float rounding. A request whose reader goes away (a
 closed tab) is dropped from its batch; a batch nobody reads any more stops.

@@ -3,6 +3,11 @@ visitors would come: each sends R requests, one after another, all users at once
 
     python -m benchmarks.serve_load --run runs/demo [--users 8] [--requests 3] [--seconds 4] [--json F]
 
+With `--prompt-lengths LO HI` every user continues a prompt of its own length, spread evenly from LO
+to HI seconds (held-out speech of one voice of the run's corpus, utterances joined until long enough):
+visitors with different prompts, whom the server must still batch together (issue 40: each LM's
+sequences left-padded to the longest row's). Without it, users share the run's 2 s held-out prompts.
+
 User 0 first uploads a corrupt file (it must get a message naming the problem), user 1 leaves in the
 middle of its first continuation (it cancels once the first audio has come), the last user goes
 through the run's other tabs (convert, and speak and transcribe where the run has them); the others
@@ -164,6 +169,34 @@ def load(url: str, prompts: list[str], corrupt: str, tabs: list[str], users: int
     return records
 
 
+def held_out_prompts(run_dir: Path, lengths: list[float], folder: Path) -> list[str]:
+    """One wav per length in `folder`: held-out utterances of one voice each (another voice per
+    prompt where the corpus has them), joined in order until long enough, cut to the length."""
+    import soundfile as sf
+
+    from audiolm.data import shards
+    from audiolm.data.corpus import read_wavs
+    from audiolm.pipeline import rundir
+
+    corpus = run_dir / "corpus"
+    rate = rundir.read_marker(corpus)["sample_rate"]
+    heldout = shards.load_split(corpus, "heldout")
+    speakers = list(dict.fromkeys(heldout["speaker"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, seconds in enumerate(lengths):
+        speaker = speakers[k % len(speakers)]
+        rows = [i for i, s in enumerate(heldout["speaker"]) if s == speaker]
+        wav, i = np.zeros(0, np.float32), 0
+        while len(wav) < seconds * rate and i < len(rows):
+            wav = np.concatenate([wav, read_wavs(heldout, [rows[i]], rate, rate)[0]])
+            i += 1
+        path = folder / f"prompt-{k:02d}-{seconds:.1f}s.wav"
+        sf.write(path, wav[: round(seconds * rate)], rate)
+        paths.append(str(path))
+    return paths
+
+
 def summarize(records: list[dict], batches: list[tuple[int, float, float]], before: float, after: float,
               still_serving: bool, wall: float) -> dict:
     valid = [r for r in records if not r.get("corrupt")]
@@ -216,7 +249,7 @@ def run(run_dir: Path, users: int = 8, requests: int = 3, seconds: float = 4.0, 
 
     from audiolm.web import run_examples
 
-    prompts = prompts or [wav for _, wav in run_examples(run_dir, per_group=4)]
+    prompts = prompts or [str(wav) for _, wav in run_examples(run_dir, per_group=4)]
     if not prompts:
         raise SystemExit(f"{run_dir}: no held-out prompts (continuations/*.prompt.wav); run make demo first")
     corrupt = run_dir / "continuations" / ".load-test-corrupt.wav"
@@ -247,10 +280,21 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--requests", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--prompt-lengths", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="each user a prompt of its own length, LO to HI seconds (default: the run's 2 s prompts)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
-    s = run(Path(args.run), args.users, args.requests, args.seconds)
+    prompts = None
+    if args.prompt_lengths:
+        lo, hi = args.prompt_lengths
+        lengths = [lo + (hi - lo) * k / max(1, args.users - 1) for k in range(args.users)]
+        prompts = held_out_prompts(Path(args.run), lengths, Path(args.run) / "load-test-prompts")
+    s = run(Path(args.run), args.users, args.requests, args.seconds, prompts=prompts)
+    if prompts:
+        s["prompt_seconds"] = [round(x, 1) for x in lengths]
     print(table(s, args.users, args.requests, args.seconds))
+    if prompts:
+        print(f"\nprompts: {', '.join(f'{x:.1f} s' for x in lengths)} (one per user)")
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=1))
 

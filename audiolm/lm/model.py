@@ -343,10 +343,12 @@ class Decoder(nn.Module, HubMixin):
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, select: torch.Tensor | None = None,
                 last_only: bool = False, vocab_ranges: list[tuple[int, int, torch.Tensor]] | None = None,
                 vocab: tuple[int, int] | None = None, reference: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+                targets: torch.Tensor | None = None, target_rows: torch.Tensor | None = None
+                ) -> torch.Tensor | list[torch.Tensor]:
         """ids [b, t] (or [b, t, group]) -> logits [b, t, vocab] of each position's next id (its first,
-        with groups); with `select` (bool [b, t]) only those positions' logits [n, vocab] (the loss needs
-        no logits for the conditioning part); `last_only` -> [b, 1, vocab]; `vocab=(lo, hi)` -> only the
+        with groups); with `select` (bool [b, t], or the same positions as flat indices into b * t, long
+        [n]: no device sync) only those positions' logits [n, vocab] (the loss needs no logits for the
+        conditioning part); `last_only` -> [b, 1, vocab]; `vocab=(lo, hi)` -> only the
         logits of ids [lo, hi) (generation: the one range the next id may come from; the fine LM's head
         is 8x smaller that way).
         `vocab_ranges` [(lo, hi, rows)] (with `select`): for each, the logits of ids [lo, hi) at the
@@ -356,12 +358,14 @@ class Decoder(nn.Module, HubMixin):
         a cache, on the first call only (later calls reuse its vector). None or no position: no voice.
         `targets` [n, group] (with `select`, grouped ids): the ids of the positions after the selected
         ones; the logits are then those of each of their ids but PAD (the first from the state, the
-        others from the depth head given the ids before them: teacher forcing), rows in that order."""
+        others from the depth head given the ids before them: teacher forcing), rows in that order;
+        `target_rows` (long): the flat indices of `targets`' ids that are not PAD, when computed ahead."""
         x = self.hidden(ids, cache, reference)
         if select is not None:
-            x = x[select]
+            x = x[select] if select.dtype == torch.bool else x.flatten(0, 1)[select]
             if targets is not None:
-                x = self._depth_states(x, targets).flatten(0, 1)[targets.reshape(-1) != TokenLayout.PAD]
+                keep = targets.reshape(-1) != TokenLayout.PAD if target_rows is None else target_rows
+                x = self._depth_states(x, targets).flatten(0, 1)[keep]
             x = self.model.norm(x)
             if vocab_ranges is not None:
                 return [self._head(x[rows], lo, hi) for lo, hi, rows in vocab_ranges]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,20 +55,50 @@ def reference_mask(spec: TaskSpec, examples: list[tuple[np.ndarray, int]], lengt
     return spec.reference_mask([(first, len(seq)) for seq, first in examples], length, keep)
 
 
+@dataclass
+class LossPlan:
+    """Which positions a batch's loss reads, as index tensors: computed from the batch on the CPU
+    (`loss_plan`) and copied to the device with it, the loss then runs without waiting on the device
+    (boolean indexing and `.nonzero()` there would each stop the host until the GPU caught up)."""
+
+    select: torch.Tensor  # long [n]: flat indices (into b * t) of the positions whose next position is a target
+    targets: torch.Tensor  # [n] target ids, or [n, group] with PAD where a position holds fewer
+    scored: torch.Tensor  # [m] the target ids scored (targets without PAD)
+    kept: torch.Tensor | None  # long [m]: the flat indices of `scored` in `targets` (grouped targets)
+    groups: list[tuple[int, int, torch.Tensor]]  # (lo, hi, rows of `scored` in [lo, hi)) per target range
+
+    def to(self, device: torch.device | str) -> LossPlan:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return LossPlan(move(self.select), move(self.targets), move(self.scored), move(self.kept),
+                        [(lo, hi, move(rows)) for lo, hi, rows in self.groups])
+
+
+def loss_plan(spec: TaskSpec, ids: torch.Tensor, predicts: torch.Tensor) -> LossPlan:
+    """The `LossPlan` of a padded batch (`pad_batch`'s ids and predicts; a row's last position never
+    predicts, so a selected position's target is the next flat index)."""
+    select = predicts.flatten().nonzero()[:, 0]
+    targets = ids.flatten(0, 1)[select + 1]
+    kept = (targets.reshape(-1) != TokenLayout.PAD).nonzero()[:, 0] if targets.dim() == 2 else None
+    scored = targets.reshape(-1)[kept] if kept is not None else targets
+    groups = [(lo, hi, ((scored >= lo) & (scored < hi)).nonzero()[:, 0]) for lo, hi in spec.target_ranges()]
+    return LossPlan(select, targets, scored, kept, groups)
+
+
 def sequence_loss(model: Decoder, spec: TaskSpec, ids: torch.Tensor, predicts: torch.Tensor,
-                  reduction: str = "mean", reference: torch.Tensor | None = None) -> torch.Tensor:
+                  reduction: str = "mean", reference: torch.Tensor | None = None,
+                  plan: LossPlan | None = None) -> torch.Tensor:
     """Cross-entropy of each target over the id range it belongs to (its codebook's ids, or the
     semantic ids): the distribution sampling draws from, and a fraction of the full head's cost.
     With ids per position (`frame_positions`), a position's first id is predicted from the state
-    before it and the others through the depth head, given the ids before them (teacher forcing)."""
-    targets = ids[:, 1:][predicts[:, :-1]]  # [n], or [n, group] with PAD where a position holds fewer
-    scored = targets[targets != TokenLayout.PAD] if targets.dim() == 2 else targets
-    groups = [(lo, hi, ((scored >= lo) & (scored < hi)).nonzero()[:, 0]) for lo, hi in spec.target_ranges()]
-    logits = model(ids, select=predicts, vocab_ranges=groups, reference=reference,
-                   targets=targets if targets.dim() == 2 else None)
-    total = sum(F.cross_entropy(out.float(), scored[rows] - lo, reduction="sum")
-                for out, (lo, _, rows) in zip(logits, groups, strict=True))
-    return total / max(1, scored.numel()) if reduction == "mean" else total
+    before it and the others through the depth head, given the ids before them (teacher forcing).
+    `plan`: the batch's `loss_plan`, computed ahead on the CPU (else here, from ids and predicts)."""
+    plan = plan or loss_plan(spec, ids, predicts)
+    grouped = plan.targets.dim() == 2
+    logits = model(ids, select=plan.select, vocab_ranges=plan.groups, reference=reference,
+                   targets=plan.targets if grouped else None, target_rows=plan.kept)
+    total = sum(F.cross_entropy(out.float(), plan.scored[rows] - lo, reduction="sum")
+                for out, (lo, _, rows) in zip(logits, plan.groups, strict=True))
+    return total / max(1, plan.scored.numel()) if reduction == "mean" else total
 
 
 def next_of_speaker(speakers: Sequence | np.ndarray | None, count: int) -> np.ndarray:
@@ -157,13 +188,17 @@ class LMTask:
             return ids, predicts
         return ids, predicts, reference_mask(self.spec, examples, ids.shape[1], np.array([keep for _, keep in rows]))
 
-    def step(self, batch: tuple[torch.Tensor, ...], step: int, update: Update) -> dict[str, float]:
+    def step(self, batch: tuple[torch.Tensor, ...], step: int, update: Update) -> dict[str, torch.Tensor]:
+        """The loss's positions planned on the CPU, the batch copied without blocking (from pinned
+        memory on a GPU), and the loss returned as a tensor (the trainer reads it when it logs): no
+        step waits on the device."""
         model = self.models["lm"]
         device = next(model.parameters()).device
-        ids, predicts, *reference = (t.to(device) for t in batch)
-        loss = sequence_loss(model, self.spec, ids, predicts, reference=reference[0] if reference else None)
+        plan = loss_plan(self.spec, batch[0], batch[1]).to(device)
+        ids, predicts, *reference = (t.to(device, non_blocking=True) for t in batch)
+        loss = sequence_loss(model, self.spec, ids, predicts, reference=reference[0] if reference else None, plan=plan)
         update("lm", loss)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 16) -> dict[str, float]:

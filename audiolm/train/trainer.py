@@ -38,6 +38,7 @@ from audiolm.train import distributed
 from audiolm.train.checkpoint import latest_checkpoint, load_checkpoint, process_rng_state, save_checkpoint
 
 Update = Callable[[str, torch.Tensor], None]
+AGREE_EVERY = 10  # steps between the processes' agreements on the clock (several processes)
 
 
 class Task(Protocol):
@@ -178,11 +179,16 @@ class Trainer:
             for model in self.task.models.values():
                 model.train()
 
-    def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
-        if self.world == 1 or not values:
-            return values
-        mean = self.accelerator.reduce(torch.tensor(list(values.values()), device=self.accelerator.device), "mean")
-        return dict(zip(values, mean.tolist(), strict=True))
+    def _mean_over_processes(self, values: dict[str, float | torch.Tensor]) -> dict[str, float]:
+        """A step's logged values (floats, or tensors a task returned to spare the device a sync) as
+        floats, averaged over the processes."""
+        if not values:
+            return {}
+        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(self.accelerator.device).reshape(())
+                               for v in values.values()])
+        if self.world > 1:
+            stacked = self.accelerator.reduce(stacked, "mean")
+        return dict(zip(values, stacked.tolist(), strict=True))
 
     def _log(self, values: dict[str, float]) -> None:
         if not self.accelerator.is_main_process:
@@ -251,14 +257,14 @@ class Trainer:
             self.accelerator.print(f"  resuming from step {self.step}" + (f" ({self.world} processes)" if self.world > 1 else ""))
         if self.world > 1:  # dropout: a mask stream of its own per process (one process' stream is left as it was)
             torch.manual_seed(cfg.seed * 1_000_003 + self.step * 1009 + self.rank)
-        start, warm = time.monotonic(), None
+        start, warm, elapsed = time.monotonic(), None, 0.0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=not self.accelerator.is_main_process)
         for model in self.task.models.values():
             model.train()
         batches = self._batches()
         self.started = time.time()  # training starts (stage 3 reports the seconds from its process' start)
         while self.step < cfg.steps:
-            logs: dict[str, float] = {}
+            logs: dict[str, float | torch.Tensor] = {}
             for micro in range(cfg.grad_accum):
                 self._last_micro = micro == cfg.grad_accum - 1
                 logs = self.task.step(next(batches), self.step, self._update)
@@ -266,10 +272,14 @@ class Trainer:
             if cfg.ema_decay:
                 self._update_ema()
             bar.update(1)
-            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items()})
-            if self.step % cfg.log_every == 0:
-                self._log(self._mean_over_processes(logs))
-            elapsed = distributed.agree(time.monotonic() - start)
+            if self.step % cfg.log_every == 0:  # the only place a step's losses are read back from the device
+                logged = self._mean_over_processes(logs)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logged.items()})
+                self._log(logged)
+            # the main process' clock, agreed every AGREE_EVERY steps (an exchange between processes,
+            # which waits for all of them): a time budget then ends at most that many steps late
+            if self.world == 1 or self.step % AGREE_EVERY == 0 or self.step == cfg.steps:
+                elapsed = distributed.agree(time.monotonic() - start)
             out_of_time = bool(cfg.max_minutes) and elapsed / 60 > cfg.max_minutes
             if warm is None and self.step >= cfg.warmup_steps:
                 warm = elapsed  # the cosine's part of the budget starts here (or at a resume past warm-up)
