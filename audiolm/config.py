@@ -192,6 +192,8 @@ class SemanticConfig:
     batch_seconds: float = 60.0  # audio per feature-extraction batch
     dedup: bool = False  # also store ids with consecutive repeats removed
     device: str = "auto"
+    # the encoder's forward: fp32, or bf16 / fp16 autocast (GPUs; docs/semantic.md has how far the ids move)
+    precision: str = "fp32"
     seed: int = 0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 

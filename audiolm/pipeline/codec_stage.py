@@ -23,6 +23,7 @@ from audiolm.codec.source_filter import SourceFilterCodec, SourceFilterCodecConf
 from audiolm.config import CodecConfig, PipelineConfig, config_hash
 from audiolm.data import shards
 from audiolm.data.corpus import CorpusAudio, read_wavs, wav_batches
+from audiolm.data.prefetch import prefetch
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.tokens import id_dtype
 from audiolm.train import distributed
@@ -106,11 +107,12 @@ def _encode_split(codec: Codec, split: str, ds: datasets.Dataset, corpus_rate: i
     def make_shard(indices: list[int]) -> datasets.Dataset:
         codes = {}
         # batches of similar lengths, zero-padded; each utterance's codes cut to its own frames
-        for batch, wavs in wav_batches(ds, indices, corpus_rate, codec.sample_rate, batch_seconds):
+        ahead = 0 if device.type == "cpu" else 2  # on a GPU: the next batches read while this one encodes
+        for batch, wavs in prefetch(wav_batches(ds, indices, corpus_rate, codec.sample_rate, batch_seconds), ahead):
             padded = torch.zeros(len(wavs), max(len(w) for w in wavs))
             for row, wav in enumerate(wavs):
                 padded[row, : len(wav)] = torch.from_numpy(wav)
-            out = codec.encode(padded.to(device)).cpu().numpy()
+            out = codec.encode(padded.to(device, non_blocking=True)).cpu().numpy()
             for row, (i, wav) in enumerate(zip(batch, wavs, strict=True)):
                 codes[i] = out[row, :, : codec.num_frames(len(wav))]
         return datasets.Dataset.from_dict({"id": ds.select(indices)["id"], "acoustic_codes": [codes[i] for i in indices]},

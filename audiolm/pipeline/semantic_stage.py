@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from audiolm.config import PipelineConfig, SemanticConfig, config_hash
 from audiolm.data import shards
 from audiolm.data.corpus import has_text, select_speakers, voice_groups, wav_batches
+from audiolm.data.prefetch import prefetch
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
@@ -37,9 +38,10 @@ def resolve_device(device: str) -> str:
 
 
 def tokenizer_hash(cfg: PipelineConfig) -> str:
-    # Where and how fast it runs does not change the result; the encoder's training only matters
-    # when there is one.
-    fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items() if k not in ("device", "dedup", "encoder")}
+    # Where and how fast it runs does not change the result (half precision does, a little: hashed when
+    # asked for); the encoder's training only matters when there is one.
+    fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items()
+              if k not in ("device", "dedup", "encoder") and not (k == "precision" and v == "fp32")}
     trained = ""
     if cfg.semantic.backend == "trained":
         trained = encoder_stage.round_hash(cfg, encoder_stage.rounds(cfg.semantic.encoder)[-1])
@@ -51,12 +53,12 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     digest = tokenizer_hash(cfg)
     device = resolve_device(cfg.semantic.device)
     if rundir.is_up_to_date(out, digest, saved_part=True):
-        return SemanticTokenizer.from_pretrained(out, device=device)
+        return SemanticTokenizer.from_pretrained(out, device=device, precision=cfg.semantic.precision)
     s: SemanticConfig = cfg.semantic
     if s.backend == "trained":  # train the encoder first; from then on it is a local transformers model
         s = dataclasses.replace(s, backend="ssl", model=str(encoder_stage.run(cfg)), revision="")
     features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision,
-                              s.units)
+                              s.units, s.precision)
     train = corpus["train"]
     order = np.random.default_rng(s.seed).permutation(train.num_rows).tolist()
     if s.units == "classifier":
@@ -81,7 +83,10 @@ def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Datas
 
     def make_shard(indices: list[int]) -> datasets.Dataset:
         ids: dict[int, np.ndarray] = {}
-        for batch, wavs in wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds):
+        # on a GPU the next batches are read and resampled while this one runs (on a CPU that would
+        # take a core from the model)
+        ahead = 0 if tokenizer.device.type == "cpu" else 2
+        for batch, wavs in prefetch(wav_batches(ds, indices, corpus_rate, tokenizer.sample_rate, batch_seconds), ahead):
             ids.update(zip(batch, tokenizer.encode(wavs), strict=True))
         meta = ds.select(indices).remove_columns(["audio"])
         meta = meta.add_column("semantic", [ids[i].tolist() for i in indices]).cast_column("semantic", ids_type)
@@ -158,7 +163,8 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     if s.backend == "trained":  # every process trains (the trainer splits the batches)
         encoder_stage.run(cfg)
     distributed.on_main(lambda: fit_or_load_tokenizer(cfg, corpus, corpus_rate) and None)
-    tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic", device=resolve_device(cfg.semantic.device))
+    tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic", device=resolve_device(cfg.semantic.device),
+                                                  precision=cfg.semantic.precision)
     partial = cfg.run_dir / ".tokens.partial"
     distributed.on_main(rundir.prepare_partial, partial, digest, "semantic-tokens", force)
     total = sum(sum(corpus[s]["duration"]) for s in corpus)

@@ -7,6 +7,7 @@ up in time with each other and with a 50 Hz codec.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -109,13 +110,17 @@ class EncoderFeatures:
     are dropped, since they would be computed and thrown away.
     """
 
-    def __init__(self, model: str, layer: int, device: str = "cpu", sample_rate: int = 16000, revision: str = ""):
+    def __init__(self, model: str, layer: int, device: str = "cpu", sample_rate: int = 16000, revision: str = "",
+                 precision: str = "fp32"):
         from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
         revision = revision or None
         config = AutoConfig.from_pretrained(model, revision=revision)
         self.name = model
         device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"semantic.precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.model = self._load(model, config, revision).eval().to(device)
         try:
             self.processor = AutoFeatureExtractor.from_pretrained(model, revision=revision)
@@ -202,13 +207,26 @@ class EncoderFeatures:
             groups.setdefault(n, []).append(i)
         return list(groups.values())
 
-    @torch.inference_mode()
+    def _autocast(self):
+        """The forward in half precision (`precision` bf16 or fp16: weights stay fp32, matrix products
+        run in the half type), or as it is."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
     def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """One [t, dim] tensor per wav, the same whatever else is in the call (up to float rounding)."""
+        """One [t, dim] float32 tensor per wav, on the CPU."""
+        return [f.cpu() for f in self.frames_on_device(wavs)]
+
+    @torch.inference_mode()
+    def frames_on_device(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """One [t, dim] float32 tensor per wav, left on the model's device (the tokenizer assigns units
+        there), the same whatever else is in the call (up to float rounding)."""
         out: list[torch.Tensor] = [torch.zeros(0)] * len(wavs)
         for rows in self.batches([len(w) for w in wavs]):
-            inputs = {k: v.to(self.device) for k, v in self._inputs([wavs[i] for i in rows]).items()}
-            frames = self._frames(inputs).float().cpu()  # [b, t, d]
+            inputs = {k: v.to(self.device, non_blocking=True) for k, v in self._inputs([wavs[i] for i in rows]).items()}
+            with self._autocast():
+                frames = self._frames(inputs).float()  # [b, t, d]
             if "input_values" in inputs:
                 lengths = self.model._get_feat_extract_output_lengths(torch.tensor([len(wavs[i]) for i in rows]))
             else:
@@ -264,7 +282,7 @@ class WhisperEncoderFeatures(EncoderFeatures):
         return self.model
 
     @torch.inference_mode()
-    def __call__(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    def frames_on_device(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
         piece = self.processor.n_samples  # 30 s
         per_piece = piece // (2 * self.processor.hop_length)  # 1500 frames
         pieces, owner = [], []
@@ -274,7 +292,8 @@ class WhisperEncoderFeatures(EncoderFeatures):
                 pieces.append(w[start : start + piece])
                 owner.append(i)
         inputs = self.processor(pieces, sampling_rate=self.sample_rate, return_tensors="pt")
-        frames = self._frames({"input_features": inputs["input_features"].to(self.device)}).float().cpu()
+        with self._autocast():
+            frames = self._frames({"input_features": inputs["input_features"].to(self.device)}).float()
         out = []
         for i, w in enumerate(wavs):
             mine = [frames[j] for j, o in enumerate(owner) if o == i]
@@ -283,10 +302,11 @@ class WhisperEncoderFeatures(EncoderFeatures):
 
 
 UNITS = ("kmeans", "classifier")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def build_features(backend: str, model: str = "", layer: int = 6, device: str = "cpu", sample_rate: int = 16000,
-                   context: int = 4, revision: str = "", units: str = "kmeans") -> FrameFeatures:
+                   context: int = 4, revision: str = "", units: str = "kmeans", precision: str = "fp32") -> FrameFeatures:
     if units not in UNITS:
         raise ValueError(f"unknown semantic.units '{units}' (use {' or '.join(UNITS)})")
     if backend in ("mfcc", "logmel"):
@@ -297,10 +317,10 @@ def build_features(backend: str, model: str = "", layer: int = 6, device: str = 
         if not model:
             raise ValueError("semantic.backend 'ssl' needs semantic.model (a Hub id or a local folder)")
         if units == "classifier":
-            return ClassifierFeatures(model, layer, device, sample_rate, revision)
+            return ClassifierFeatures(model, layer, device, sample_rate, revision, precision)
         from transformers import AutoConfig
 
         if AutoConfig.from_pretrained(model, revision=revision or None).model_type == "whisper":
-            return WhisperEncoderFeatures(model, layer, device, sample_rate, revision)
-        return EncoderFeatures(model, layer, device, sample_rate, revision)
+            return WhisperEncoderFeatures(model, layer, device, sample_rate, revision, precision)
+        return EncoderFeatures(model, layer, device, sample_rate, revision, precision)
     raise ValueError(f"unknown semantic.backend '{backend}' (use 'mfcc', 'logmel' or 'ssl')")

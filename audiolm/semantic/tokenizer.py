@@ -71,6 +71,11 @@ class SemanticTokenizer(HubMixin):
     def num_clusters(self) -> int:
         return self.config.num_clusters
 
+    @property
+    def device(self) -> torch.device:
+        """Where the features are computed and the units assigned (the CPU for a spectral front end)."""
+        return torch.device(getattr(self.features, "device", "cpu"))
+
     # -- features -------------------------------------------------------------------------
     @staticmethod
     def _utterance_normalize(feats: list[torch.Tensor], enabled: bool) -> list[torch.Tensor]:
@@ -80,20 +85,29 @@ class SemanticTokenizer(HubMixin):
             return feats
         return [(f - f.mean(0)) / f.std(0, correction=0).clamp_min(1e-3) if f.shape[0] > 1 else f for f in feats]
 
-    def normalized_features(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        feats = self._utterance_normalize(self.features(wavs), self.config.utterance_norm)
-        return [(f - self.mean) / self.std for f in feats]
+    def normalized_features(self, wavs: Sequence[np.ndarray], on_device: bool = False) -> list[torch.Tensor]:
+        """The frames k-means sees, on the CPU (`on_device`: where the encoder ran)."""
+        frames = self.features.frames_on_device(wavs) if on_device and hasattr(self.features, "frames_on_device") \
+            else self.features(wavs)
+        feats = self._utterance_normalize(frames, self.config.utterance_norm)
+        mean, std = (self.mean.to(self.device), self.std.to(self.device)) if on_device else (self.mean, self.std)
+        return [(f - mean) / std for f in feats]
 
     def encode(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Mono float32 wavs at `sample_rate` -> one int64 id array per wav (frames at `frame_rate`)."""
-        return self.assign_features(self.normalized_features(wavs))
+        """Mono float32 wavs at `sample_rate` -> one int64 id array per wav (frames at `frame_rate`);
+        the features stay on the encoder's device and the units are assigned there (on a GPU only
+        the ids come back)."""
+        return self.assign_features(self.normalized_features(wavs, on_device=True))
 
     def assign_features(self, feats: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """`normalized_features`' output -> the ids `encode` gives (for a caller that needs both)."""
-        if self.config.duration_penalty:
-            return [self._assign([f]) for f in feats]
+        if self.config.duration_penalty:  # a Viterbi pass on the CPU
+            return [self._assign([f.cpu()]) for f in feats]
         lengths = [f.shape[0] for f in feats]
-        ids = assign(torch.cat(feats), self.centroids) if sum(lengths) else torch.zeros(0, dtype=torch.long)
+        if not sum(lengths):
+            return [np.zeros(0, dtype=np.int64) for _ in feats]
+        x = torch.cat(feats)
+        ids = assign(x, self.centroids.to(x.device)).cpu()
         return [part.numpy().astype(np.int64) for part in ids.split(lengths)]
 
     def _assign(self, chunks: Iterable[torch.Tensor]) -> np.ndarray:
@@ -186,7 +200,9 @@ class SemanticTokenizer(HubMixin):
         return config
 
     @classmethod
-    def _load(cls, folder: Path, config: dict[str, Any], device: str = "cpu") -> SemanticTokenizer:
+    def _load(cls, folder: Path, config: dict[str, Any], device: str = "cpu", precision: str = "fp32") -> SemanticTokenizer:
+        """`device`: where the encoder runs ("auto": the GPU where there is one); `precision`: its
+        forward's ("bf16", "fp16": see `EncoderFeatures`)."""
         if config.get("format_version", 1) > SemanticTokenizerConfig.format_version:
             raise ValueError(f"{folder}: saved by a newer audiolm (format {config['format_version']}); upgrade audiolm")
         if config.get("bundled_encoder"):  # a path again, so that saving the tokenizer copies the encoder along
@@ -195,5 +211,5 @@ class SemanticTokenizer(HubMixin):
         tensors = load_file(weights_file(folder, WEIGHTS_NAME))
         features = build_features(tokenizer_config.backend, tokenizer_config.model, tokenizer_config.layer, device,
                                   tokenizer_config.sample_rate, tokenizer_config.context_frames, tokenizer_config.revision,
-                                  tokenizer_config.units)
+                                  tokenizer_config.units, precision)
         return cls(tokenizer_config, features, tensors["centroids"], tensors["mean"], tensors["std"])

@@ -251,3 +251,17 @@ def test_a_naive_padded_batch_through_a_group_norm_encoder_changes_the_features(
     with torch.no_grad():
         padded = feats._frames(dict(inputs))[1, : feats([short])[0].shape[0]]
     assert (padded - feats([short])[0]).abs().max() > 1e-2
+
+
+def test_half_precision_forward_stays_close_and_a_wrong_precision_is_refused(tmp_path, speech16k):
+    """bf16 autocast (what a GPU run may ask for with semantic.precision): the features move by
+    bf16's rounding, not more; benchmarks/semantic_precision.py measures how many ids move."""
+    torch.manual_seed(0)
+    _trained_encoder(tmp_path)
+    (full,) = build_features("ssl", str(tmp_path), 2)([speech16k])
+    (half,) = build_features("ssl", str(tmp_path), 2, precision="bf16")([speech16k])
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    assert (half - full).abs().max() <= 0.05 * full.abs().max()
+    assert (half - full).abs().max() > 0  # it did run in bf16
+    with pytest.raises(ValueError, match="semantic.precision 'int8'"):
+        build_features("ssl", str(tmp_path), 2, precision="int8")
