@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +44,9 @@ PARTS = {"semantic": SemanticTokenizer, "codec": Codec, **{f"lm-{t}": Decoder fo
 # the text tasks' parts (speak, transcribe, convert), loaded where a run or bundle has them
 TEXT_PARTS = {"text": TextTokenizer, **{f"lm-{t}": Decoder for t in TEXT_TASKS}}
 FORMAT_VERSION = 1
+# a stream's chunks after the first come once the LMs have run this many times as long as the last
+# chunk's decode (which starts at the prompt's start): decoding at most ~a quarter of the time
+DECODE_SHARE = 3.0
 
 
 def _run_sampling(config_file: Path) -> dict[str, SamplingConfig] | None:
@@ -275,12 +279,20 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         hold, step = self.codec.lookahead_frames, max(1, round(chunk_seconds * self.codec.frame_rate))
         new = int(total[0] - known[0])  # every row's new frames
         emitted = 0  # new frames of audio given out, in every row
+        decoding, decoded_at = 0.0, time.perf_counter()  # the last decode's seconds, and when it ended
         for done in progress:
             made = int((done - known).min())
             final = made if made >= new else made - hold  # the codec's last frames may change with more codes
-            if final <= emitted or (emitted > 0 and final - emitted < step and made < new):
+            if final <= emitted or (emitted > 0 and made < new and (
+                    final - emitted < step
+                    # each chunk decodes from the prompt's start: with long prompts that costs as much as
+                    # the LMs, so later chunks wait until the LMs have run DECODE_SHARE times as long
+                    or time.perf_counter() - decoded_at < decoding * DECODE_SHARE)):
                 continue
+            started = time.perf_counter()
             audio = self._decode_rows(codes, known + made)
+            decoded_at = time.perf_counter()
+            decoding = decoded_at - started
             yield [a[self._samples(int(n) + emitted) : self._samples(int(n) + final)] for a, n in zip(audio, known, strict=True)]
             emitted = final
 

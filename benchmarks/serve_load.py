@@ -216,7 +216,8 @@ def summarize(records: list[dict], batches: list[tuple[int, float, float]], befo
         "other_tabs": sorted({r["tab"] for r in valid if r["tab"] != "continue" and r["ok"]}),
         "latency_p50": pct(times, 50), "latency_p95": pct(times, 95), "latency_max": float(times.max()) if len(times) else None,
         "first_audio_p50": pct(first, 50), "first_audio_p95": pct(first, 95),
-        "batch_sizes": [b[0] for b in batches], "queue_wait_p50": pct(np.array([b[1] for b in batches]), 50),
+        "batch_sizes": [b[0] for b in batches], "batch_seconds": [b[2] for b in batches],
+        "queue_wait_p50": pct(np.array([b[1] for b in batches]), 50),
         "queue_wait_max": max((b[1] for b in batches), default=None),
         "rss_before_mb": before, "rss_after_mb": after, "still_serving": still_serving, "wall_seconds": wall,
     }
@@ -233,6 +234,7 @@ def table(s: dict, users: int, requests: int, seconds: float) -> str:
              f"{f(s['latency_p50'])} / {f(s['latency_p95'])} / {f(s['latency_max'])}"),
             ("first streamed audio, p50 / p95", f"{f(s['first_audio_p50'])} / {f(s['first_audio_p95'])}"),
             ("batches (continuations each)", " ".join(map(str, s["batch_sizes"]))),
+            ("each batch's generation", " ".join(f"{x:.1f}" for x in s["batch_seconds"]) + " s"),
             ("wait for a batch, p50 / max", f"{f(s['queue_wait_p50'])} / {f(s['queue_wait_max'])}"),
             ("server memory before, after", f"{s['rss_before_mb']:.0f} MB, {s['rss_after_mb']:.0f} MB "
                                             f"({s['rss_after_mb'] - s['rss_before_mb']:+.0f} MB)"),
