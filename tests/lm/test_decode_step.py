@@ -11,8 +11,9 @@ from audiolm.lm.decode_step import compile_generation
 from audiolm.lm.generate import generate
 from audiolm.lm.model import Decoder, DecoderConfig
 
-pytestmark = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                                reason="torch.compile's CPU backend needs a C++ compiler")
+pytestmark = [pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                                 reason="torch.compile's CPU backend needs a C++ compiler"),
+              pytest.mark.slow]  # compiling took 36 s on 2 slow cores: make test stays under 10 min (make test-slow)
 
 
 def test_the_compiled_step_gives_the_eager_logits():
