@@ -57,3 +57,14 @@ def test_continuation_scorer_and_codec_eval_on_an_explicit_device(tiny_continuat
     clip = resample(wav, rate, codec_eval.EVAL_RATE)
     back = codec_eval.resynthesize(codec, clip, codec.num_codebooks)
     assert isinstance(back, np.ndarray) and back.dtype == np.float32 and back.shape == clip.shape
+
+
+def test_the_command_line_says_in_one_line_that_there_is_no_gpu(tiny_continuations, speech_wav, tmp_path, capsys):
+    from audiolm import cli
+
+    out = tmp_path / "out.wav"
+    assert cli.main(["continue", str(speech_wav), "-o", str(out), "--model", str(tiny_continuations.run_dir),
+                     "--device", "cuda"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "device 'cuda'" in lines[0] and "no CUDA GPU" in lines[0], lines
+    assert not out.exists()

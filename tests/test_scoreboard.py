@@ -97,7 +97,7 @@ def test_sets_in_the_benchmark_layouts_scored_on_the_tiny_run(tiny_continuations
     assert len(list((tmp_path / "data" / "tSC").glob("*.wav"))) == 6
     syntactic = slm21.read_gold(tmp_path / "data" / "syntactic" / "dev" / "gold.csv")
     assert len(syntactic) == 4 * 2 and [r["voice"] for r in syntactic[::2]] == ["va", "vb", "va", "vb"]  # one voice each
-    lm = SpeechLMScorer.from_pretrained(str(tiny_continuations.run_dir))
+    lm = SpeechLMScorer.from_pretrained(str(tiny_continuations.run_dir), device="cpu")
     cache: dict = {}
     tokens = lm_stage.read_tokens(tiny_continuations)[0]
     for name, scorer in (("lm", lm), ("bigram", BigramScorer(lm, list(tokens["train"]["semantic"])))):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolm import AudioLM, audio
+from audiolm import AudioLM, audio, cli
 from audiolm.data.demo import sentences
 from audiolm.pipeline import rundir
 from audiolm.pipeline.text_metrics import error_rate, text_phones, units_as_phones
@@ -118,7 +118,9 @@ def test_novel_sentences_on_the_demo():
 
 
 @pytest.mark.parametrize("problem", ["empty text", "nothing speakable", "silent voice", "short voice"])
-def test_speak_errors_are_one_line_naming_the_input(problem, tiny_continuations, tmp_path):
+def test_speak_errors_are_one_line_naming_the_input(problem, tiny_continuations, tmp_path, capsys):
+    """Through the command line's entry point in this process (a fresh one per case cost 5 s of imports;
+    `test_cli_speak_transcribe_convert` runs it as its own process)."""
     text, voice = "Hello there.", None
     if problem == "empty text":
         text = "   "
@@ -129,10 +131,11 @@ def test_speak_errors_are_one_line_naming_the_input(problem, tiny_continuations,
         seconds = 2.0 if problem == "silent voice" else 0.3
         noise = np.random.default_rng(0).normal(0, 0.1, int(seconds * 16000)).astype(np.float32)
         sf.write(voice, np.zeros_like(noise) if problem == "silent voice" else noise, 16000)
-    args = ["speak", text, "-o", tmp_path / "out.wav", "--model", tiny_continuations.run_dir]
-    result = run_cli(*args, *(["--voice", voice] if voice else []))
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    args = ["speak", text, "-o", str(tmp_path / "out.wav"), "--model", str(tiny_continuations.run_dir)]
+    code = cli.main([*args, *(["--voice", str(voice)] if voice else [])])
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error:"), stderr
     expected = {"empty text": "empty", "nothing speakable": "nothing speakable", "silent voice": "voice.wav: silent",
                 "short voice": "voice.wav: audio too short"}[problem]
     assert expected in lines[0], lines[0]
@@ -144,9 +147,9 @@ def test_cli_speak_transcribe_convert(tiny_continuations, speech_wav, bad_audio_
     spoken = tmp_path / "spoken.wav"
     result = run_cli("speak", "Zebras gallop at dawn.", "--voice", speech_wav, "-o", spoken, "--model", run, "--seed", 4)
     assert result.returncode == 0, result.stderr
-    again = tmp_path / "again.wav"
-    result = run_cli("speak", "Zebras gallop at dawn.", "--voice", speech_wav, "-o", again, "--model", run, "--seed", 4)
-    assert result.returncode == 0, result.stderr
+    again = tmp_path / "again.wav"  # the same command in this process (a fresh one costs 5 s of imports)
+    assert cli.main(["speak", "Zebras gallop at dawn.", "--voice", str(speech_wav), "-o", str(again), "--model", str(run),
+                     "--seed", "4"]) == 0
     np.testing.assert_array_equal(sf.read(spoken)[0], sf.read(again)[0])  # seeded: the same audio
     converted = tmp_path / "converted.wav"
     result = run_cli("convert", speech_wav, "--voice", spoken, "-o", converted, "--model", run)

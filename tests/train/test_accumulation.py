@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -95,6 +96,7 @@ if PartialState().is_main_process:
 """
 
 
+@pytest.mark.slow  # 8 s on 2 slow cores (a launcher and two processes): make test stays under 10 min
 def test_accumulation_in_two_processes_steps_as_one_batch_in_one(tmp_path):
     """Two gloo processes, each with 1 of the 2 rows of each of 4 micro-batches: the gradients exchanged
     once per step are the global batch's."""
