@@ -391,17 +391,24 @@ def wav_batches(ds: datasets.Dataset, indices: list[int], from_rate: int, to_rat
         yield batch, read_wavs(ds, batch, from_rate, to_rate)
 
 
+RELEASE_EVERY = 256  # reads of a corpus between unmappings of its pages (`shards.release_mapped`)
+
+
 class CorpusAudio(Sequence):
     """Rows of a corpus split as a list of waveforms, each decoded from the memory-mapped table when
     read: a trainer takes crops of a corpus of any size without holding it in memory."""
 
     def __init__(self, ds: datasets.Dataset, rows: list[int], from_rate: int, to_rate: int):
         self.table, self.rows, self.from_rate, self.to_rate = ds.select_columns(["audio", "id"]), rows, from_rate, to_rate
+        self.reads = 0
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> np.ndarray:
+        self.reads += 1
+        if self.reads % RELEASE_EVERY == 0:  # a training's crops, over the whole corpus: its pages unmapped
+            shards.release_mapped()
         row = self.table[self.rows[index]]
         return audio.resample(audio.decode_bytes(row["audio"], row["id"])[0], self.from_rate, self.to_rate)
 

@@ -57,6 +57,31 @@ def bound_heap() -> None:
         libc.mallopt(-1, 8 << 20)  # M_TRIM_THRESHOLD: give back the heap's free top beyond 8 MB
 
 
+def release_mapped(suffix: str = ".arrow") -> int:
+    """Drop the pages of this process' memory-mapped `suffix` files from its resident memory and
+    return how many bytes of mappings were advised (Linux; 0 elsewhere). Reading every row of a
+    memory-mapped table leaves its pages mapped: stage 2's peak resident memory grew with the corpus
+    (0.71 h -> 7.1 h: 900 -> 1,287 MB, issue 40), by about the corpus' size, though none of it was a
+    leak. MADV_DONTNEED on a read-only file mapping only unmaps: the pages stay in the page cache, and
+    a later read maps them again without touching the disk."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    released = 0
+    for line in maps:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].endswith(suffix) and "w" not in fields[1]:
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if libc.madvise(lo, hi - lo, 4) == 0:  # MADV_DONTNEED
+                released += hi - lo
+    return released
+
+
 def claim(folder: Path, split: str, index: int) -> bool:
     """Take shard `index` of `split` for this process: True for exactly one of the processes that ask
     (an exclusively created file, which works across machines on a shared filesystem too). Claims of a

@@ -87,6 +87,7 @@ def sharded(num_rows: int, split: str, partial: Path, shard_size: int,
         indices = list(range(start, min(start + shard_size, num_rows)))
         if shards.build(partial, split, index):
             shards.write_shard(shards.shard_path(partial, split, index), make_shard(indices))
+            shards.release_mapped()  # the rows just read stay in the page cache, not in this process
             done(indices)
         elif distributed.is_main() and shards.shard_path(partial, split, index).exists():
             done(indices)
