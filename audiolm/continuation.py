@@ -49,6 +49,14 @@ FORMAT_VERSION = 1
 DECODE_SHARE = 3.0
 
 
+def _rows_by_length(lengths: Sequence[int]) -> list[list[int]]:
+    """The rows of each length (the codec runs them together: no padding enters a row's codes or audio)."""
+    groups: dict[int, list[int]] = {}
+    for row, n in enumerate(lengths):
+        groups.setdefault(int(n), []).append(row)
+    return list(groups.values())
+
+
 def _run_sampling(config_file: Path) -> dict[str, SamplingConfig] | None:
     """The sampling settings of the pipeline that trained the models (its stage-4 section)."""
     if not config_file.exists():
@@ -326,8 +334,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         if min(len(s) for s in semantic) < 1:
             raise AudioError(source, "too short for the semantic tokenizer (not one frame)")
         codes: list[np.ndarray] = [np.zeros(0)] * len(wavs)
-        for length in set(len(a) for a in at_codec):
-            rows = [i for i, a in enumerate(at_codec) if len(a) == length]
+        for rows in _rows_by_length([len(a) for a in at_codec]):
             batch = torch.from_numpy(np.stack([at_codec[i] for i in rows])).float().to(self.device)
             encoded = self.codec.encode(batch).cpu().numpy()
             for j, i in enumerate(rows):
@@ -384,8 +391,8 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         """The first `lengths[i]` frames of each row's codes -> its audio; rows of one length decode
         together (no padding enters a row's audio: the codec's decoder sees past a frame's end)."""
         audio: list[np.ndarray] = [np.zeros(0, np.float32)] * len(codes)
-        for length in set(int(n) for n in lengths):
-            rows = [i for i, n in enumerate(lengths) if int(n) == length]
+        for rows in _rows_by_length(lengths):
+            length = int(lengths[rows[0]])
             for i, wav in zip(rows, self._decode_batch(np.ascontiguousarray(codes[rows, :, :length])), strict=True):
                 audio[i] = wav
         return audio

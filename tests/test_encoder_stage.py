@@ -115,12 +115,21 @@ def test_excluded_speakers_and_up_to_date(trained_run, capsys):
         encoder_stage._split(shards.load_split(cfg.run_dir / "corpus", "train"), ["v00", "v01", "v02", "v03"])
 
 
-def test_phone_objective(trained_run, tmp_path):
+@pytest.fixture(scope="module")
+def phone_encoder_run(trained_run, tmp_path_factory):
+    """The phone-supervised encoder trained once, for both tests of it (an encoder round a later run
+    finds up to date is not trained again)."""
     import shutil
 
-    cfg = _config(tmp_path, "semantic.encoder.objective=phones")
+    cfg = _config(tmp_path_factory.mktemp("phone-runs"), "semantic.encoder.objective=phones")
     shutil.copytree(trained_run.run_dir / "corpus", cfg.run_dir / "corpus")
-    folder = encoder_stage.run(cfg)
+    encoder_stage.run(cfg)
+    return cfg
+
+
+def test_phone_objective(phone_encoder_run):
+    cfg = phone_encoder_run
+    folder = encoder_stage.run(cfg)  # up to date: the folder the fixture trained
     assert folder.name == "phones"
     from transformers import AutoConfig
 
@@ -131,7 +140,7 @@ def test_phone_objective(trained_run, tmp_path):
     assert evals[-1]["eval/loss"] < evals[0]["eval/loss"] and evals[-1]["eval/accuracy"] > evals[0]["eval/accuracy"], evals
 
 
-def test_phone_units_are_the_classifier_decisions(trained_run, tmp_path):
+def test_phone_units_are_the_classifier_decisions(phone_encoder_run, tmp_path):
     """`semantic.units: classifier`: tokens are the argmax of the saved HubertForCTC's logits, K is
     its phone set, and the saved tokenizer reproduces them elsewhere."""
     import shutil
@@ -142,7 +151,8 @@ def test_phone_units_are_the_classifier_decisions(trained_run, tmp_path):
     from audiolm.semantic.pretrain import normalize
 
     cfg = _config(tmp_path, "semantic.encoder.objective=phones", "semantic.units=classifier")
-    shutil.copytree(trained_run.run_dir / "corpus", cfg.run_dir / "corpus")
+    for part in ("corpus", "encoder"):  # the encoder as the fixture trained it: up to date here
+        shutil.copytree(phone_encoder_run.run_dir / part, cfg.run_dir / part)
     tokens = shards.load_splits(semantic_stage.run(cfg))
     folder = encoder_stage.final_encoder(cfg)
     assert AutoConfig.from_pretrained(folder).architectures == ["HubertForCTC"]
