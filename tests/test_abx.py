@@ -106,6 +106,7 @@ def test_units_as_one_hot_frames_and_the_item_file_round_trip(tmp_path):
     assert math.isnan(ABX(items[:3], dict(_case()[1]), 0.01).error("across"))  # one speaker: no across triplet
 
 
+@pytest.mark.slow  # 12-16 s of command-line processes on 2 slow cores; ABX itself: the tests above and test_scoreboard.py
 def test_feature_files_and_abx_from_the_command_line(tiny_run, tmp_path):
     """`audiolm tokenize features` writes one 2-D array per wav and the frame shift; `audiolm abx`
     scores them on an item file made from the held-out phone alignments; units scored through the
