@@ -32,7 +32,7 @@ from audiolm.codec import Codec
 from audiolm.config import ContinuationConfig, SamplingConfig, load_config
 from audiolm.devices import resolve_device
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
-from audiolm.lm.generate import Generators, continue_stream, extend_stream, per_row
+from audiolm.lm.generate import Generators, continue_stream, extend_stream, per_row, stream_frames
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, expand_runs
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -354,7 +354,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
         b = len(semantic)
         known = np.array([c.shape[-1] for c in prompt_codes], dtype=np.int64)
         total = per_row(total, b)
-        codes = np.zeros((b, self.codec.num_codebooks, int((known + (total - known).max()).max())), dtype=np.int64)
+        codes = np.zeros((b, self.codec.num_codebooks, stream_frames(known, total)), dtype=np.int64)
         for i, c in enumerate(prompt_codes):
             codes[i, :, : known[i]] = c
         first = known if acoustic_prompt else np.zeros(b, dtype=np.int64)
@@ -412,7 +412,7 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
             semantic = self._continue_semantic(semantic, total_s, sampling["semantic"], generator)
         else:  # frame by frame, as far as the coarse LM's windows need
             known_s = np.array([len(p) for p in semantic])
-            stream = np.zeros((len(semantic), int((known_s + (total_s - known_s).max()).max())), dtype=np.int64)
+            stream = np.zeros((len(semantic), stream_frames(known_s, total_s)), dtype=np.int64)
             for i, p in enumerate(semantic):
                 stream[i, : len(p)] = p
             semantic = list(stream)  # rows that the semantic LM fills in place

@@ -155,6 +155,12 @@ def per_row(frames: int | Sequence[int] | np.ndarray, rows: int) -> np.ndarray:
     return np.full(rows, int(frames), dtype=np.int64) if np.ndim(frames) == 0 else np.asarray(frames, dtype=np.int64)
 
 
+def stream_frames(known: np.ndarray, total: np.ndarray) -> int:
+    """The frames a stream needs for `extend_stream` to take every row from `known` to `total` (each
+    row gets as many new frames as the row that needs most)."""
+    return int((known + (total - known).max()).max()) if len(known) else 0
+
+
 def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], codes: np.ndarray | None,
                     known: int | Sequence[int], total: int | Sequence[int], sampling: SamplingConfig,
                     generator: Generators) -> np.ndarray:
@@ -168,8 +174,7 @@ def continue_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], 
     """
     if spec.task == "semantic":
         known_rows, total_rows = per_row(known, len(semantic)), per_row(total, len(semantic))
-        width = int((known_rows + (total_rows - known_rows).max()).max()) if len(semantic) else 0
-        stream = np.zeros((len(semantic), width), dtype=np.int64)
+        stream = np.zeros((len(semantic), stream_frames(known_rows, total_rows)), dtype=np.int64)
         for i, s in enumerate(semantic):
             stream[i, : known_rows[i]] = s[: known_rows[i]]
     else:
@@ -204,8 +209,8 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
     w, k = spec.window, spec.tokens_per_frame
     per_frame = k // spec.steps_per_frame  # ids per new position (a frame's, with frame positions)
     new = int((total - known).max()) if b else 0
-    if b and int((known + new).max()) > stream.shape[-1]:
-        raise ValueError(f"a stream of {stream.shape[-1]} frames has no room for {int((known + new).max())}")
+    if stream_frames(known, total) > stream.shape[-1]:
+        raise ValueError(f"a stream of {stream.shape[-1]} frames has no room for {stream_frames(known, total)}")
     device = model.lm_head.weight.device
     ready = None
     progress = 0

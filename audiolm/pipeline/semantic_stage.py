@@ -21,6 +21,7 @@ from audiolm.config import PipelineConfig, SemanticConfig, config_hash
 from audiolm.data import shards
 from audiolm.data.corpus import has_text, select_speakers, voice_groups, wav_batches
 from audiolm.data.prefetch import prefetch
+from audiolm.devices import resolve_device
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
@@ -30,11 +31,6 @@ from audiolm.tokens import dedup, id_dtype
 from audiolm.train import distributed
 
 FIGURE_ROWS = 4000  # held-out rows the stage's figures read at most
-
-
-def resolve_device(device: str) -> str:
-    """"auto": this process' accelerator (its own GPU under `accelerate launch`), else the CPU."""
-    return str(distributed.state().device) if device == "auto" else device
 
 
 def tokenizer_hash(cfg: PipelineConfig) -> str:
@@ -51,7 +47,7 @@ def tokenizer_hash(cfg: PipelineConfig) -> str:
 def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int) -> SemanticTokenizer:
     out = cfg.run_dir / "semantic"
     digest = tokenizer_hash(cfg)
-    device = resolve_device(cfg.semantic.device)
+    device = str(resolve_device(cfg.semantic.device))
     if rundir.is_up_to_date(out, digest, saved_part=True):
         return SemanticTokenizer.from_pretrained(out, device=device, precision=cfg.semantic.precision)
     s: SemanticConfig = cfg.semantic
