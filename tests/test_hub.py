@@ -60,7 +60,12 @@ def test_a_bundle_holds_each_part_its_config_and_a_card(bundle):
                           ("lm-fine", "model.safetensors"), ("text", "text.safetensors"),  # the tiny run has the text parts
                           ("lm-reading", "model.safetensors"), ("lm-transcription", "model.safetensors")):
         expected |= {f"{part}/config.json", f"{part}/{weights}", f"{part}/README.md"}
+        if part.startswith("lm-"):  # transformers' Llama layout (audiolm.lm.stock)
+            expected.add(f"{part}/generation_config.json")
+            if json.loads((bundle / part / "config.json").read_text())["audiolm_stock"] == "trunk":
+                expected.add(f"{part}/audiolm_extra.safetensors")  # weights no stock class has
     assert _files(bundle) == expected
+    assert json.loads((bundle / "lm-semantic" / "config.json").read_text())["audiolm_stock"] == "exact"
     record = json.loads((bundle / "config.json").read_text())
     assert record["component"] == "audiolm" and set(record["parts"]) == set(PARTS) | set(TEXT_PARTS)
     codec = json.loads((bundle / "codec" / "config.json").read_text())
@@ -156,7 +161,10 @@ def test_each_part_pushes_its_config_weights_and_card(bundle, fake_hub, part, lo
     component = loader(bundle / part) if loader is load_codec else loader.from_pretrained(bundle / part)
     component.push_to_hub(f"someone/{part}", private=False)
     weights = "kmeans.safetensors" if part == "semantic" else "model.safetensors"
-    assert fake_hub["upload"]["files"] == {"config.json", weights, "README.md"}
+    saved = {p.name for p in (bundle / part).iterdir()} - {"README.md", "config.json", weights}  # an LM's other files
+    assert fake_hub["upload"]["files"] == {"config.json", weights, "README.md", *saved}
+    if part == "lm-fine":
+        assert "generation_config.json" in saved
     assert fake_hub["upload"]["record"] == (bundle / part / "config.json").read_text()
     card = ModelCard(fake_hub["upload"]["card"])  # what was uploaded, not what lies in the bundle
     assert card.data.library_name == "audiolm" and "audiolm" in card.data.tags

@@ -10,16 +10,17 @@ stage-3 section and `benchmarks/lm_speed.py` give the measured tokens/s of both.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from audiolm.hub import WEIGHTS_NAME, HubMixin, config_from, weights_file
+from audiolm.hub import HubMixin, config_from, weights_file
+from audiolm.lm import stock
 from audiolm.tokens import TokenLayout
 
 
@@ -473,11 +474,13 @@ class Decoder(nn.Module, HubMixin):
         return sum(p.numel() for p in self.parameters())
 
     def _write(self, folder: Path) -> dict[str, Any]:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
-        return {"decoder": asdict(self.config), "task": self.task}
+        """In transformers' LlamaForCausalLM layout (`audiolm.lm.stock`): the ecosystem loads it as is."""
+        return stock.write(self, folder)
 
     @classmethod
     def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Decoder:
-        model = cls(config_from(DecoderConfig, config["decoder"]), config.get("task"))
-        model.load_state_dict(load_file(weights_file(folder)))  # strict: a missing or extra tensor is an error
+        shape = config["audiolm_decoder"] if "audiolm_decoder" in config else config["decoder"]  # saved before 2026-12
+        model = cls(config_from(DecoderConfig, shape), config.get("task"))
+        # strict: a missing or extra tensor is an error
+        model.load_state_dict(stock.read(folder, load_file(weights_file(folder))))
         return model.eval()
