@@ -102,7 +102,8 @@ class _KMeansUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD ca
     def _read_array(self, wrapper: _ArrayWrapper) -> np.ndarray:
         """The bytes joblib wrote after the wrapper: an alignment byte and padding (joblib >= 1.2),
         then the array's data in the wrapper's order."""
-        dtype, shape, order = getattr(wrapper, "dtype", None), tuple(getattr(wrapper, "shape", ())), getattr(wrapper, "order", "C")
+        dtype, order = getattr(wrapper, "dtype", None), getattr(wrapper, "order", "C")
+        shape = tuple(getattr(wrapper, "shape", ()))
         if getattr(wrapper, "subclass", np.ndarray) is not np.ndarray or not isinstance(dtype, np.dtype) or dtype.hasobject:
             raise UnsafePickleError(f"{self.name}: refused to load: an array that is not plain numeric data")
         if getattr(wrapper, "numpy_array_alignment_bytes", None) is not None:
