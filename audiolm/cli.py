@@ -16,6 +16,9 @@
     audiolm serve --model runs/demo [--host 127.0.0.1] [--port 7860] [--max-batch 8] [--queue-size 32]  # a web page
     audiolm push runs/demo USER/REPO [--private] [--token T]    # the run as one bundle on the Hub
     audiolm save runs/demo OUTDIR                               # the same bundle, written locally
+    audiolm export runs/demo -o OUTDIR       # the bundle, each LM checked as a stock transformers LlamaForCausalLM
+    audiolm import-kmeans KM.bin --encoder MODEL --layer N -o DIR     # a textlesslib/slamkit k-means, no pickle run
+    audiolm import-lm slprl/slam_scaled -o DIR [--tokenizer DIR]      # a released unit LM (TWIST, SLAM) as semantic LM
 
 Every --model / --codec is a local folder or a Hub id (with --revision). Bad input files are
 reported one line each (file and problem) and the command exits
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiolm import audio, cli_eval
+from audiolm import audio, cli_eval, cli_interop
 from audiolm.files import atomic_write_bytes
 
 PROMPT_TAIL_SECONDS = 60.0  # `continue` reads at most this much of the end of a prompt file
@@ -325,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     decode.set_defaults(func=_decode)
     cli_eval.add_commands(commands, codec_args, device_arg)
+    cli_interop.add_commands(commands, device_arg)
     cont = commands.add_parser("continue", help="continue speech from a prompt (semantic -> coarse -> fine -> codec)")
     cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
     cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")

@@ -32,6 +32,7 @@ from audiolm.codec import Codec
 from audiolm.config import ContinuationConfig, SamplingConfig, load_config
 from audiolm.devices import resolve_device
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
+from audiolm.interop.language_models import load_language_model
 from audiolm.lm.generate import Generators, continue_stream, extend_stream, per_row, stream_frames
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, expand_runs
@@ -189,7 +190,8 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                          {t: configs[f"lm-{t}"].get("task", {}) for t in TEXT_TASKS if f"lm-{t}" in configs})
         tokenizer = SemanticTokenizer._load(folder / "semantic", configs["semantic"], device=device)
         codec = Codec._load(folder / "codec", configs["codec"], token=token)
-        models = {t: Decoder._load(folder / f"lm-{t}", configs[f"lm-{t}"]) for t in TASKS + TEXT_TASKS if f"lm-{t}" in configs}
+        models = {t: load_language_model(folder / f"lm-{t}", configs[f"lm-{t}"], token)
+                  for t in TASKS + TEXT_TASKS if f"lm-{t}" in configs}
         text = TextTokenizer._load(folder / "text", configs["text"]) if "text" in configs else None
         if bundle is not None:
             sampling = {t: SamplingConfig(**v) for t, v in bundle.get("sampling", {}).items()}

@@ -8,9 +8,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "audiolm"
 # hub (the Hub mixin every component inherits) sits between the layer-0 helpers and the components;
 # text (pieces and phonemes) above the components, since it reads eSpeak through data; speech_text
 # (speak, transcribe, convert) is mixed into the continuation's AudioLM, so just below it; web (the
-# gradio page) draws with the report's figures; batching (the page's queue) sits on the continuation.
+# gradio page) draws with the report's figures; batching (the page's queue) sits on the continuation; interop
+# (released models in, ours out) loads LMs for the scorer and the continuation, so sits below both.
 LAYER = {"audio": 0, "config": 0, "tokens": 0, "files": 0, "devices": 0, "hub": 0.5, "augment": 0.5, "card": 1, "semantic": 1,
-         "codec": 1, "lm": 1, "data": 1, "eval": 1.8, "text": 1.5, "speech_text": 1.75, "train": 2, "continuation": 2,
+         "codec": 1, "lm": 1, "data": 1, "eval": 1.8, "text": 1.5,
+         "interop": 1.6, "cli_interop": 3.9, "speech_text": 1.75, "train": 2, "continuation": 2,
          "batching": 2.5, "pipeline": 3, "web": 3.5, "cli_eval": 3.9, "cli": 4}
 
 

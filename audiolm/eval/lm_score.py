@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from audiolm.devices import resolve_device
+from audiolm.hub import resolve_folder
+from audiolm.interop.language_models import load_language_model
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
 from audiolm.semantic.tokenizer import SemanticTokenizer
@@ -36,7 +38,8 @@ class SpeechLMScorer:
     def from_pretrained(cls, name_or_path: str, revision: str | None = None, device: str = "cpu") -> SpeechLMScorer:
         """A run folder, a bundle (`audiolm save`) or its Hub id: its semantic tokenizer and semantic LM."""
         tokenizer = SemanticTokenizer.from_pretrained(name_or_path, revision=revision, subfolder="semantic", device=device)
-        return cls(tokenizer, Decoder.from_pretrained(name_or_path, revision=revision, subfolder="lm-semantic"), device)
+        folder = resolve_folder(name_or_path, revision=revision, subfolder="lm-semantic")
+        return cls(tokenizer, load_language_model(folder), device)
 
     def units(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Wavs at the tokenizer's rate -> their semantic ids."""

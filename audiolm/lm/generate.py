@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from audiolm.config import SamplingConfig
+from audiolm.devices import module_device
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
 from audiolm.tokens import TokenLayout
@@ -211,7 +212,7 @@ def extend_stream(model: Decoder, spec: TaskSpec, semantic: list[np.ndarray], st
     new = int((total - known).max()) if b else 0
     if stream_frames(known, total) > stream.shape[-1]:
         raise ValueError(f"a stream of {stream.shape[-1]} frames has no room for {stream_frames(known, total)}")
-    device = model.lm_head.weight.device
+    device = module_device(model)
     ready = None
     progress = 0
     # shown in a terminal only (disable=None), and as the web page's progress bar (gradio tracks tqdm)
@@ -274,7 +275,7 @@ def complete_text(model: Decoder, spec: TaskSpec, inputs: list[tuple[np.ndarray,
     trained on)."""
     prefixes = [spec.build(semantic, text, 0, 0, known=0)[0] for semantic, text in inputs]
     outputs: list[np.ndarray] = [np.zeros(0, np.int64)] * len(inputs)
-    device = model.lm_head.weight.device
+    device = module_device(model)
     lo = spec.layout.semantic_offset if spec.task == "reading" else spec.layout.piece_offset
     for length in tqdm(sorted({len(p) for p in prefixes}), desc=f"{spec.task} LM", unit="batch", leave=False, disable=None):
         rows = [i for i, p in enumerate(prefixes) if len(p) == length]

@@ -1,0 +1,176 @@
+"""Released models in, ours out (audiolm/interop, docs/pretrained.md), on small models of the released
+ones' classes and layouts built here: a HubertModel with a scikit-learn k-means saved by joblib, a
+TWIST-style Llama with `offset`, a Qwen2 in slamkit's UnitLM layout; and the tiny run's LMs exported
+to stock transformers."""
+
+import json
+import os
+
+import joblib
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import save_file
+
+from audiolm import cli
+from audiolm.audio import resample
+from audiolm.eval import slm21
+
+
+class _RunsCode:
+    """A pickle that runs a command when loaded (what a hostile k-means file would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def hubert(tmp_path_factory):
+    """A 25 Hz HubertModel (mHuBERT-25Hz's class and frame rate), saved as safetensors."""
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    config = HubertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                          conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 4), conv_stride=(5, 2, 2, 2, 2, 2, 4),
+                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="group")
+    folder = tmp_path_factory.mktemp("mhubert")
+    HubertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_import_kmeans_gives_scikit_learns_ids_and_refuses_code(hubert, speech, tmp_path, capsys):
+    from sklearn.cluster import KMeans
+
+    from audiolm.semantic.features import build_features
+    from audiolm.semantic.tokenizer import SemanticTokenizer
+
+    wav = resample(speech[0], speech[1], 16000)
+    features = build_features("ssl", str(hubert), 2)([wav])[0].numpy()
+    km = KMeans(n_clusters=12, n_init=1, random_state=0).fit(features)
+    joblib.dump(km, tmp_path / "km.bin")
+    assert cli.main(["import-kmeans", str(tmp_path / "km.bin"), "--encoder", str(hubert), "--layer", "2",
+                     "-o", str(tmp_path / "tok"), "--device", "cpu"]) == 0
+    tokenizer = SemanticTokenizer.from_pretrained(tmp_path / "tok")
+    assert tokenizer.frame_rate == 25 and tokenizer.num_clusters == 12
+    assert (tokenizer.encode([wav])[0] == km.predict(features)).all()
+    # a pickle that runs code, alone or inside a real k-means' state: refused, and nothing ran
+    km.extra = _RunsCode(tmp_path / "ran")
+    for name, payload in (("alone.bin", _RunsCode(tmp_path / "ran")), ("inside.bin", km)):
+        joblib.dump(payload, tmp_path / name)
+        assert cli.main(["import-kmeans", str(tmp_path / name), "--encoder", str(hubert), "--layer", "2",
+                         "-o", str(tmp_path / "bad")]) == 2
+        assert "refused to load: the pickle calls posix.system" in capsys.readouterr().err
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "bad").exists()
+
+
+def _twist(folder, units):
+    """A TWIST-style causal LM: a stock Llama whose config says where the units start (`offset`)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=units + 10, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, max_position_embeddings=256))
+    model.config.offset = 10
+    model.save_pretrained(folder)
+    return model.eval()
+
+
+def _slam(folder, units):
+    """A Qwen2 in slamkit's UnitLM layout: its config under `base_config`, weights prefixed `lm.`,
+    tied embeddings (as Qwen2.5-0.5B's), ids PAD 0, BOS = EOS 1, units from 2."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(2)
+    base = Qwen2Config(vocab_size=units + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+                       max_position_embeddings=256)
+    model = Qwen2ForCausalLM(base).eval()
+    folder.mkdir()
+    state = {f"lm.{k}": v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = {"model_type": "speech_language_model", "architectures": ["UnitLM"], "base_model_name": "Qwen/Qwen2.5-0.5B",
+              "base_config": base.to_dict(), "vocab_size": units + 2, "twist_init": True, "pad_token_id": 0,
+              "bos_token_id": 1, "eos_token_id": 1}
+    (folder / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def _story_folder(folder, speech):
+    wav, rate = speech
+    for name, part in (("1_correct", wav), ("1_incorrect", wav[: len(wav) // 2])):
+        (folder / "sSC").mkdir(parents=True, exist_ok=True)
+        sf.write(folder / "sSC" / f"{name}.wav", part, rate)
+    return folder
+
+
+@torch.no_grad()
+def _mean_log_p(model, ids, first, units):
+    """The released model's own mean log-probability of `ids[first:]` (full-vocabulary softmax), the
+    first unit of a model without BOS counted as 1/units."""
+    log_p = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    terms = [log_p[i - 1, ids[i]].item() for i in range(max(first, 1), len(ids))]
+    return (sum(terms) + (-np.log(units) if first == 0 else 0.0)) / (len(ids) - first)
+
+
+def test_released_unit_lms_score_and_continue_in_front_of_our_acoustic_lms(tiny_continuations, speech, tmp_path, capsys):
+    from audiolm.semantic.tokenizer import SemanticTokenizer
+    from audiolm.tokens import dedup
+
+    run = tiny_continuations.run_dir
+    units = json.loads((run / "semantic" / "config.json").read_text())["num_clusters"]
+    data = _story_folder(tmp_path / "data", speech)
+    ids = dedup(SemanticTokenizer.from_pretrained(run / "semantic").encode(
+        [resample(sf.read(data / "sSC" / "1_correct.wav")[0].astype(np.float32), speech[1], 16000)])[0])
+    for name, make in (("twist", _twist), ("slam", _slam)):
+        released = make(tmp_path / f"{name}-model", units)
+        model_dir = tmp_path / name
+        assert cli.main(["import-lm", str(tmp_path / f"{name}-model"), "-o", str(model_dir),
+                         "--tokenizer", str(run / "semantic")]) == 0
+        assert ("no BOS" if name == "twist" else "BOS 1") in capsys.readouterr().out
+        assert cli.main(["score-lm", str(data), "--model", str(model_dir), "-o", str(tmp_path / f"{name}-sub"),
+                         "--device", "cpu"]) == 0
+        scores = slm21.read_submission(tmp_path / f"{name}-sub" / "sSC.txt")
+        expected = (_mean_log_p(released, [int(u) + 10 for u in ids], 0, units) if name == "twist"
+                    else _mean_log_p(released, [1] + [int(u) + 2 for u in ids], 1, units))
+        assert scores["1_correct"] == pytest.approx(expected, abs=1e-4)
+    # SLAM's units in front of the tiny run's coarse and fine LMs (trained on the same units)
+    for part in ("codec", "lm-coarse", "lm-fine"):
+        os.symlink(run / part, model_dir / part)
+    wav, rate = speech
+    sf.write(tmp_path / "prompt.wav", wav[: rate], rate)
+    assert cli.main(["continue", str(tmp_path / "prompt.wav"), "-o", str(tmp_path / "out.wav"), "--model", str(model_dir),
+                     "--seconds", "1", "--device", "cpu"]) == 0
+    out, out_rate = sf.read(tmp_path / "out.wav")
+    assert abs(len(out) / out_rate - 1.0) < 0.1 and np.isfinite(out).all() and np.abs(out).max() > 0
+
+
+def test_export_gives_stock_llamas_with_our_logits_and_the_same_scores(tiny_continuations, speech, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from audiolm.config import SamplingConfig
+    from audiolm.lm.generate import generate
+    from audiolm.lm.model import Decoder
+    from audiolm.lm.sequences import TaskSpec
+
+    run, out = tiny_continuations.run_dir, tmp_path / "exported"
+    assert cli.main(["export", str(run), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("LlamaForCausalLM") >= 3 and "lm-coarse: LlamaForCausalLM (the trunk" in printed
+    # the semantic LM with plain transformers: same logits, and greedy generate continues the same ids
+    stock = AutoModelForCausalLM.from_pretrained(out / "lm-semantic", use_safetensors=True).eval()
+    ours = Decoder.from_pretrained(out / "lm-semantic")
+    spec = TaskSpec.from_dict(ours.task)
+    ids = torch.randint(*spec.allowed(0), (2, 24))
+    ids[:, 0] = 1
+    with torch.no_grad():
+        assert (stock(ids).logits - ours(ids)).abs().max() <= 1e-4
+        theirs = stock.generate(ids, do_sample=False, max_new_tokens=10)[:, 24:]
+    assert torch.equal(theirs, generate(ours, ids, 10, spec.allowed, SamplingConfig(temperature=0)))
+    data = _story_folder(tmp_path / "data", speech)
+    for model in (run, out):
+        assert cli.main(["score-lm", str(data), "--model", str(model), "-o", str(tmp_path / model.name), "--device", "cpu"]) == 0
+    assert (tmp_path / run.name / "sSC.txt").read_text() == (tmp_path / out.name / "sSC.txt").read_text()
