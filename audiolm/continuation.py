@@ -32,6 +32,7 @@ from audiolm.codec import Codec
 from audiolm.config import ContinuationConfig, SamplingConfig, load_config
 from audiolm.devices import resolve_device
 from audiolm.hub import CONFIG_NAME, HubMixin, content_hash, read_config, resolve_folder
+from audiolm.interop.flat_codes import FlatCodeLM, is_flat_code_model
 from audiolm.interop.language_models import load_language_model
 from audiolm.lm.generate import Generators, continue_stream, extend_stream, per_row, stream_frames
 from audiolm.lm.model import Decoder
@@ -165,8 +166,11 @@ class AudioLM(TextTasks, HubMixin, pipeline_tag="audio-to-audio", tags=["speech"
                         token: str | bool | None = None, device: str = "cpu", **hub_kwargs: Any) -> AudioLM:
         """A run folder (`runs/<name>`), a folder written by `save_pretrained`, or a Hub id of one.
         Every part's config is read and checked against the others before any weights are; in a
-        bundle, each part must also have the content hash recorded when it was saved."""
+        bundle, each part must also have the content hash recorded when it was saved. A released
+        one-stage model (Llama-Mimi) gives a `FlatCodeLM` instead, which continues speech the same way."""
         folder = resolve_folder(name_or_path, revision=revision, token=token, **hub_kwargs)
+        if is_flat_code_model(folder):
+            return FlatCodeLM(folder, device)
         bundle = read_config(folder, cls.component) if (folder / CONFIG_NAME).exists() else None
         configs = {}
         for sub, part in PARTS.items():

@@ -174,3 +174,57 @@ def test_export_gives_stock_llamas_with_our_logits_and_the_same_scores(tiny_cont
     for model in (run, out):
         assert cli.main(["score-lm", str(data), "--model", str(model), "-o", str(tmp_path / model.name), "--device", "cpu"]) == 0
     assert (tmp_path / run.name / "sSC.txt").read_text() == (tmp_path / out.name / "sSC.txt").read_text()
+
+
+def _llama_mimi(folder, mimi_folder, q=4, codebook=64):
+    """A Llama-Mimi-style model: a stock Llama whose tokenizer has `<code_q>` tokens, `<audio>` and
+    `</audio>`, and a BOS it adds; `num_quantizers` in its config (and, ours, the codec to use)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<|begin_of_text|>", "<unk>", "hello"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = ["<audio>", "</audio>"] + [f"<{c}_{j}>" for c in range(codebook) for j in range(q)]
+    tokenizer.add_special_tokens(specials)
+    tokenizer.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                             special_tokens=[("<|begin_of_text|>", 0)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin_of_text|>", unk_token="<unk>")
+    torch.manual_seed(3)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, max_position_embeddings=512, bos_token_id=0))
+    model.config.num_quantizers, model.config.audio_tokenizer = q, str(mimi_folder)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return model.eval(), fast
+
+
+def test_a_one_stage_model_over_flattened_mimi_codes_continues_and_scores(speech, tmp_path):
+    import transformers
+
+    from tests.codec.test_pretrained import _tiny
+
+    torch.manual_seed(0)
+    mimi = transformers.MimiModel(_tiny("mimi")).eval()
+    mimi.save_pretrained(tmp_path / "mimi")
+    model, tokenizer = _llama_mimi(tmp_path / "llama-mimi", tmp_path / "mimi")
+    wav, rate = speech
+    sf.write(tmp_path / "prompt.wav", wav[:rate], rate)
+    assert cli.main(["continue", str(tmp_path / "prompt.wav"), "-o", str(tmp_path / "out.wav"),
+                     "--model", str(tmp_path / "llama-mimi"), "--seconds", "0.5", "--device", "cpu"]) == 0
+    out, out_rate = sf.read(tmp_path / "out.wav")
+    assert out_rate == 24000 and abs(len(out) / out_rate - 0.5) < 0.1 and np.abs(out).max() > 0
+    data = _story_folder(tmp_path / "data", speech)
+    assert cli.main(["score-lm", str(data), "--model", str(tmp_path / "llama-mimi"), "-o", str(tmp_path / "sub"),
+                     "--device", "cpu"]) == 0
+    # Llama-Mimi's own eval, by its text: <audio><c_0><c_1>..</audio>, labels at 2, 2 + Q, ...
+    clip = resample(sf.read(data / "sSC" / "1_correct.wav")[0].astype(np.float32), rate, 24000)
+    with torch.no_grad():
+        codes = mimi.encode(torch.from_numpy(clip)[None, None], num_quantizers=4).audio_codes[0]
+        codes = codes[:, : int(len(clip) * mimi.config.frame_rate / 24000)]
+        text = "<audio>" + "".join(f"<{int(codes[j, t])}_{j}>" for t in range(codes.shape[1]) for j in range(4)) + "</audio>"
+        ids = tokenizer(text, return_tensors="pt").input_ids
+        labels = torch.full_like(ids, -100)
+        labels[:, 2::4] = ids[:, 2::4]
+        loss = model(input_ids=ids, labels=labels).loss
+    assert slm21.read_submission(tmp_path / "sub" / "sSC.txt")["1_correct"] == pytest.approx(-loss.item(), abs=1e-4)

@@ -17,6 +17,7 @@ import torch
 
 from audiolm.devices import resolve_device
 from audiolm.hub import resolve_folder
+from audiolm.interop.flat_codes import FlatCodeLM, FlatCodeScorer, is_flat_code_model
 from audiolm.interop.language_models import load_language_model
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
@@ -36,7 +37,11 @@ class SpeechLMScorer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, revision: str | None = None, device: str = "cpu") -> SpeechLMScorer:
-        """A run folder, a bundle (`audiolm save`) or its Hub id: its semantic tokenizer and semantic LM."""
+        """A run folder, a bundle (`audiolm save`) or its Hub id: its semantic tokenizer and semantic LM.
+        A released one-stage model (Llama-Mimi) gives a `FlatCodeScorer`, which scores by its own rule."""
+        root = resolve_folder(name_or_path, revision=revision)
+        if is_flat_code_model(root):
+            return FlatCodeScorer(FlatCodeLM(root, device))
         tokenizer = SemanticTokenizer.from_pretrained(name_or_path, revision=revision, subfolder="semantic", device=device)
         folder = resolve_folder(name_or_path, revision=revision, subfolder="lm-semantic")
         return cls(tokenizer, load_language_model(folder), device)

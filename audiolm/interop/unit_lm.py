@@ -36,6 +36,16 @@ UNITLM = "speech_language_model"  # slamkit's UnitLMConfig.model_type
 BUNDLED = "model"  # a reference's copy of a local model folder (audiolm.interop.language_models)
 
 
+def cache_keyword(model: nn.Module) -> str:
+    """The name the model's forward takes its KV cache by (transformers 5 renamed `past_key_values`)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_of(output: Any) -> Any:
+    """The KV cache a forward returned, under either name."""
+    return getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+
+
 @dataclass
 class ReleasedShape:
     """What the generation and scoring code reads of a decoder's config."""
@@ -120,7 +130,7 @@ class ReleasedUnitLM(nn.Module):
         self.register_buffer("to_model", ours, persistent=False)
         positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 2048)
         self.config = ReleasedShape(max_positions=int(positions))
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._cache_arg = cache_keyword(model)
 
     def save_pretrained(self, out: str | Path) -> None:
         """The reference again (with its copy of a local model's files), e.g. into a bundle."""
@@ -165,7 +175,7 @@ class ReleasedUnitLM(nn.Module):
         out = self.model(input_ids=self.to_model[ids], attention_mask=mask, position_ids=positions,
                          use_cache=cache is not None, **past)
         if cache is not None:
-            cache.past = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+            cache.past = cache_of(out)
             cache.mask, cache.pos = mask, cache.pos + t
         logits = out.logits.float()
         if self.ids.bos is None:  # no prediction from a position the model never had: uniform over the units
