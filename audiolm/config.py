@@ -180,6 +180,9 @@ class SemanticConfig:
     # encoder's frame classifier (a ...ForCTC model: stage 1's phone-supervised encoder), K = its classes.
     units: str = "kmeans"
     num_clusters: int = 100  # k-means units only
+    # a released k-means instead of fitting one (textlesslib/slamkit joblib file, read without running the
+    # pickle: docs/pretrained.md), over `model`'s block `layer`; K is the file's
+    kmeans_file: str = ""
     # Price of a change of id, in squared (standardised) distance: the ids minimise distance +
     # penalty x changes, so brief flickers between neighbouring units merge into the segment around
     # them. 0 = nearest unit per frame. Scale: classifier units' distances are 2 x probability
@@ -250,6 +253,11 @@ class LMConfig:
     frame_positions: bool = False
     depth_layers: int = 2  # the depth head's residual MLPs (frame_positions)
     window_seconds: float = 4.0  # training crop and generation context, in seconds of audio
+    # semantic LM only: a released unit LM (TWIST, SLAM; a Hub id or a folder) used instead of training
+    # one; stage 3 writes a reference to it over the run's units and measures it (docs/pretrained.md)
+    released: str = ""
+    released_revision: str = ""
+    released_context: int = 1024  # ids per window of the released LM (slamkit trains SLAM with 1024)
     train: TrainConfig = field(default_factory=_train(
         steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1, mixed_precision="bf16",
         checkpoint_every=250, eval_every=250))

@@ -65,6 +65,18 @@ def test_import_kmeans_gives_scikit_learns_ids_and_refuses_code(hubert, speech, 
                          "-o", str(tmp_path / "bad")]) == 2
         assert "refused to load: the pickle calls posix.system" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists() and not (tmp_path / "bad").exists()
+    # stage 1 with `semantic.kmeans_file`: the released k-means instead of fitting one
+    from audiolm.config import load_config
+    from audiolm.pipeline import semantic_stage
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={tmp_path}", "semantic.backend=ssl",
+                                                         f"semantic.model={hubert}", "semantic.layer=2",
+                                                         f"semantic.kmeans_file={tmp_path / 'km.bin'}"])
+    staged = semantic_stage.fit_or_load_tokenizer(cfg, None, 16000)  # no corpus read: nothing to fit
+    assert (SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic").encode([wav])[0] == km.predict(features)).all()
+    assert staged.num_clusters == 12 and semantic_stage.tokenizer_hash(cfg) != semantic_stage.tokenizer_hash(
+        load_config(REPO / "pipelines" / "tiny.yaml", [f"runs_dir={tmp_path}", "semantic.backend=ssl"]))
 
 
 def _twist(folder, units):
@@ -228,3 +240,31 @@ def test_a_one_stage_model_over_flattened_mimi_codes_continues_and_scores(speech
         labels[:, 2::4] = ids[:, 2::4]
         loss = model(input_ids=ids, labels=labels).loss
     assert slm21.read_submission(tmp_path / "sub" / "sSC.txt")["1_correct"] == pytest.approx(-loss.item(), abs=1e-4)
+
+
+def test_stage_3_uses_a_released_semantic_lm_named_in_the_pipeline(tiny_continuations, tmp_path):
+    """`lm.semantic.released`: stage 3 writes the reference over the run's units and measures the model's
+    held-out perplexity instead of training; changing the name makes the stage out of date."""
+    from audiolm.config import load_config
+    from audiolm.continuation import AudioLM
+    from audiolm.interop.unit_lm import ReleasedUnitLM
+    from audiolm.pipeline import lm_stage, rundir
+    from tests.conftest import REPO
+
+    run = tiny_continuations.run_dir
+    units = json.loads((run / "semantic" / "config.json").read_text())["num_clusters"]
+    _twist(tmp_path / "twist", units)
+    cfg = load_config(REPO / "pipelines" / "tiny.yaml",
+                      [f"runs_dir={tmp_path / 'runs'}", f"lm.semantic.released={tmp_path / 'twist'}"])
+    cfg.run_dir.mkdir(parents=True)
+    for part in ("tokens", "acoustic", "semantic", "codec", "lm-coarse", "lm-fine"):
+        os.symlink(run / part, cfg.run_dir / part)
+    lm_stage.run(cfg, tasks=["semantic"])
+    marker = rundir.read_marker(cfg.run_dir / "lm-semantic")
+    assert marker["released"] == str(tmp_path / "twist") and marker["steps"] == 0
+    assert 1 < marker["heldout_perplexity"] < 10 * units  # a random model on the run's units: finite, near-uniform
+    model = AudioLM.from_pretrained(cfg.run_dir, device="cpu")
+    assert isinstance(model.models["semantic"], ReleasedUnitLM) and model.specs["semantic"].dedup
+    assert model.specs["semantic"].mean_run > 1  # the run's units repeat: re-expanded by their measured mean run
+    assert lm_stage.lm_hash(cfg, "semantic", {"config_hash": "x", "acoustic_hash": "y"}) != lm_stage.lm_hash(
+        load_config(REPO / "pipelines" / "tiny.yaml"), "semantic", {"config_hash": "x", "acoustic_hash": "y"})

@@ -19,7 +19,7 @@ import psutil  # accelerate's own dependency
 import torch
 from tqdm.auto import tqdm
 
-from audiolm.config import LMConfig, PipelineConfig, config_hash
+from audiolm.config import LMConfig, PipelineConfig, config_hash, to_dict
 from audiolm.data import shards
 from audiolm.data.token_rows import TextRows, TokenRows, table_rows
 from audiolm.lm.model import Decoder, DecoderConfig
@@ -140,8 +140,19 @@ def median_pitch(rows: Sequence[Utterance]) -> int:
     return int(np.median(pitch[pitch > 0])) if (pitch > 0).any() else 0
 
 
+RELEASED_KEYS = ("released", "released_revision", "released_context")
+
+
+def _lm_section(lm: LMConfig) -> dict:
+    """An LM's config as its hash sees it: without the released-model keys when none is named, so
+    runs made before those keys existed stay up to date."""
+    values = to_dict(lm)
+    return values if lm.released else {k: v for k, v in values.items() if k not in RELEASED_KEYS}
+
+
 def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
-    return config_hash("lm", task, getattr(cfg.lm, task), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances, cfg.lm.pack_speakers,
+    return config_hash("lm", task, _lm_section(getattr(cfg.lm, task)), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances,
+                       cfg.lm.pack_speakers,
                        cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"],
                        *([True] if cfg.lm.ordinal_pitch and task != "semantic" else []),
                        *(["relative_pitch"] if cfg.lm.relative_pitch and task == "coarse" else []),
@@ -201,6 +212,28 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utter
     return distributed.on_main(export)
 
 
+def use_released(cfg: PipelineConfig, marker: dict, train: Sequence[Utterance], heldout: Sequence[Utterance],
+                 out: Path) -> dict:
+    """`lm.semantic.released`: a reference to the released unit LM over the run's units (re-expanded by
+    their mean run in the training split), and its held-out perplexity on them (no training)."""
+    from audiolm.eval.lm_score import SpeechLMScorer
+    from audiolm.interop.language_models import write_reference
+
+    lm = cfg.lm.semantic
+    semantic = [s for s, _ in sample(train)]
+    model = write_reference(out, lm.released, marker["semantic_vocab_size"], marker["semantic_frame_rate"],
+                            lm.released_revision, dedup=True, mean_run=mean_run_length(semantic), context=lm.released_context)
+    spec = TaskSpec.from_dict(model.task)
+    pairs = SpeechLMScorer(None, model, device="auto").log_likelihoods([s for s, _ in heldout])
+    perplexity = float(np.exp(-sum(t for t, _ in pairs) / max(1, sum(n for _, n in pairs))))
+    unigram = unigram_perplexity(spec, [spec.targets(s, None) for s in semantic], [spec.targets(s, None) for s, _ in heldout])
+    print(f"stage 3 (semantic LM): the released {lm.released} ({model.num_parameters() / 1e6:.1f}M parameters): held-out "
+          f"perplexity {perplexity:.2f} vs unigram {unigram:.2f}, on the run's deduplicated units")
+    return {"task": "semantic", "released": lm.released, "parameters": model.num_parameters(), "steps": 0,
+            "heldout_perplexity": perplexity, "unigram_perplexity": unigram, "heldout_utterances": len(heldout),
+            "train_seconds": 0.0}
+
+
 def train_text_lm(cfg: PipelineConfig, task: str, marker: dict, ds: datasets.DatasetDict, out: Path) -> dict:
     """A text task: whole utterances no longer than its window (the longer ones are counted out)."""
     text = read_text_tokenizer(cfg)
@@ -245,6 +278,11 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
             continue
         if task in TEXT_TASKS:
             info = train_text_lm(cfg, task, marker, ds, out)
+        elif getattr(cfg.lm, task).released:
+            if task != "semantic":
+                raise ValueError(f"lm.{task}.released: only the semantic LM can be a released unit LM")
+            info = distributed.on_main(use_released, cfg, marker, utterances(ds["train"]), list(utterances(
+                ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))), out)
         else:
             if train is None:
                 train = utterances(ds["train"])

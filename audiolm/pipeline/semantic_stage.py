@@ -22,6 +22,7 @@ from audiolm.data import shards
 from audiolm.data.corpus import has_text, select_speakers, voice_groups, wav_batches
 from audiolm.data.prefetch import prefetch
 from audiolm.devices import resolve_device
+from audiolm.interop.joblib_kmeans import import_kmeans
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
 from audiolm.semantic.metrics import voice_consistency
@@ -37,7 +38,8 @@ def tokenizer_hash(cfg: PipelineConfig) -> str:
     # Where and how fast it runs does not change the result (half precision does, a little: hashed when
     # asked for); the encoder's training only matters when there is one.
     fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items()
-              if k not in ("device", "dedup", "encoder") and not (k == "precision" and v == "fp32")}
+              if k not in ("device", "dedup", "encoder") and not (k == "precision" and v == "fp32")
+              and not (k == "kmeans_file" and not v)}  # runs from before the key existed stay up to date
     trained = ""
     if cfg.semantic.backend == "trained":
         trained = encoder_stage.round_hash(cfg, encoder_stage.rounds(cfg.semantic.encoder)[-1])
@@ -53,6 +55,16 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     s: SemanticConfig = cfg.semantic
     if s.backend == "trained":  # train the encoder first; from then on it is a local transformers model
         s = dataclasses.replace(s, backend="ssl", model=str(encoder_stage.run(cfg)), revision="")
+    if s.kmeans_file:
+        if s.backend != "ssl":
+            raise ValueError(f"semantic.kmeans_file needs semantic.backend 'ssl' (the encoder it was fitted on), "
+                             f"not '{s.backend}'")
+        tokenizer = import_kmeans(s.kmeans_file, s.model, s.layer, s.revision, device)
+        print(f"stage 1 (semantic): the released k-means {s.kmeans_file} (K={tokenizer.num_clusters}) over {s.model} "
+              f"block {s.layer}")
+        tokenizer.save_pretrained(out)
+        rundir.write_marker(out, digest, stage="semantic-tokenizer")
+        return tokenizer
     features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision,
                               s.units, s.precision)
     train = corpus["train"]
