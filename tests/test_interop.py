@@ -186,6 +186,11 @@ def test_export_gives_stock_llamas_with_our_logits_and_the_same_scores(tiny_cont
     for model in (run, out):
         assert cli.main(["score-lm", str(data), "--model", str(model), "-o", str(tmp_path / model.name), "--device", "cpu"]) == 0
     assert (tmp_path / run.name / "sSC.txt").read_text() == (tmp_path / out.name / "sSC.txt").read_text()
+    from audiolm.continuation import AudioLM  # and the same continuation
+
+    wav, rate = speech
+    same = [AudioLM.from_pretrained(m, device="cpu").continue_speech(wav[:rate], rate, seconds=0.4, seed=3) for m in (run, out)]
+    assert np.array_equal(same[0], same[1])
 
 
 def _llama_mimi(folder, mimi_folder, q=4, codebook=64):
