@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from audiolm import cli
 from audiolm.eval import slm21
 from audiolm.eval.lm_score import SpeechLMScorer
 from audiolm.lm.model import Decoder, DecoderConfig
@@ -139,7 +140,7 @@ def _write(path, wav, rate=16000):
     sf.write(path, wav, rate)
 
 
-def test_score_lm_writes_a_submission_and_the_accuracy(tiny_continuations, tmp_path, speech):
+def test_score_lm_writes_a_submission_and_the_accuracy(tiny_continuations, tmp_path, speech, capsys):
     """The tiny run scores an sLM21-layout folder (eSpeak NG words and pseudo-words, two voices) and
     a StoryCloze folder; the accuracy written is the rule's on the submission's own scores."""
     from audiolm.data.demo import VOICES
@@ -178,9 +179,11 @@ def test_score_lm_writes_a_submission_and_the_accuracy(tiny_continuations, tmp_p
     assert record["parts"]["lexical/dev"]["accuracy"]["all"] == pytest.approx(np.mean(list(by_id.values())))
     assert record["parts"]["lexical/dev"]["accuracy"]["in_vocab"] == pytest.approx(np.mean([by_id[1], by_id[2]]))
     assert record["parts"]["sSC"]["accuracy"]["pairs"] == 1
-    again = run_cli("score-lm", data, "--model", tiny_continuations.run_dir, "-o", out, "--score", "sum")
-    assert again.returncode == 0 and json.loads((out / "scores.json").read_text()) == record  # kept, not redone
+    run = str(tiny_continuations.run_dir)  # the next two in this process (a fresh one costs 5 s of imports)
+    assert cli.main(["score-lm", str(data), "--model", run, "-o", str(out), "--score", "sum"]) == 0
+    assert json.loads((out / "scores.json").read_text()) == record  # kept, not redone
     (data / "lexical" / "dev" / "broken.wav").write_bytes(b"RIFF0000WAVE")
-    bad = run_cli("score-lm", data, "--model", tiny_continuations.run_dir, "-o", tmp_path / "other")
-    assert bad.returncode == 1 and "broken.wav" in bad.stderr
+    capsys.readouterr()
+    assert cli.main(["score-lm", str(data), "--model", run, "-o", str(tmp_path / "other")]) == 1
+    assert "broken.wav" in capsys.readouterr().err
     assert not (tmp_path / "other" / "lexical" / "dev.txt").exists() and (tmp_path / "other" / "sSC.txt").exists()

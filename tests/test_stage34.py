@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolm import AudioLM, audio
+from audiolm import AudioLM, audio, cli
 from audiolm.pipeline import continue_stage, lm_stage, rundir
 from tests.conftest import run_cli
 
@@ -71,7 +71,7 @@ def test_python_api_continues_a_prompt_of_any_rate_and_channels(tiny_continuatio
     np.testing.assert_array_equal(out, again)  # a seed fixes the continuation
 
 
-def test_cli_continue(tiny_continuations, speech_wav, tmp_path):
+def test_cli_continue(tiny_continuations, speech_wav, tmp_path, capsys):
     run = tiny_continuations.run_dir
     out = tmp_path / "out.wav"
     result = run_cli("continue", speech_wav, "-o", out, "--model", run, "--seconds", 0.5, "--temperature", 0.7,
@@ -79,19 +79,21 @@ def test_cli_continue(tiny_continuations, speech_wav, tmp_path):
     assert result.returncode == 0, result.stderr
     wav, rate = sf.read(out)
     assert abs(len(wav) / rate - 0.5) <= 1 / 50
-    full = tmp_path / "full.wav"
-    assert run_cli("continue", speech_wav, "-o", full, "--model", run, "--seconds", 0.5, "--include-prompt").returncode == 0
+    full = tmp_path / "full.wav"  # the next two in this process (a fresh one costs 5 s of imports)
+    assert cli.main(["continue", str(speech_wav), "-o", str(full), "--model", str(run), "--seconds", "0.5",
+                     "--include-prompt"]) == 0
     prompt_seconds = sf.info(speech_wav).duration
     assert abs(sf.info(full).duration - prompt_seconds - 0.5) <= 2 / 50
     streamed = tmp_path / "streamed.wav"  # written as it is generated: the same file
-    result = run_cli("continue", speech_wav, "-o", streamed, "--model", run, "--seconds", 0.5, "--include-prompt", "--stream")
-    assert result.returncode == 0, result.stderr
-    assert "first audio after" in result.stdout and not streamed.with_name("streamed.wav.part").exists()
+    capsys.readouterr()
+    assert cli.main(["continue", str(speech_wav), "-o", str(streamed), "--model", str(run), "--seconds", "0.5",
+                     "--include-prompt", "--stream"]) == 0
+    assert "first audio after" in capsys.readouterr().out and not streamed.with_name("streamed.wav.part").exists()
     np.testing.assert_allclose(sf.read(streamed)[0], sf.read(full)[0], atol=3 / 2**15)
 
 
 @pytest.mark.parametrize("problem", ["short", "corrupt", "missing model"])
-def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio_files, tmp_path):
+def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio_files, tmp_path, capsys):
     prompt = bad_audio_files[0][0]  # corrupt
     model = tiny_continuations.run_dir
     if problem == "short":
@@ -99,10 +101,10 @@ def test_cli_continue_errors_are_one_line(problem, tiny_continuations, bad_audio
         sf.write(prompt, np.random.default_rng(0).normal(0, 0.1, 200).astype(np.float32), 16000)  # 12.5 ms < a frame
     elif problem == "missing model":
         prompt, model = bad_audio_files[0][0].with_name("speech.wav"), tmp_path / "no-such-run"
-    result = run_cli("continue", prompt, "-o", tmp_path / "out.wav", "--model", model)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert cli.main(["continue", str(prompt), "-o", str(tmp_path / "out.wav"), "--model", str(model)]) != 0  # in process
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
     expected = {"short": ("short.wav", "shorter than one codec frame"), "corrupt": ("corrupt.wav", "not a readable audio file"),
                 "missing model": ("no-such-run", "no such folder")}[problem]
     assert all(text in lines[0] for text in expected), lines[0]

@@ -142,7 +142,7 @@ def test_speak_errors_are_one_line_naming_the_input(problem, tiny_continuations,
     assert not (tmp_path / "out.wav").exists()
 
 
-def test_cli_speak_transcribe_convert(tiny_continuations, speech_wav, bad_audio_files, tmp_path):
+def test_cli_speak_transcribe_convert(tiny_continuations, speech_wav, bad_audio_files, tmp_path, capsys):
     run = tiny_continuations.run_dir
     spoken = tmp_path / "spoken.wav"
     result = run_cli("speak", "Zebras gallop at dawn.", "--voice", speech_wav, "-o", spoken, "--model", run, "--seed", 4)
@@ -152,17 +152,19 @@ def test_cli_speak_transcribe_convert(tiny_continuations, speech_wav, bad_audio_
                      "--seed", "4"]) == 0
     np.testing.assert_array_equal(sf.read(spoken)[0], sf.read(again)[0])  # seeded: the same audio
     converted = tmp_path / "converted.wav"
-    result = run_cli("convert", speech_wav, "--voice", spoken, "-o", converted, "--model", run)
-    assert result.returncode == 0, result.stderr
+    assert cli.main(["convert", str(speech_wav), "--voice", str(spoken), "-o", str(converted), "--model", str(run)]) == 0
     assert abs(sf.info(converted).duration - sf.info(speech_wav).duration) < 0.1  # the source's words, its length
     jsonl = tmp_path / "texts.jsonl"
     corrupt = bad_audio_files[0][0]
-    result = run_cli("transcribe", speech_wav, spoken, corrupt, "--model", run, "-o", jsonl)
-    assert result.returncode == 1 and result.stderr.count("error:") == 1 and "corrupt.wav" in result.stderr
+    capsys.readouterr()
+    assert cli.main(["transcribe", str(speech_wav), str(spoken), str(corrupt), "--model", str(run), "-o", str(jsonl)]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.count("error:") == 1 and "corrupt.wav" in stderr
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["path"] for r in rows] == [str(speech_wav), str(spoken)] and all(isinstance(r["text"], str) for r in rows)
-    result = run_cli("convert", speech_wav, "--voice", corrupt, "-o", tmp_path / "x.wav", "--model", run)
-    assert result.returncode != 0 and "corrupt.wav" in result.stderr and not (tmp_path / "x.wav").exists()
+    x = str(tmp_path / "x.wav")
+    assert cli.main(["convert", str(speech_wav), "--voice", str(corrupt), "-o", x, "--model", str(run)]) != 0
+    assert "corrupt.wav" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
 
 
 def test_a_saved_bundle_carries_the_text_parts(model, tiny_continuations, tmp_path, speech):
