@@ -17,7 +17,7 @@ import torch
 
 from audiolm.devices import resolve_device
 from audiolm.hub import resolve_folder
-from audiolm.interop.flat_codes import FlatCodeLM, FlatCodeScorer, is_flat_code_model
+from audiolm.interop.flat_codes import FlatCodeLM, FlatCodeScorer, flat_code_folder
 from audiolm.interop.language_models import load_language_model
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
@@ -39,9 +39,9 @@ class SpeechLMScorer:
     def from_pretrained(cls, name_or_path: str, revision: str | None = None, device: str = "cpu") -> SpeechLMScorer:
         """A run folder, a bundle (`audiolm save`) or its Hub id: its semantic tokenizer and semantic LM.
         A released one-stage model (Llama-Mimi) gives a `FlatCodeScorer`, which scores by its own rule."""
-        root = resolve_folder(name_or_path, revision=revision)
-        if is_flat_code_model(root):
-            return FlatCodeScorer(FlatCodeLM(root, device))
+        flat = flat_code_folder(name_or_path, revision)
+        if flat is not None:
+            return FlatCodeScorer(FlatCodeLM(flat, device))
         tokenizer = SemanticTokenizer.from_pretrained(name_or_path, revision=revision, subfolder="semantic", device=device)
         folder = resolve_folder(name_or_path, revision=revision, subfolder="lm-semantic")
         return cls(tokenizer, load_language_model(folder), device)

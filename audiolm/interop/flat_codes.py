@@ -47,6 +47,27 @@ def is_flat_code_model(folder: Path) -> bool:
     return isinstance(config.get("num_quantizers"), int) and "component" not in config
 
 
+def flat_code_folder(name_or_path: str, revision: str | None = None) -> Path | None:
+    """The folder of a flat-code model named by a path or Hub id, or None for anything else; for a Hub
+    id only its config.json is fetched to tell (a run bundle's other parts are not downloaded)."""
+    from audiolm.hub import is_hub_id, resolve_folder
+
+    if Path(name_or_path).exists():
+        return Path(name_or_path) if is_flat_code_model(Path(name_or_path)) else None
+    if not is_hub_id(name_or_path):
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        config = json.loads(Path(hf_hub_download(str(name_or_path), "config.json", revision=revision)).read_text())
+    except Exception:  # not on the Hub, offline, no config.json: the caller's own loading says what is wrong
+        return None
+    if not isinstance(config.get("num_quantizers"), int) or "component" in config:
+        return None
+    folder = resolve_folder(name_or_path, revision=revision)
+    return folder if is_flat_code_model(folder) else None
+
+
 class FlatCodeLM:
     """A released flat-code LM with its codec: `continue_speech` as `AudioLM`'s."""
 
