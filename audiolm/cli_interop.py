@@ -37,21 +37,21 @@ def _import_lm(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     own = out / "semantic"
-    if args.tokenizer:
-        tokenizer = SemanticTokenizer.from_pretrained(args.tokenizer)
-        if own.exists():
-            raise ValueError(f"{own}: {out} has a semantic tokenizer already; leave out --tokenizer to use it")
-        tokenizer.save_pretrained(own)
-    elif not own.is_dir():
+    if args.tokenizer and own.exists():
+        raise ValueError(f"{own}: {out} has a semantic tokenizer already; leave out --tokenizer to use it")
+    if not args.tokenizer and not own.is_dir():
         raise FileNotFoundError(f"{out}: no semantic/ tokenizer; give --tokenizer (e.g. one made by import-kmeans)")
-    config = json.loads((own / "config.json").read_text())
+    tokenizer = SemanticTokenizer.from_pretrained(args.tokenizer or own)  # checked before anything is written
     mean_run = args.mean_run or _mean_run(out) or 1.0
-    lm = write_reference(out / "lm-semantic", args.model, config["num_clusters"], config["frame_rate"], args.revision or "",
+    # the model is loaded (and refused, if it is not a unit LM) before the tokenizer is copied
+    lm = write_reference(out / "lm-semantic", args.model, tokenizer.num_clusters, tokenizer.frame_rate, args.revision or "",
                          dedup=not args.no_dedup, mean_run=mean_run, context=args.context)
+    if args.tokenizer:
+        tokenizer.save_pretrained(own)
     bos = f"BOS {lm.ids.bos}" if lm.ids.bos is not None else "no BOS"
     repeats = "with repeats" if args.no_dedup else f"deduplicated, mean run {mean_run:.2f}"
     print(f"{args.model} -> {out / 'lm-semantic'} ({lm.ids.layout} layout: unit u is id u + {lm.ids.offset}, {bos}; "
-          f"{lm.num_parameters() / 1e6:.1f}M parameters, {config['num_clusters']} units, {repeats})")
+          f"{lm.num_parameters() / 1e6:.1f}M parameters, {tokenizer.num_clusters} units, {repeats})")
     return 0
 
 

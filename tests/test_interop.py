@@ -149,6 +149,9 @@ def test_released_unit_lms_score_and_continue_in_front_of_our_acoustic_lms(tiny_
         expected = (_mean_log_p(released, [int(u) + 10 for u in ids], 0, units) if name == "twist"
                     else _mean_log_p(released, [1] + [int(u) + 2 for u in ids], 1, units))
         assert scores["1_correct"] == pytest.approx(expected, abs=1e-4)
+    # a folder that is no unit LM (the run's codec): one line, and nothing written
+    assert cli.main(["import-lm", str(run / "codec"), "-o", str(tmp_path / "no"), "--tokenizer", str(run / "semantic")]) == 2
+    assert "codec: not a released unit LM" in capsys.readouterr().err and not (tmp_path / "no").exists()
     # SLAM's units in front of the tiny run's coarse and fine LMs (trained on the same units)
     for part in ("codec", "lm-coarse", "lm-fine"):
         os.symlink(run / part, model_dir / part)

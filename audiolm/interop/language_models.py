@@ -47,7 +47,10 @@ def write_reference(out: str | os.PathLike, model: str, num_units: int, frame_ra
     local = Path(model).is_dir()
     source = Path(model) if local else resolve_folder(model, revision=revision or None, token=token)
     config = json.loads((source / CONFIG_NAME).read_text()) if (source / CONFIG_NAME).exists() else {}
-    layout = recognise(config).layout if config else "?"
+    try:
+        layout = recognise(config).layout
+    except ValueError as err:
+        raise ValueError(f"{model}: {err}") from None
     task = unit_task(num_units, frame_rate, context, dedup, mean_run)
     loaded = load_released(source, task)
     loaded.reference = {"component": Decoder.component, "task": task,
