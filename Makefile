@@ -18,12 +18,15 @@ RUN ?= runs/demo
 
 install: $(VENV)/.installed
 
-# torch first, pinned, so that pip takes the CPU wheel instead of resolving a CUDA build.
+# torch first, pinned, so that pip takes the CPU wheel instead of resolving a CUDA build. --no-compile:
+# pip would byte-compile all ~16,600 installed .py files (over a minute on 2 slow cores); Python compiles
+# the few it imports on first use instead
+PIP := $(PY) -m pip install -q --no-compile
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PIP) --upgrade pip
+	$(PIP) "torch==2.13.0"
+	$(PIP) -e ".[dev]"
 	@! $(PY) -m pip show torchaudio >/dev/null 2>&1 || (echo "torchaudio got installed; it breaks transformers here" && exit 1)
 	touch $@
 
@@ -31,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 web: $(VENV)/.web
 
 $(VENV)/.web: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,web]"
+	$(PIP) -e ".[dev,web]"
 	touch $@
 
 # after `make demo`: a local web page to try the run (continue, convert; speak and transcribe with the text LMs)

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import REPO
 
 
+@pytest.mark.slow  # ~9 s of measuring on 2 slow cores (make bench runs it anyway): make test stays under 10 min
 def test_runner_writes_flat_figures_with_same_run_baselines(tmp_path):
     out = tmp_path / "figures.json"
     result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "machine", "--json", str(out)],
