@@ -9,11 +9,13 @@ difference. `stock_inputs` is the recipe for the LMs a stock class holds only th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from audiolm.hub import CONFIG_NAME
 from audiolm.lm.model import Decoder
 from audiolm.lm.sequences import TaskSpec
 from audiolm.lm.stock import EXTRA_WEIGHTS
@@ -66,5 +68,5 @@ def compare(folder: Path, length: int = 48) -> dict:
     reference = reference if ours.config.voice_pool else None
     theirs = stock(**stock_inputs(stock, folder, ids, reference)).logits
     diff = (theirs - ours(ids, reference=reference)).abs().max().item()
-    kind = "exact" if ours.config.group == 1 and not ours.config.voice_pool else "trunk"
+    kind = json.loads((folder / CONFIG_NAME).read_text())["audiolm_stock"]  # written by audiolm.lm.stock.write
     return {"class": type(stock).__name__, "kind": kind, "max_abs_diff": diff}

@@ -38,13 +38,15 @@ CODE_TOKEN = re.compile(r"<(\d+)_(\d+)>")
 DEFAULT_CODEC = "kyutai/mimi"
 
 
+def _is_flat_config(config: dict[str, Any]) -> bool:
+    """A causal LM's config with `num_quantizers` (Llama-Mimi's), not one of our parts'."""
+    return isinstance(config.get("num_quantizers"), int) and "component" not in config
+
+
 def is_flat_code_model(folder: Path) -> bool:
     """A causal LM folder with `num_quantizers` in its config and a tokenizer (Llama-Mimi's layout)."""
     file = folder / "config.json"
-    if not file.exists() or not (folder / "tokenizer.json").exists():
-        return False
-    config = json.loads(file.read_text())
-    return isinstance(config.get("num_quantizers"), int) and "component" not in config
+    return file.exists() and (folder / "tokenizer.json").exists() and _is_flat_config(json.loads(file.read_text()))
 
 
 def flat_code_folder(name_or_path: str, revision: str | None = None) -> Path | None:
@@ -62,7 +64,7 @@ def flat_code_folder(name_or_path: str, revision: str | None = None) -> Path | N
         config = json.loads(Path(hf_hub_download(str(name_or_path), "config.json", revision=revision)).read_text())
     except Exception:  # not on the Hub, offline, no config.json: the caller's own loading says what is wrong
         return None
-    if not isinstance(config.get("num_quantizers"), int) or "component" in config:
+    if not _is_flat_config(config):
         return None
     folder = resolve_folder(name_or_path, revision=revision)
     return folder if is_flat_code_model(folder) else None
@@ -80,6 +82,7 @@ class FlatCodeLM:
         self.source = str(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
         self.model = self.model.to(self.device).eval()
+        self._cache_arg = cache_keyword(self.model)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.q = int(config["num_quantizers"])
         self.codec = load_codec(codec or config.get("audio_tokenizer") or DEFAULT_CODEC, num_codebooks=self.q, device=self.device)
@@ -141,7 +144,7 @@ class FlatCodeLM:
             q, t = i % self.q, i // self.q
             made[q, t] = sample_next(out.logits[:, -1, self.table[q]], 0, self.table.shape[1], s, generator)[0]
             if i + 1 < new * self.q:
-                past = {cache_keyword(self.model): cache_of(out)}
+                past = {self._cache_arg: cache_of(out)}
                 out = self.model(input_ids=self.table[q, made[q, t]].view(1, 1), use_cache=True, **past)
         whole = torch.cat([torch.as_tensor(codes, device=self.device), made], dim=1)
         audio = self.codec.decode(whole[None])[0].float().cpu().numpy()

@@ -12,13 +12,12 @@ copied there, so the run works where that folder does not exist).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from audiolm.hub import CONFIG_NAME, read_config, resolve_folder
-from audiolm.interop.unit_lm import BUNDLED, ReleasedUnitLM, load_released, recognise, unit_task
+from audiolm.hub import read_config, resolve_folder
+from audiolm.interop.unit_lm import BUNDLED, ReleasedUnitLM, load_released, unit_task
 from audiolm.lm.model import Decoder
 
 DEFAULT_CONTEXT = 1024  # ids per window: slamkit trains SLAM with 1024 (TWIST's recipe 512 or more)
@@ -46,14 +45,9 @@ def write_reference(out: str | os.PathLike, model: str, num_units: int, frame_ra
     written."""
     local = Path(model).is_dir()
     source = Path(model) if local else resolve_folder(model, revision=revision or None, token=token)
-    config = json.loads((source / CONFIG_NAME).read_text()) if (source / CONFIG_NAME).exists() else {}
-    try:
-        layout = recognise(config).layout
-    except ValueError as err:
-        raise ValueError(f"{model}: {err}") from None
     task = unit_task(num_units, frame_rate, context, dedup, mean_run)
-    loaded = load_released(source, task)
+    loaded = load_released(source, task, name=str(model))
     loaded.reference = {"component": Decoder.component, "task": task,
-                        "released": {"model": str(model), "revision": revision, "bundled": local, "layout": layout}}
+                        "released": {"model": str(model), "revision": revision, "bundled": local, "layout": loaded.ids.layout}}
     loaded.save_pretrained(out)
     return loaded

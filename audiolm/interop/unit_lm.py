@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from audiolm.hub import refuse_pickles
+from audiolm.hub import copy_model_files, refuse_pickles
 from audiolm.lm.sequences import TaskSpec
 from audiolm.tokens import TokenLayout
 
@@ -140,10 +140,7 @@ class ReleasedUnitLM(nn.Module):
             raise ValueError(f"{self.source}: loaded without a reference; write one with audiolm import-lm")
         with atomic_dir(out) as tmp:
             if self.reference["released"].get("bundled"):
-                (tmp / BUNDLED).mkdir()
-                for file in Path(self.source).iterdir():
-                    if file.suffix in (".json", ".safetensors") and file.is_file():
-                        (tmp / BUNDLED / file.name).write_bytes(file.read_bytes())
+                copy_model_files(Path(self.source), tmp / BUNDLED)
             (tmp / "config.json").write_text(json.dumps(self.reference, indent=2) + "\n")
 
     def num_parameters(self) -> int:
@@ -206,9 +203,10 @@ class ReleasedUnitLM(nn.Module):
             return self.logits(x)
         out = []
         for lo, hi, rows in vocab_ranges:
-            rest = x[rows].clone()
-            rest[:, self.to_model[lo:hi]] = float("-inf")
-            out.append(torch.cat([self.logits(x[rows], (lo, hi)), rest.logsumexp(-1, keepdim=True)], dim=-1))
+            part = x[rows]  # a copy (advanced indexing): its range's columns are masked for the rest
+            ours = self.logits(part, (lo, hi))
+            part[:, self.to_model[lo:hi]] = float("-inf")
+            out.append(torch.cat([ours, part.logsumexp(-1, keepdim=True)], dim=-1))
         return out
 
 
@@ -220,16 +218,17 @@ def unit_task(num_units: int, frame_rate: float, context: int, dedup: bool = Tru
     return TaskSpec("semantic", layout, frame_rate, frame_rate, window / frame_rate, dedup=dedup, mean_run=mean_run).to_dict()
 
 
-def load_released(folder: str | Path, task: dict[str, Any]) -> ReleasedUnitLM:
+def load_released(folder: str | Path, task: dict[str, Any], name: str | None = None) -> ReleasedUnitLM:
     """A released unit LM from a local folder (a Hub id goes through `audiolm.hub.resolve_folder`
-    first), over the units of `task` (`unit_task`)."""
+    first), over the units of `task` (`unit_task`); errors name it as `name` (default: the folder)."""
     folder = Path(folder)
+    name = name or str(folder)
     file = folder / "config.json"
     if not file.exists():
-        raise FileNotFoundError(f"{folder}: no config.json (not a transformers model folder)")
+        raise FileNotFoundError(f"{name}: no config.json (not a transformers model folder)")
     config = json.loads(file.read_text())
     try:
         ids = recognise(config)
     except ValueError as err:
-        raise ValueError(f"{folder}: {err}") from None
+        raise ValueError(f"{name}: {err}") from None
     return ReleasedUnitLM(_load_model(folder, config, ids), ids, task, str(folder))

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from audiolm.hub import WEIGHTS_NAME
+
 EXTRA_WEIGHTS = "audiolm_extra.safetensors"
 STOCK_PREFIXES = ("model.", "lm_head.")  # LlamaForCausalLM's own weights; anything else is ours only
 
@@ -91,17 +93,17 @@ def write(model: torch.nn.Module, folder: Path) -> dict[str, Any]:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     stock = {k: v for k, v in state.items() if k.startswith(STOCK_PREFIXES)}
     extra = {k: v for k, v in state.items() if k not in stock}
-    save_file(stock, str(folder / "model.safetensors"), metadata={"format": "pt"})  # transformers wants the format
+    save_file(stock, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})  # transformers wants the format
     if extra:
         save_file(extra, str(folder / EXTRA_WEIGHTS), metadata={"format": "pt"})
+    llama = llama_config(model.config, model.task)
     skip = suppressed(model.task, model.config.vocab_size)
     generation = {"bos_token_id": 1, "pad_token_id": 0, **({"suppress_tokens": skip} if skip else {})}
-    stop = llama_config(model.config, model.task)["eos_token_id"]
-    if stop is not None:
-        generation["eos_token_id"] = stop
+    if llama["eos_token_id"] is not None:
+        generation["eos_token_id"] = llama["eos_token_id"]
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     # our shape under its own name: transformers reads a `decoder` key as a sub-model's config
-    return {**llama_config(model.config, model.task), "audiolm_decoder": asdict(model.config), "task": model.task,
+    return {**llama, "audiolm_decoder": asdict(model.config), "task": model.task,
             "audiolm_ids": id_ranges(model.task), "audiolm_stock": "exact" if not extra else "trunk"}
 
 

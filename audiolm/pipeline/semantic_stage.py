@@ -62,10 +62,17 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
         tokenizer = import_kmeans(s.kmeans_file, s.model, s.layer, s.revision, device)
         print(f"stage 1 (semantic): the released k-means {s.kmeans_file} (K={tokenizer.num_clusters}) over {s.model} "
               f"block {s.layer}")
-        tokenizer.save_pretrained(out)
-        rundir.write_marker(out, digest, stage="semantic-tokenizer")
-        return tokenizer
-    features = build_features(s.backend, s.model, s.layer, device, cfg.data.sample_rate, s.context_frames, s.revision,
+    else:
+        tokenizer = _fit_tokenizer(s, corpus, corpus_rate, cfg.data.sample_rate, device)
+    tokenizer.save_pretrained(out)
+    rundir.write_marker(out, digest, stage="semantic-tokenizer")
+    return tokenizer
+
+
+def _fit_tokenizer(s: SemanticConfig, corpus: datasets.DatasetDict, corpus_rate: int, sample_rate: int,
+                   device: str) -> SemanticTokenizer:
+    """k-means fitted on the training split's features (or the classifier's classes as units)."""
+    features = build_features(s.backend, s.model, s.layer, device, sample_rate, s.context_frames, s.revision,
                               s.units, s.precision)
     train = corpus["train"]
     order = np.random.default_rng(s.seed).permutation(train.num_rows).tolist()
@@ -77,10 +84,7 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     batches = (wavs for _, wavs in wav_batches(train, order, corpus_rate, features.sample_rate, s.batch_seconds, sort=False))
     if s.units == "kmeans":
         batches = tqdm(batches, desc="features for k-means", unit="batch", leave=False)
-    tokenizer = SemanticTokenizer.fit(s, features, batches)
-    tokenizer.save_pretrained(out)
-    rundir.write_marker(out, digest, stage="semantic-tokenizer")
-    return tokenizer
+    return SemanticTokenizer.fit(s, features, batches)
 
 
 def _tokenize_split(tokenizer: SemanticTokenizer, split: str, ds: datasets.Dataset, corpus_rate: int,
