@@ -8,9 +8,22 @@ on CPU (see ../shared/design/AUDIOLM.md). A test checks the two paths agree.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
-from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch import ResidualVQ, VectorQuantize
+
+DEAD_CODE = 2  # a codeword whose EMA cluster size falls below this is replaced by a batch vector
+
+
+def _dead_code_setting(codebook_size: int) -> dict[str, float]:
+    """`DEAD_CODE` as the installed vector-quantize-pytorch takes it: 1.34 replaced the absolute
+    `threshold_ema_dead_code` by `dead_code_threshold_ratio` (of the mean cluster size; it converts the
+    old one by dividing by the codebook size, as here) and warns on stderr at the old name."""
+    if "dead_code_threshold_ratio" in inspect.signature(VectorQuantize.__init__).parameters:
+        return {"dead_code_threshold_ratio": DEAD_CODE / codebook_size}
+    return {"threshold_ema_dead_code": DEAD_CODE}
 
 
 class ResidualQuantizer(nn.Module):
@@ -20,7 +33,7 @@ class ResidualQuantizer(nn.Module):
         self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
         self.rvq = ResidualVQ(
             dim=dim, num_quantizers=num_codebooks, codebook_size=codebook_size,
-            kmeans_init=True, kmeans_iters=10, decay=ema_decay, threshold_ema_dead_code=2,
+            kmeans_init=True, kmeans_iters=10, decay=ema_decay, **_dead_code_setting(codebook_size),
             quantize_dropout=dropout and num_codebooks > 1, commitment_weight=commitment_weight,
         )
 
