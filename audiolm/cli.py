@@ -19,6 +19,7 @@
     audiolm export runs/demo -o OUTDIR       # the bundle, each LM checked as a stock transformers LlamaForCausalLM
     audiolm import-kmeans KM.bin --encoder MODEL --layer N -o DIR     # a textlesslib/slamkit k-means, no pickle run
     audiolm import-lm slprl/slam_scaled -o DIR [--tokenizer DIR]      # a released unit LM (TWIST, SLAM) as semantic LM
+    audiolm finetune runs/demo --data MY_AUDIO/ -o runs/mine [--parts coarse,fine] [--lora R]   # adapt a shared model
 
 Every --model / --codec is a local folder or a Hub id (with --revision). Bad input files are
 reported one line each (file and problem) and the command exits
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiolm import audio, cli_eval, cli_interop
+from audiolm import audio, cli_eval, cli_finetune, cli_interop
 from audiolm.files import atomic_write_bytes
 
 PROMPT_TAIL_SECONDS = 60.0  # `continue` reads at most this much of the end of a prompt file
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(func=_decode)
     cli_eval.add_commands(commands, codec_args, device_arg)
     cli_interop.add_commands(commands, device_arg)
+    cli_finetune.add_commands(commands)
     cont = commands.add_parser("continue", help="continue speech from a prompt (semantic -> coarse -> fine -> codec)")
     cont.add_argument("prompt", metavar="PROMPT.wav", help="any rate, mono or multi-channel")
     cont.add_argument("-o", "--output", required=True, metavar="OUT.wav")

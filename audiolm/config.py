@@ -198,6 +198,9 @@ class SemanticConfig:
     # the encoder's forward: fp32, or bf16 / fp16 autocast (GPUs; docs/semantic.md has how far the ids move)
     precision: str = "fp32"
     seed: int = 0
+    # a bundle (run folder, saved bundle or Hub id) whose semantic tokenizer (and text tokenizer) this run
+    # uses as it is, instead of fitting one: `audiolm finetune` (docs/finetune.md)
+    init_from: str = ""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
 
@@ -231,6 +234,10 @@ class CodecConfig:
     augment: bool = False  # change each training crop's voice (speed, formants, EQ, band limits, noise)
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)  # the ranges and odds, with augment
     exclude_speakers: list[str] = field(default_factory=list)  # never in codec training (codec-eval reports them apart)
+    # a bundle whose codec this run starts from (`audiolm finetune`): trained on for `train.steps` (ours only),
+    # or used as it is with steps 0
+    init_from: str = ""
+    lora: int = 0  # with init_from: LoRA adapters of this rank on the decoder's linear layers, merged when saved
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -258,6 +265,10 @@ class LMConfig:
     released: str = ""
     released_revision: str = ""
     released_context: int = 1024  # ids per window of the released LM (slamkit trains SLAM with 1024)
+    # a bundle whose LM of this task this run starts from (`audiolm finetune`; docs/finetune.md): trained on
+    # for `train.steps`, or, with steps 0, referenced as it is; its shape and task come from the bundle
+    init_from: str = ""
+    lora: int = 0  # with init_from: train LoRA adapters of this rank (PEFT) on the projections instead of all weights
     train: TrainConfig = field(default_factory=_train(
         steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1, mixed_precision="bf16",
         checkpoint_every=250, eval_every=250))

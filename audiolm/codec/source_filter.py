@@ -163,6 +163,22 @@ class SourceFilterCodec(Codec):
         self.frame_rate = config.sample_rate / config.hop_length
         self.num_codebooks, self.codebook_size = config.num_codebooks, config.codebook_size
 
+    def freeze_codes(self) -> SourceFilterCodec:
+        """From here on only the decoder trains (fine-tuning, `codec.init_from`): the encoder and the
+        codebooks, their EMA updates and dead-code resets included, stay as they are, so the codes of
+        a corpus, and the LMs trained on them, keep their meaning."""
+        self.codes_frozen = True
+        self.encoder.requires_grad_(False)
+        self.quantizer.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> SourceFilterCodec:
+        super().train(mode)
+        if getattr(self, "codes_frozen", False):
+            self.encoder.eval()
+            self.quantizer.eval()
+        return self
+
     @property
     def lookahead_frames(self) -> int:
         """The decoder's right context: its first convolution (kernel 3) and blocks (kernel 7) reach

@@ -1,7 +1,8 @@
 """Every semantic LM a run, bundle or `--model` folder may hold, loaded through one function.
 
 `lm-semantic/config.json` is either our `Decoder`'s (audiolm.lm.stock) or a reference to a released
-unit LM (`audiolm.interop.unit_lm`), written by `import-lm` or by stage 3 with `lm.semantic.released`:
+unit LM (`audiolm.interop.unit_lm`), written by `import-lm` or by stage 3 with `lm.semantic.released`, or
+an adapted LM (`audiolm.lm.lora`: adapters, or none, beside a reference to the LM they adapt):
 
     {"component": "language-model", "released": {"model": "slprl/slam_scaled", "revision": "...",
      "bundled": false, "layout": "unitlm"}, "task": {... the semantic task over its units ...}}
@@ -18,14 +19,18 @@ from typing import Any
 
 from audiolm.hub import read_config, resolve_folder
 from audiolm.interop.unit_lm import BUNDLED, ReleasedUnitLM, load_released, unit_task
+from audiolm.lm.lora import load_adapted
 from audiolm.lm.model import Decoder
 
 DEFAULT_CONTEXT = 1024  # ids per window: slamkit trains SLAM with 1024 (TWIST's recipe 512 or more)
 
 
 def load_language_model(folder: Path, config: dict[str, Any] | None = None, token: str | bool | None = None):
-    """A saved LM folder -> our `Decoder`, or a `ReleasedUnitLM` for a reference to a released one."""
+    """A saved LM folder -> our `Decoder`, or a `ReleasedUnitLM` for a reference to a released one; an
+    adapted one is its parent (loaded by this same function) with the adapters merged in."""
     config = config if config is not None else read_config(folder, Decoder.component)
+    if "adapter" in config:
+        return load_adapted(folder, config, lambda parent: load_language_model(parent, None, token), token)
     if "released" not in config:
         return Decoder._load(folder, config)
     released = config["released"]

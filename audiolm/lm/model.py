@@ -479,6 +479,10 @@ class Decoder(nn.Module, HubMixin):
 
     @classmethod
     def _load(cls, folder: Path, config: dict[str, Any], **kwargs: Any) -> Decoder:
+        if "adapter" in config:  # an adapted LM (audiolm.lm.lora): its parent with the adapters merged in
+            from audiolm.lm.lora import load_adapted
+
+            return load_adapted(folder, config, cls.from_pretrained)
         shape = config["audiolm_decoder"] if "audiolm_decoder" in config else config["decoder"]  # saved before 2026-12
         model = cls(config_from(DecoderConfig, shape), config.get("task"))
         # strict: a missing or extra tensor is an error

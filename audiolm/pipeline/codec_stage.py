@@ -24,6 +24,8 @@ from audiolm.config import CodecConfig, PipelineConfig, config_hash
 from audiolm.data import shards
 from audiolm.data.corpus import CorpusAudio, read_wavs, wav_batches
 from audiolm.data.prefetch import prefetch
+from audiolm.hub import content_hash, resolve_folder
+from audiolm.lm.lora import add_lora, has_lora, merge_lora
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.tokens import id_dtype
 from audiolm.train import distributed
@@ -42,9 +44,18 @@ OURS = ("source-filter",)
 
 def codec_hash(cfg: PipelineConfig) -> str:
     c = cfg.codec
+    if c.init_from:  # a bundle's, as it is or trained on: its content, and the training when there is some
+        parent = content_hash(resolve_folder(c.init_from, subfolder="codec"))
+        if not c.train.steps:
+            return config_hash("codec-from", parent)
+        trained = {k: v for k, v in dataclasses.asdict(c).items() if k in ("segment_seconds", "augment", "augmentation",
+                                                                             "exclude_speakers", "train", "lora")}
+        return config_hash("codec-from", parent, trained, corpus_stage.corpus_hash(cfg))
     if c.model not in OURS:  # a pretrained codec depends on nothing we train
         return config_hash("codec-pretrained", c.model, c.revision, c.num_codebooks)
-    trained = {k: v for k, v in dataclasses.asdict(c).items() if k != "batch_seconds"}  # how the corpus is encoded after
+    # how the corpus is encoded after does not change the codec; nor does a key left empty
+    trained = {k: v for k, v in dataclasses.asdict(c).items()
+               if k != "batch_seconds" and not (k in ("init_from", "lora") and not v)}
     return config_hash(f"codec-{c.model}", trained, corpus_stage.corpus_hash(cfg))
 
 
@@ -65,10 +76,28 @@ def acoustic_hash(cfg: PipelineConfig) -> str:
     return config_hash("acoustic-codes", codec_hash(cfg), corpus_stage.corpus_hash(cfg), cfg.codec.batch_seconds, FORMAT)
 
 
+DECODER_LINEAR = r"decoder\.(blocks\.\d+\.mlp\.[02]|out)"
+
+
+def start_codec(c: CodecConfig) -> SourceFilterCodec:
+    """The codec training starts from: a new one, or the bundle's (`init_from`), which must be ours, with
+    only its decoder to train (the codes keep their meaning for the bundle's LMs)."""
+    if not c.init_from:
+        return build_codec(c)
+    codec = load_codec(resolve_folder(c.init_from, subfolder="codec"))
+    if not isinstance(codec, SourceFilterCodec):
+        raise ValueError(f"codec.init_from: the codec of {c.init_from} is {type(codec).__name__}, which audiolm cannot "
+                         "train on (ours, source-filter, only); leave codec out of the parts to fine-tune")
+    codec.freeze_codes()
+    if c.lora:  # the decoder's linear layers (its ConvNeXt blocks' MLPs and its output); merged when saved
+        add_lora(codec, c.lora, DECODER_LINEAR)
+    return codec
+
+
 def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: int,
                 out: Path) -> SourceFilterCodec:
     torch.manual_seed(cfg.codec.train.seed)
-    codec = build_codec(cfg.codec)
+    codec = start_codec(cfg.codec)
     excluded = set(cfg.codec.exclude_speakers)
     rows = [i for i, s in enumerate(corpus["train"]["speaker"]) if s not in excluded]
     if not rows:
@@ -92,6 +121,8 @@ def train_codec(cfg: PipelineConfig, corpus: datasets.DatasetDict, corpus_rate: 
     codec = trainer.accelerator.unwrap_model(task.models["codec"]).cpu().eval()
     if cfg.codec.train.ema_decay and "codec" in trainer.ema:
         codec.load_state_dict(trainer.ema["codec"])
+    if has_lora(codec):
+        merge_lora(codec)
     distributed.on_main(codec.save_pretrained, out)
     return codec
 
@@ -133,7 +164,10 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
         distributed.print_main(f"stage 2 (codec): {codec_dir} and the acoustic codes in {out} are up to date")
         return codec_dir
     if force or not rundir.is_up_to_date(codec_dir, digest, saved_part=True):
-        if cfg.codec.model in OURS:
+        if cfg.codec.init_from and not cfg.codec.train.steps:  # the bundle's, as it is
+            if distributed.is_main():
+                load_codec(resolve_folder(cfg.codec.init_from, subfolder="codec")).save_pretrained(codec_dir)
+        elif cfg.codec.model in OURS or cfg.codec.init_from:
             train_codec(cfg, corpus, corpus_rate, codec_dir)  # in every process under `accelerate launch`
         elif distributed.is_main():
             load_codec(cfg.codec.model, cfg.codec.revision or None, cfg.codec.num_codebooks).save_pretrained(codec_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from audiolm.config import LMConfig, PipelineConfig, config_hash, to_dict
 from audiolm.data import shards
 from audiolm.data.token_rows import TextRows, TokenRows, table_rows
+from audiolm.hub import content_hash, resolve_folder
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, unigram_perplexity, unit_runs
 from audiolm.pipeline import rundir
@@ -144,14 +145,21 @@ RELEASED_KEYS = ("released", "released_revision", "released_context")
 
 
 def _lm_section(lm: LMConfig) -> dict:
-    """An LM's config as its hash sees it: without the released-model keys when none is named, so
-    runs made before those keys existed stay up to date."""
+    """An LM's config as its hash sees it: without the released-model keys when none is named, nor
+    the fine-tuning ones when it starts from nothing, so runs made before those keys existed stay up
+    to date. Starting from a bundle, the parent's content hash stands in for the shape keys."""
     values = to_dict(lm)
-    return values if lm.released else {k: v for k, v in values.items() if k not in RELEASED_KEYS}
+    if not lm.released:
+        values = {k: v for k, v in values.items() if k not in RELEASED_KEYS}
+    if not lm.init_from:
+        return {k: v for k, v in values.items() if k not in ("init_from", "lora")}
+    return values
 
 
 def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
-    return config_hash("lm", task, _lm_section(getattr(cfg.lm, task)), cfg.lm.coarse_codebooks, cfg.lm.eval_utterances,
+    lm = getattr(cfg.lm, task)
+    parent = [content_hash(resolve_folder(lm.init_from, subfolder=f"lm-{task}"))] if lm.init_from else []
+    return config_hash("lm", task, _lm_section(lm), *parent, cfg.lm.coarse_codebooks, cfg.lm.eval_utterances,
                        cfg.lm.pack_speakers,
                        cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"],
                        *([True] if cfg.lm.ordinal_pitch and task != "semantic" else []),
@@ -171,11 +179,14 @@ def build_model(spec: TaskSpec, lm: LMConfig, ordinal_pitch: bool = False) -> De
 
 
 def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utterance], heldout: Sequence[Utterance],
-             speakers: Sequence | np.ndarray | None, out: Path, spec: TaskSpec | None = None) -> dict:
+             speakers: Sequence | np.ndarray | None, out: Path, spec: TaskSpec | None = None, model: Decoder | None = None,
+             save: Callable[[Decoder, Path], None] | None = None) -> dict:
+    """Trains a new model (or `model`, a bundle's: audiolm.pipeline.adapt) and saves it to `out` (or
+    with `save`)."""
     lm: LMConfig = getattr(cfg.lm, task)
     spec = spec or task_spec(cfg, task, marker, train)
     torch.manual_seed(lm.train.seed)
-    model = build_model(spec, lm, cfg.lm.ordinal_pitch)
+    model = model if model is not None else build_model(spec, lm, cfg.lm.ordinal_pitch)
     work = cfg.run_dir / f"lm-{task}-train"
     distributed.on_main(rundir.prepare_partial, work, lm_hash(cfg, task, marker), f"lm-{task}-train")
     lm_task = LMTask(model, spec, lm.train, train, heldout, speakers)
@@ -199,7 +210,7 @@ def train_lm(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utter
         metrics = dict(last) if last else lm_task.evaluate()
         # the unigram baseline counts a spread of the training utterances (all of the demo's)
         unigram = unigram_perplexity(spec, [spec.targets(*u) for u in sample(train)], [spec.targets(*u) for u in heldout])
-        model.save_pretrained(out)
+        (save or type(model).save_pretrained)(model, out)
         print(f"stage 3 ({task} LM): held-out perplexity {metrics['perplexity']:.2f} vs unigram {unigram:.2f}")
         return {"task": task, "parameters": model.num_parameters(), "steps": trainer.step,
                 "heldout_loss": metrics["loss"], "heldout_perplexity": metrics["perplexity"],
@@ -265,29 +276,36 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
     ds, marker = read_tokens(cfg)
     codec_model = marker.get("codec_config", {}).get("model")
     for key in ("ordinal_pitch", "relative_pitch"):
-        if getattr(cfg.lm, key) and codec_model != "source-filter":
+        if getattr(cfg.lm, key) and codec_model != "source-filter" and not cfg.codec.init_from:
             raise ValueError(f"lm.{key} needs a codec whose codebook 0 is a pitch scale (ours, source-filter); "
                              f"the tokens in {tokens_dir(cfg)} come from '{codec_model}'")
-    train = heldout = None
     speakers = speaker_codes(ds["train"]) if cfg.lm.pack_speakers else None
+    split_rows: list = []  # the training and held-out rows, read once for all tasks that need them
+
+    def rows() -> tuple[TokenRows, list[Utterance]]:
+        if not split_rows:
+            split_rows.extend([utterances(ds["train"]), list(utterances(
+                ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances)))])
+        return split_rows[0], split_rows[1]
+
     for task in tasks:
         out = cfg.run_dir / f"lm-{task}"
         digest = lm_hash(cfg, task, marker)
         if not force and rundir.is_up_to_date(out, digest, saved_part=True):
             distributed.print_main(f"stage 3 ({task} LM): {out} is up to date")
             continue
-        if task in TEXT_TASKS:
+        if getattr(cfg.lm, task).init_from and task not in TEXT_TASKS:
+            from audiolm.pipeline import adapt  # it builds on this module
+
+            info = adapt.adapt_lm(cfg, task, marker, *rows(), speakers, out)
+        elif task in TEXT_TASKS:
             info = train_text_lm(cfg, task, marker, ds, out)
         elif getattr(cfg.lm, task).released:
             if task != "semantic":
                 raise ValueError(f"lm.{task}.released: only the semantic LM can be a released unit LM")
-            info = distributed.on_main(use_released, cfg, marker, utterances(ds["train"]), list(utterances(
-                ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances))), out)
+            info = distributed.on_main(use_released, cfg, marker, *rows(), out)
         else:
-            if train is None:
-                train = utterances(ds["train"])
-                heldout = list(utterances(ds["heldout"], rundir.spread_indices(ds["heldout"].num_rows, cfg.lm.eval_utterances)))
-            info = train_lm(cfg, task, marker, train, heldout, speakers, out)
+            info = train_lm(cfg, task, marker, *rows(), speakers, out)
         if distributed.is_main():
             rundir.write_marker(out, digest, stage=f"lm-{task}", **info)
             rundir.write_resolved_config(cfg, out)

@@ -22,6 +22,7 @@ from audiolm.data import shards
 from audiolm.data.corpus import has_text, select_speakers, voice_groups, wav_batches
 from audiolm.data.prefetch import prefetch
 from audiolm.devices import resolve_device
+from audiolm.hub import content_hash, resolve_folder
 from audiolm.interop.joblib_kmeans import import_kmeans
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
@@ -36,10 +37,13 @@ FIGURE_ROWS = 4000  # held-out rows the stage's figures read at most
 
 def tokenizer_hash(cfg: PipelineConfig) -> str:
     # Where and how fast it runs does not change the result (half precision does, a little: hashed when
-    # asked for); the encoder's training only matters when there is one.
+    # asked for); the encoder's training only matters when there is one. A bundle's tokenizer is its content.
+    if cfg.semantic.init_from:
+        parent = content_hash(resolve_folder(cfg.semantic.init_from, subfolder="semantic"))
+        return config_hash("semantic-tokenizer-from", parent, cfg.semantic.precision, corpus_stage.corpus_hash(cfg))
     fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items()
               if k not in ("device", "dedup", "encoder") and not (k == "precision" and v == "fp32")
-              and not (k == "kmeans_file" and not v)}  # runs from before the key existed stay up to date
+              and not (k in ("kmeans_file", "init_from") and not v)}  # runs from before the key existed stay up to date
     trained = ""
     if cfg.semantic.backend == "trained":
         trained = encoder_stage.round_hash(cfg, encoder_stage.rounds(cfg.semantic.encoder)[-1])
@@ -53,9 +57,12 @@ def fit_or_load_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, cor
     if rundir.is_up_to_date(out, digest, saved_part=True):
         return SemanticTokenizer.from_pretrained(out, device=device, precision=cfg.semantic.precision)
     s: SemanticConfig = cfg.semantic
-    if s.backend == "trained":  # train the encoder first; from then on it is a local transformers model
+    if s.backend == "trained" and not s.init_from:  # train the encoder first; from then on a local transformers model
         s = dataclasses.replace(s, backend="ssl", model=str(encoder_stage.run(cfg)), revision="")
-    if s.kmeans_file:
+    if s.init_from:  # a bundle's, as it is (audiolm finetune)
+        tokenizer = SemanticTokenizer.from_pretrained(s.init_from, subfolder="semantic", device=device, precision=s.precision)
+        print(f"stage 1 (semantic): the tokenizer of {s.init_from} (K={tokenizer.num_clusters})")
+    elif s.kmeans_file:
         if s.backend != "ssl":
             raise ValueError(f"semantic.kmeans_file needs semantic.backend 'ssl' (the encoder it was fitted on), "
                              f"not '{s.backend}'")
@@ -143,7 +150,18 @@ def fit_text_tokenizer(cfg: PipelineConfig, corpus: datasets.DatasetDict, force:
     tasks); None for a corpus without text (LibriLight), which has no text tasks."""
     out = cfg.run_dir / "text"
     digest = config_hash("text-tokenizer", cfg.text, corpus_stage.corpus_hash(cfg))
+    if cfg.semantic.init_from:  # the bundle's own, or none: the text LMs it has read its pieces
+        parent = Path(resolve_folder(cfg.semantic.init_from)) / "text"
+        digest = config_hash("text-tokenizer-from", content_hash(parent) if parent.is_dir() else None)
     if not force and rundir.is_up_to_date(out, digest, saved_part=True):
+        return out
+    if cfg.semantic.init_from:
+        shutil.rmtree(out, ignore_errors=True)
+        if not parent.is_dir():
+            return None
+        tokenizer = TextTokenizer.from_pretrained(parent)
+        tokenizer.save_pretrained(out)
+        rundir.write_marker(out, digest, stage="text-tokenizer", vocab_size=tokenizer.vocab_size)
         return out
     if not has_text(corpus["train"]):
         shutil.rmtree(out, ignore_errors=True)  # one made from an earlier corpus
@@ -172,7 +190,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> Path:
     if s.backend == "trained" and s.units == "classifier" and s.encoder.objective != "phones":
         raise ValueError("semantic.units 'classifier' with backend 'trained' needs semantic.encoder.objective "
                          "'phones' (a masked-prediction encoder has no frame classifier to take units from)")
-    if s.backend == "trained":  # every process trains (the trainer splits the batches)
+    if s.backend == "trained" and not s.init_from:  # every process trains (the trainer splits the batches)
         encoder_stage.run(cfg)
     distributed.on_main(lambda: fit_or_load_tokenizer(cfg, corpus, corpus_rate) and None)
     tokenizer = SemanticTokenizer.from_pretrained(cfg.run_dir / "semantic", device=resolve_device(cfg.semantic.device),
