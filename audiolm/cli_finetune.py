@@ -6,8 +6,11 @@ import argparse
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    import datasets
+
     from audiolm.pipeline import finetune
 
+    datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars only add noise
     parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
     cfg = finetune.finetune_config(args.bundle, args.data, args.output, parts, args.lora, args.steps, args.minutes,
                                    args.lr, args.overrides)

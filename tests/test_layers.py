@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "audiolm"
 # (released models in, ours out) loads LMs for the scorer and the continuation, so sits below both.
 LAYER = {"audio": 0, "config": 0, "tokens": 0, "files": 0, "devices": 0, "hub": 0.5, "augment": 0.5, "card": 1, "semantic": 1,
          "codec": 1, "lm": 1, "data": 1, "eval": 1.8, "text": 1.5,
-         "interop": 1.6, "cli_interop": 3.9, "speech_text": 1.75, "train": 2, "continuation": 2,
+         "interop": 1.6, "cli_interop": 3.9, "cli_finetune": 3.9, "speech_text": 1.75, "train": 2, "continuation": 2,
          "batching": 2.5, "pipeline": 3, "web": 3.5, "cli_eval": 3.9, "cli": 4}
 
 

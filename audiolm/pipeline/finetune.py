@@ -47,7 +47,8 @@ def _schedule(base: TrainConfig, steps: int, minutes: float, learning_rate: floa
 
 
 def finetune_config(bundle: str, data: str, out: str | Path, parts: list[str] | None = None, lora: int = 0,
-                    steps: int = 200, minutes: float = 4.0, learning_rate: float = 0.0, overrides: list[str] = ()) -> PipelineConfig:
+                    steps: int = 200, minutes: float = 4.0, learning_rate: float = 0.0,
+                    overrides: list[str] = ()) -> PipelineConfig:
     """The run's config: the bundle's own pipeline config where it is a run folder (defaults otherwise),
     its data from `data`, every part from the bundle, the chosen ones trained for `steps` or their share
     of `minutes`, at `learning_rate` (0: a quarter of the rate the part was trained at, the same with

@@ -91,6 +91,11 @@ def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
                   "models trained on and voices none of them heard; the semantic-only condition withholds the prompt's "
                   "codec tokens, so it cannot copy the voice.")
     training = f"Pipeline `{cfg.name}` on {corpus}; training steps: {steps}."
+    if cfg.semantic.init_from:  # a fine-tune (audiolm finetune): its parent, and how each part was adapted
+        how = {t: (lm or {}).get("trained", "full") for t, lm in lms.items() if t in TASKS}
+        codec = "its codec's decoder trained on" if cfg.codec.train.steps else "its codec as it is"
+        training = (f"Adapted from `{cfg.semantic.init_from}` on {corpus} (its tokenizer and {codec}; LMs: "
+                    + ", ".join(f"{t} {h}" for t, h in how.items()) + f"); training steps: {steps}.")
     return {"repo_id": repo_id, "model_name": f"AudioLM ({cfg.name})", "metrics": run_metrics(lms, results),
             "evaluation": evaluation, "training": training, "license": cfg.share.license,
             "language": list(cfg.share.language), "datasets": datasets or None, "tags": list(cfg.share.tags),
