@@ -14,7 +14,7 @@ RUN_STAGE = $(if $(PROCS),$(VENV)/bin/accelerate launch --multi_gpu --num_proces
 # RUN: the run `make serve` serves; HOST, PORT: where (default 127.0.0.1:7860)
 RUN ?= runs/demo
 
-.PHONY: install web serve demo demo-text demo-long demo-long-text finetune-demo stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench bench-scale gpu-check lint clean
+.PHONY: install web serve demo demo-text demo-long demo-long-text finetune-demo finetune-language stage-0 stage-1 stage-2 stage-3 stage-4 test test-slow bench bench-scale gpu-check lint clean
 
 install: $(VENV)/.installed
 
@@ -86,6 +86,13 @@ FT_MINUTES ?= 5
 finetune-demo: install
 	@test -f runs/demo/lm-fine/config.json || (echo "finetune-demo: run \`make demo\` first" && exit 1)
 	$(PY) -m stages.finetune_demo --minutes $(FT_MINUTES)
+
+# after `make demo`: its semantic and coarse LMs adapted to 10 minutes of another eSpeak NG language, against the
+# same LMs trained from scratch on it for the same time (about 10 minutes; docs/finetune.md)
+FT_LANGUAGE ?= de
+finetune-language: install
+	@test -f runs/demo/lm-fine/config.json || (echo "finetune-language: run \`make demo\` first" && exit 1)
+	$(PY) -m stages.finetune_demo --language $(FT_LANGUAGE)
 
 test: web
 	$(PY) -m pytest -q -m "not slow"

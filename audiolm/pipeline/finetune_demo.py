@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--train-minutes", type=float, default=3.0, help="training budget of each fine-tune, shared by "
                                                                          "its parts (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: finetune's)")
     parser.add_argument("--out", default="runs/finetune-demo")
     parser.add_argument("--language", default="", help="instead of the voice: adapt to this eSpeak NG language (e.g. "
                                                        "de), against the same LMs trained from scratch")
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             if name in results:
                 continue
             cfg = finetune.finetune_config(args.parent, str(data), out / name, ["codec", "coarse", "fine"],
-                                           args.rank if mode == "lora" else 0, args.steps, args.train_minutes)
+                                           args.rank if mode == "lora" else 0, args.steps, args.train_minutes, args.lr)
             start = time.monotonic()
             markers = finetune.run(cfg)
             seconds = time.monotonic() - start
