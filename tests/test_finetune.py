@@ -128,6 +128,8 @@ def test_lora_adapters_load_on_their_parent_and_merge_to_the_same_outputs(tiny_c
         assert ppl != adapt.perplexity(Decoder.from_pretrained(bundle / f"lm-{task}"), spec, rows)
     # the merged bundle `audiolm save` writes: the same model, standalone, continuing to the same audio
     merged = share.save(run, tmp_path / "merged")
+    card = (merged / "README.md").read_text()  # the card names the parent and how each part was adapted
+    assert f"Adapted from `{bundle}`" in card and "fine LoRA rank 2" in card and "coarse as it was" in card
     again = AudioLM.from_pretrained(merged)
     wav, rate = audio.load(new_voice.parent / "9.wav")
     a = adapted.continue_speech(wav[: rate], rate, seconds=0.5, seed=3)

@@ -145,6 +145,7 @@ def test_deduplicated_semantic_ids_are_re_expanded_to_the_asked_length(tiny_cont
     np.testing.assert_array_equal(ids[prompt:], held)  # each new id held for 2-3 frames
 
 
+@pytest.mark.slow  # 16 s; every stage's kill and resume is test_kill_and_resume's
 def test_stage_4_killed_mid_way_redoes_only_the_unfinished_batch(tiny_continuations, monkeypatch):
     cfg = tiny_continuations
     out = cfg.run_dir / "continuations"

@@ -167,6 +167,7 @@ def test_cli_speak_transcribe_convert(tiny_continuations, speech_wav, bad_audio_
     assert "corrupt.wav" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
 
 
+@pytest.mark.slow  # 25 s; the bundle's text files are checked in test_hub
 def test_a_saved_bundle_carries_the_text_parts(model, tiny_continuations, tmp_path, speech):
     from audiolm.pipeline import share
 

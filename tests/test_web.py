@@ -117,6 +117,7 @@ def test_each_tab_offers_the_runs_held_out_prompts(served, tiny_continuations, t
     assert Path(update["value"]).read_bytes() == Path(examples[1][1]).read_bytes()
 
 
+@pytest.mark.slow  # 23 s on a slow day (make test-slow runs it)
 def test_a_full_queue_is_a_busy_message_not_a_wait(tiny_continuations, speech_wav):
     """More requests than the queue holds: the extra ones are told at once to try again."""
     import socket

@@ -92,7 +92,9 @@ def card_kwargs(run_dir: Path, repo_id: str = "REPO_ID") -> dict[str, Any]:
                   "codec tokens, so it cannot copy the voice.")
     training = f"Pipeline `{cfg.name}` on {corpus}; training steps: {steps}."
     if cfg.semantic.init_from:  # a fine-tune (audiolm finetune): its parent, and how each part was adapted
-        how = {t: (lm or {}).get("trained", "full") for t, lm in lms.items() if t in TASKS}
+        words = {"none": "as it was", "full": "in full"}
+        how = {t: words.get(h, h.replace("lora-", "LoRA rank ")) for t, lm in lms.items() if t in TASKS
+               for h in [(lm or {}).get("trained", "full")]}
         codec = "its codec's decoder trained on" if cfg.codec.train.steps else "its codec as it is"
         training = (f"Adapted from `{cfg.semantic.init_from}` on {corpus} (its tokenizer and {codec}; LMs: "
                     + ", ".join(f"{t} {h}" for t, h in how.items()) + f"); training steps: {steps}.")
