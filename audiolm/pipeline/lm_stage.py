@@ -294,7 +294,10 @@ def run(cfg: PipelineConfig, force: bool = False, tasks: list[str] | None = None
         if not force and rundir.is_up_to_date(out, digest, saved_part=True):
             distributed.print_main(f"stage 3 ({task} LM): {out} is up to date")
             continue
-        if getattr(cfg.lm, task).init_from and task not in TEXT_TASKS:
+        if getattr(cfg.lm, task).init_from:
+            if task in TEXT_TASKS:
+                raise ValueError(f"lm.{task}.init_from: the text LMs are not fine-tuned (docs/finetune.md); train "
+                                 "them on the fine-tuned run's tokens instead")
             from audiolm.pipeline import adapt  # it builds on this module
 
             info = adapt.adapt_lm(cfg, task, marker, *rows(), speakers, out)
