@@ -82,6 +82,13 @@ def adapt_lm(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utter
     model = load_language_model(folder)
     spec = TaskSpec.from_dict(model.task)
     _check_layout(spec, cfg, marker, key)
+    if not isinstance(model, Decoder):  # a released unit LM (TWIST, SLAM): kept as it is, or refused
+        if lm.train.steps:
+            raise ValueError(f"{key}: {reference['model']}/{part} is a released model we can use but not train; "
+                             f"leave {task} out of the parts to fine-tune")
+        distributed.on_main(write_adapter, out, model.task, reference)
+        return {"task": task, "parameters": model.num_parameters(), "steps": 0, "adapted_from": reference,
+                "trained": "none"}
     old = old_heldout(cfg, task, lm.init_from)
     before = {"new": perplexity(model, spec, heldout), **({"old": perplexity(model, spec, old)} if old else {})}
     unigram = unigram_perplexity(spec, [spec.targets(*u) for u in lm_stage.sample(train)],
@@ -94,9 +101,6 @@ def adapt_lm(cfg: PipelineConfig, task: str, marker: dict, train: Sequence[Utter
         return {"task": task, "parameters": model.num_parameters(), "steps": 0, "heldout_perplexity": before["new"],
                 "unigram_perplexity": unigram, "heldout_utterances": len(heldout), "train_seconds": 0.0,
                 "adapted_from": reference, "before": before, "after": before, "trained": "none"}
-    if not isinstance(model, Decoder):
-        raise ValueError(f"{key}: {reference['model']}/{part} is a released model we can use but not train; "
-                         f"leave {task} out of the parts to fine-tune")
     save = None
     if lm.lora:
         add_lora(model, lm.lora)
