@@ -49,9 +49,8 @@ def test_a_decoded_prefix_is_final_up_to_the_codecs_lookahead(tiny_continuations
     model = AudioLM.from_pretrained(tiny_continuations.run_dir)
     codec = model.codec
     np.testing.assert_array_equal(positional_noise(1000, 7), positional_noise(40000, 7)[:1000])
-    # a fixed draw: unseeded, the codes depended on the tests run before this one, and about 1 draw in 4
-    # (11 of 40 seeds, at this commit and at 8c69f57 alike) differs beyond 1e-5, up to 2.6e-3, within the
-    # "final" span: an open question for the streaming decoder (issue 42's closing note), not settled here
+    # a fixed draw (unseeded, the codes depended on the tests before this one). Before pitch_of read F0 from
+    # a table, 11 of 40 draws failed here (up to 2.6e-3): the last ids of a row were rounded differently
     g = torch.Generator().manual_seed(1)
     codes = torch.randint(0, codec.codebook_size, (1, codec.num_codebooks, 80), generator=g)
     codes[:, 0] = torch.randint(0, 40, (80,), generator=g)  # pitch ids low on the scale, some unvoiced

@@ -208,8 +208,12 @@ class SourceFilterCodec(Codec):
     def pitch_of(self, codes: torch.Tensor) -> torch.Tensor:
         """codebook 0 [b, t] -> F0 [b, t * r] (Hz, 0 = unvoiced), each step's centre."""
         c = self.config
-        steps = c.pitch_grid
-        f0 = c.f0_min * (c.f0_max / c.f0_min) ** ((codes.float() - 0.5) / steps)
+        # looked up in a table of every id: computed over the codes themselves, the vectorised pow rounds
+        # the last few of a row differently from the rest, so a streamed prefix's F0 was not the whole's
+        # in the last bit, and the harmonics' running phase carried that into its audio (up to 2e-3)
+        ids = torch.arange(c.codebook_size, device=codes.device, dtype=torch.float32)
+        table = c.f0_min * (c.f0_max / c.f0_min) ** ((ids - 0.5) / c.pitch_grid)
+        f0 = table[codes]
         return torch.where(codes > 0, f0, torch.zeros_like(f0)).repeat_interleave(c.frames_per_code, dim=-1)
 
     # -- the spectrum: codebooks 1 .. k-1 ------------------------------------------------------
