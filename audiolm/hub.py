@@ -168,6 +168,12 @@ def content_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def part_hash(name_or_path: str | os.PathLike, subfolder: str, revision: str | None = None) -> str:
+    """The content hash of one part of a bundle (a run folder, a saved bundle or a Hub id): what a
+    fine-tune records of its parent, and what its stages are redone for when it changes."""
+    return content_hash(resolve_folder(name_or_path, revision=revision, subfolder=subfolder))
+
+
 class HubMixin(ModelHubMixin, library_name="audiolm", license="mit", tags=["audiolm", "audio"]):
     """`save_pretrained` / `from_pretrained` / `push_to_hub` for one component. A subclass sets
     `component` (the value of `component` in its config.json), writes its files in `_write` and

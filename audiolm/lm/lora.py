@@ -31,11 +31,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audiolm.files import atomic_dir
-from audiolm.hub import CONFIG_NAME, content_hash, resolve_folder
+from audiolm.hub import CONFIG_NAME, content_hash, part_hash, resolve_folder
 
 # every projection of the attention and the MLPs (the depth head's MLPs too): LoRA's usual targets
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # beside it, PEFT's own adapter_config.json
 PEFT_PREFIX = "base_model.model."  # PeftModel's names for the wrapped model's modules
 
 
@@ -77,10 +77,9 @@ def adapter_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def parent_reference(init_from: str, part: str, revision: str = "") -> dict[str, Any]:
     """Where an adapted part's parent is, and its content hash. A local folder is recorded by its
     absolute path (a run folder is found wherever the command was run from)."""
-    folder = resolve_folder(init_from, revision=revision or None, subfolder=part)
     local = Path(init_from).exists()
     return {"model": str(Path(init_from).resolve()) if local else init_from, "revision": revision, "part": part,
-            "sha256": content_hash(folder)}
+            "sha256": part_hash(init_from, part, revision or None)}
 
 
 def resolve_parent(reference: dict[str, Any], folder: Path, token: str | bool | None = None) -> Path:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from audiolm.config import PipelineConfig, TrainConfig, load_config
-from audiolm.hub import content_hash, resolve_folder
+from audiolm.hub import resolve_folder
 from audiolm.interop.language_models import load_language_model
 from audiolm.lm.lora import add_lora, parent_reference, write_adapter
 from audiolm.lm.model import Decoder
@@ -31,11 +31,6 @@ def parent_part(init_from: str, part: str, key: str) -> Path:
         return resolve_folder(init_from, subfolder=part)
     except (FileNotFoundError, NotADirectoryError) as err:
         raise FileNotFoundError(f"{key}: {init_from} has no {part}/ to start from ({err})") from None
-
-
-def parent_hash(init_from: str, part: str, key: str) -> str:
-    """The content hash of the parent's part: a stage redone when its parent changed."""
-    return content_hash(parent_part(init_from, part, key))
 
 
 def perplexity(model: Decoder, spec: TaskSpec, rows: Sequence[Utterance]) -> float:

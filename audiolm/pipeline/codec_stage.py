@@ -24,7 +24,7 @@ from audiolm.config import CodecConfig, PipelineConfig, config_hash
 from audiolm.data import shards
 from audiolm.data.corpus import CorpusAudio, read_wavs, wav_batches
 from audiolm.data.prefetch import prefetch
-from audiolm.hub import content_hash, resolve_folder
+from audiolm.hub import part_hash, resolve_folder
 from audiolm.lm.lora import add_lora, has_lora, merge_lora
 from audiolm.pipeline import corpus_stage, rundir
 from audiolm.tokens import id_dtype
@@ -45,7 +45,7 @@ OURS = ("source-filter",)
 def codec_hash(cfg: PipelineConfig) -> str:
     c = cfg.codec
     if c.init_from:  # a bundle's, as it is or trained on: its content, and the training when there is some
-        parent = content_hash(resolve_folder(c.init_from, subfolder="codec"))
+        parent = part_hash(c.init_from, "codec")
         if not c.train.steps:
             return config_hash("codec-from", parent)
         trained = {k: v for k, v in dataclasses.asdict(c).items() if k in ("segment_seconds", "augment", "augmentation",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import time
 from pathlib import Path
@@ -32,6 +33,13 @@ from audiolm.eval.speaker import voice_scores
 from audiolm.files import atomic_write_text
 from audiolm.pipeline import codec_eval, continue_stage, corpus_stage, finetune, rundir
 from audiolm.pipeline.adapt import parent_run
+
+
+def write_manifest(manifest: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    """A stage-0 manifest of (path, text, speaker, split) rows, written whole or not at all."""
+    text = io.StringIO()
+    csv.writer(text).writerows([("path", "text", "speaker", "split"), *rows])
+    atomic_write_text(manifest, text.getvalue())
 
 
 def voice_data(parent: PipelineConfig, folder: Path, voice: str, minutes: float, heldout: int = 8) -> Path:
@@ -55,9 +63,7 @@ def voice_data(parent: PipelineConfig, folder: Path, voice: str, minutes: float,
         audio.save(path, s.wav, s.sample_rate)
         rows.append((path.name, texts[i], voice, split))
         seconds += len(s.wav) / s.sample_rate if split == "train" else 0.0
-    with open(folder / ".manifest.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("path", "text", "speaker", "split"), *rows])
-    (folder / ".manifest.csv").rename(manifest)
+    write_manifest(manifest, rows)
     print(f"finetune-demo: {seconds / 60:.1f} min of {voice} ({sum(r[3] == 'train' for r in rows)} sentences) + "
           f"{heldout} held-out -> {manifest}")
     return manifest
@@ -100,9 +106,7 @@ def language_data(parent: PipelineConfig, folder: Path, language: str, minutes: 
             rows.append((path.name, text, f"{language}{count % voices}", split))
             seconds += len(s.wav) / s.sample_rate if split == "train" else 0.0
             count += 1
-    with open(folder / ".manifest.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("path", "text", "speaker", "split"), *rows])
-    (folder / ".manifest.csv").rename(manifest)
+    write_manifest(manifest, rows)
     print(f"finetune-demo: {seconds / 60:.1f} min of '{language}' by {voices} voices -> {manifest}")
     return manifest
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from audiolm.config import LMConfig, PipelineConfig, config_hash, to_dict
 from audiolm.data import shards
 from audiolm.data.token_rows import TextRows, TokenRows, table_rows
-from audiolm.hub import content_hash, resolve_folder
+from audiolm.hub import part_hash
 from audiolm.lm.model import Decoder, DecoderConfig
 from audiolm.lm.sequences import TASKS, TEXT_TASKS, TaskSpec, mean_run_length, unigram_perplexity, unit_runs
 from audiolm.pipeline import rundir
@@ -158,7 +158,7 @@ def _lm_section(lm: LMConfig) -> dict:
 
 def lm_hash(cfg: PipelineConfig, task: str, marker: dict) -> str:
     lm = getattr(cfg.lm, task)
-    parent = [content_hash(resolve_folder(lm.init_from, subfolder=f"lm-{task}"))] if lm.init_from else []
+    parent = [part_hash(lm.init_from, f"lm-{task}")] if lm.init_from else []
     return config_hash("lm", task, _lm_section(lm), *parent, cfg.lm.coarse_codebooks, cfg.lm.eval_utterances,
                        cfg.lm.pack_speakers,
                        cfg.lm.semantic_dedup if task == "semantic" else None, marker["config_hash"], marker["acoustic_hash"],

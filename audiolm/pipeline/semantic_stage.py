@@ -22,7 +22,7 @@ from audiolm.data import shards
 from audiolm.data.corpus import has_text, select_speakers, voice_groups, wav_batches
 from audiolm.data.prefetch import prefetch
 from audiolm.devices import resolve_device
-from audiolm.hub import content_hash, resolve_folder
+from audiolm.hub import content_hash, part_hash, resolve_folder
 from audiolm.interop.joblib_kmeans import import_kmeans
 from audiolm.pipeline import corpus_stage, encoder_stage, rundir, semantic_eval
 from audiolm.semantic.features import build_features
@@ -39,7 +39,7 @@ def tokenizer_hash(cfg: PipelineConfig) -> str:
     # Where and how fast it runs does not change the result (half precision does, a little: hashed when
     # asked for); the encoder's training only matters when there is one. A bundle's tokenizer is its content.
     if cfg.semantic.init_from:
-        parent = content_hash(resolve_folder(cfg.semantic.init_from, subfolder="semantic"))
+        parent = part_hash(cfg.semantic.init_from, "semantic")
         return config_hash("semantic-tokenizer-from", parent, cfg.semantic.precision, corpus_stage.corpus_hash(cfg))
     fitted = {k: v for k, v in dataclasses.asdict(cfg.semantic).items()
               if k not in ("device", "dedup", "encoder") and not (k == "precision" and v == "fp32")
